@@ -1,0 +1,37 @@
+# The two commands of the quickstart: `make dev` and `make test`. Both use one venv at .venv/.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.nova-installed
+
+.PHONY: install dev test lint stack-up stack-down clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,cdc]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make dev: local stack + Dagster on http://127.0.0.1:3000 with the project loaded
+dev: install
+	$(BIN)/nova dev
+
+## make test: lint, then the test suite against real local services it starts itself
+test: install lint
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check nova_assets nova_assets_tests bench
+	$(BIN)/ruff format --check nova_assets nova_assets_tests bench
+
+stack-up: install
+	$(BIN)/nova stack up
+
+stack-down: install
+	$(BIN)/nova stack down
+
+clean:
+	-$(BIN)/nova stack down
+	rm -rf $(VENV) .nova

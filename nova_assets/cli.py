@@ -1,0 +1,135 @@
+"""The `nova` command: local stack, SQL shell, Dagster dev server, generators and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from nova_assets import settings
+from nova_assets.errors import NovaError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _only(values: tuple[str, ...]) -> list[str] | None:
+    return list(values) or None
+
+
+@click.group()
+def main() -> None:
+    """Nova feed data platform."""
+
+
+@main.group()
+def stack() -> None:
+    """Local services: Tansu (Kafka), valkey (Redis), Postgres, and the chDB directory."""
+
+
+@stack.command("up")
+@click.option("--only", "only", multiple=True, help="Act on one service (kafka, redis, postgres).")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each service.")
+def stack_up(only: tuple[str, ...], timeout: float) -> None:
+    """Start what is not running (idempotent) and wait until it answers."""
+    from nova_assets.stack import Stack
+
+    _run(lambda: Stack().up(_only(only), timeout_s=timeout))
+
+
+@stack.command("down")
+@click.option("--only", "only", multiple=True, help="Act on one service.")
+def stack_down(only: tuple[str, ...]) -> None:
+    """Stop the stack's services (state under NOVA_HOME is kept)."""
+    from nova_assets.stack import Stack
+
+    _run(lambda: Stack().down(_only(only)))
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Show each service: pid, address, health. Exit 1 when any is down."""
+    from nova_assets.stack import Stack
+
+    rows = Stack().status()
+    for row in rows:
+        state = "healthy" if row.healthy else ("unhealthy" if row.running else "down")
+        extra = f"  ({row.detail})" if row.detail and not row.healthy else ""
+        click.echo(f"{row.name:<10} {state:<10} pid={row.pid or '-':<8} {row.address}{extra}")
+    sys.exit(0 if all(r.healthy for r in rows) else 1)
+
+
+@stack.command("env")
+def stack_env() -> None:
+    """Print `export NOVA_*=...` lines for the stack: eval "$(nova stack env)"."""
+    import shlex
+
+    from nova_assets.stack import Stack
+
+    for name, value in Stack().env().items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+
+
+@main.command("sql")
+@click.argument("query")
+def sql(query: str) -> None:
+    """Run a query on ClickHouse (honours the embedded lock) and print the server's formatting."""
+    from nova_assets.resources.clickhouse import ClickHouseResource
+
+    url = os.environ.get(settings.CLICKHOUSE_URL)
+    if not url:
+        from nova_assets.stack import Stack
+
+        url = Stack().clickhouse.url()
+    resource = ClickHouseResource(url=url, cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""))
+    try:
+        out = resource.raw(query)
+    except NovaError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # the server's message, as clickhouse-client would print it
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+
+
+@main.command("dev")
+@click.option("--port", default=3000, show_default=True, help="Dagster UI port on 127.0.0.1.")
+def dev(port: int) -> None:
+    """Start the stack and `dagster dev` with the project loaded, on 127.0.0.1."""
+    from nova_assets.stack import Stack
+
+    local = Stack()
+    _run(lambda: local.up())
+    env = {**os.environ, **local.env()}
+    dagster_home = local.home / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env["DAGSTER_HOME"] = str(dagster_home)
+    cmd = [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(REPO_ROOT / "workspace.yaml"),
+        "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT)
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        sys.exit(proc.wait())
+
+
+def _run(action: object) -> None:
+    try:
+        action()  # type: ignore[operator]
+    except NovaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The one Definitions root: every capability under `defs/` merged with the project's resources."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from nova_assets import settings
+from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """One resource per external system, configured from NOVA_* environment variables at run time."""
+    return {
+        "clickhouse": ClickHouseResource(
+            url=dg.EnvVar(settings.CLICKHOUSE_URL),
+            cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""),
+            lock_timeout_s=settings.env_float(settings.CLICKHOUSE_LOCK_TIMEOUT, 30.0, minimum=0.1),
+        ),
+        "kafka": KafkaResource(bootstrap_servers=dg.EnvVar(settings.KAFKA_BOOTSTRAP)),
+        "redis": RedisResource(
+            url=dg.EnvVar(settings.REDIS_URL),
+            cluster=os.environ.get(settings.REDIS_CLUSTER, "").lower() in ("1", "true", "yes"),
+        ),
+        "postgres": PostgresResource(dsn=dg.EnvVar(settings.POSTGRES_DSN)),
+    }
+
+
+defs = dg.Definitions.merge(
+    dg.Definitions(resources=build_resources()),
+)

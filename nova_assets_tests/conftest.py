@@ -1,0 +1,41 @@
+"""Test fixtures: one real local stack (Tansu, valkey, Postgres, chDB) for the whole session.
+
+It runs under a temporary NOVA_HOME on free ports, started and stopped by the project's own
+stack code, so tests never touch a developer's `.nova` or a system service.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nova_assets.stack import Stack
+from nova_assets.stack.process import free_port
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("nova-home")
+    ports = {name: free_port() for name in ("kafka", "redis", "postgres")}
+    local = Stack(home=home, ports=ports)
+    local.up(echo=lambda _msg: None)
+    saved = {k: os.environ.get(k) for k in local.env()}
+    os.environ.update(local.env())
+    try:
+        yield local
+    finally:
+        local.down(echo=lambda _msg: None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def chdb_url(tmp_path: Path) -> str:
+    """A fresh embedded ClickHouse directory for one test."""
+    return f"chdb://{tmp_path / 'clickhouse'}"

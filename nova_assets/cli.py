@@ -116,12 +116,28 @@ def dev(port: int) -> None:
         "-h", "127.0.0.1", "-p", str(port),
     ]  # fmt: skip
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT)
+    proc = subprocess.Popen(cmd, env=env, cwd=dagster_home)
     try:
         sys.exit(proc.wait())
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         sys.exit(proc.wait())
+
+
+@main.command("bench")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+def bench(name: str, as_json: bool) -> None:
+    """Run benchmark NAME from bench/ (schema, ...), printing its figures."""
+    import importlib
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    available = sorted(p.stem for p in (REPO_ROOT / "bench").glob("*.py") if p.stem not in ("__init__", "common"))
+    if name not in available:
+        raise click.ClickException(f"unknown benchmark {name!r}; choose from {', '.join(available)}")
+    module = importlib.import_module(f"bench.{name}")
+    _run(lambda: module.run(as_json=as_json))
 
 
 def _run(action: object) -> None:

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from nova_assets import settings
+from nova_assets.defs import schema
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
 
 
@@ -28,5 +29,6 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 
 
 defs = dg.Definitions.merge(
+    schema.defs,
     dg.Definitions(resources=build_resources()),
 )

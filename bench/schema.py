@@ -28,7 +28,8 @@ SELECT
     reinterpretAsUUID(MD5(concat('u', toString(toUInt32(pow(rand(2) / 4294967295, 2) * {users}))))),
     reinterpretAsUUID(MD5(concat('p', toString(toUInt32(pow(rand(3) / 4294967295, 3) * 200000))))),
     reinterpretAsUUID(MD5(concat('a', toString(toUInt32(pow(rand(4) / 4294967295, 2) * 20000))))),
-    ['view','view','view','view','view','view','view','view','click','click','like','comment','share'][rand(5) % 13 + 1],
+    ['view','view','view','view','view','view','view','view','click','click','like','comment','share']
+        [rand(5) % 13 + 1],
     rand(6) % 30000,
     ['ios','android','web'][rand(7) % 3 + 1],
     '5.2.0'

@@ -31,10 +31,7 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {
-        ev.asset_key.path[-1]: ev
-        for ev in result.get_asset_check_evaluations()
-    }
+    return {ev.asset_key.path[-1]: ev for ev in result.get_asset_check_evaluations()}
 
 
 @pytest.fixture
@@ -229,8 +226,8 @@ def test_cluster_rendering() -> None:
     assert "ENGINE = Distributed('prod', 'nova', 'events_local', cityHash64(user_id))" in events[1]
     assert "ON CLUSTER `prod` AS `nova`.events_local" in events[1]
     assert (
-        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version, is_deleted)"
-        in by_name["posts"][0]
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', "
+        "version, is_deleted)" in by_name["posts"][0]
     )
     assert "ReplicatedSummingMergeTree(" in by_name["post_metrics_1h"][0]
     mv = by_name["post_metrics_1h_mv"][0]

@@ -124,6 +124,41 @@ def dev(port: int) -> None:
         sys.exit(proc.wait())
 
 
+@main.group()
+def generate() -> None:
+    """Demo traffic: events to Kafka (and, with CDC, app changes to Postgres)."""
+
+
+@generate.command("events")
+@click.option("--rate", default=1000.0, show_default=True, help="Events per second (0 = as fast as possible).")
+@click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--malformed", default=0.0, show_default=True, help="Share of malformed messages (0..1).")
+@click.option("--partitions", default=1, show_default=True, help="Partitions when the topic is created.")
+def generate_events(rate: float, duration: float, malformed: float, partitions: int) -> None:
+    """Produce realistic events (Zipf users/posts, skewed actions) to nova.events."""
+    from nova_assets.generate.events import produce_events
+    from nova_assets.resources.kafka import KafkaResource
+
+    if not 0.0 <= malformed <= 1.0:
+        raise click.BadParameter(f"--malformed={malformed} must be between 0 and 1")
+    kafka = KafkaResource(bootstrap_servers=_env(settings.KAFKA_BOOTSTRAP))
+    _run(
+        lambda: click.echo(
+            produce_events(kafka, rate=rate, duration_s=duration, malformed_share=malformed, partitions=partitions)
+        )
+    )
+
+
+def _env(name: str) -> str:
+    """A NOVA_* setting from the environment, else from the local stack."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    from nova_assets.stack import Stack
+
+    return Stack().env()[name]
+
+
 @main.command("bench")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")

@@ -1,0 +1,162 @@
+"""The ingestion run (launched by the sensor) and the replay job, reporting to the asset graph.
+
+A run is an op job that logs materializations of `events` and the CDC mirrors it loaded, so the
+asset pages show every micro-batch run with its figures.
+"""
+
+import datetime as dt
+import socket
+import time
+
+import dagster as dg
+from confluent_kafka import Consumer, TopicPartition
+
+from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
+from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
+from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.resources.kafka import KafkaResource
+
+PIPELINE_TAG = "nova/pipeline"
+HEARTBEAT_TAG = "nova/heartbeat"
+RANGES_TAG = "nova/offsets"
+
+
+class IngestConfig(dg.Config):
+    """How long one ingestion run keeps consuming, and how it cuts micro-batches."""
+
+    max_run_seconds: float = 600.0
+    idle_exit_seconds: float = 30.0
+    flush_interval_ms: int = 200
+    max_batch_rows: int = 100_000
+    max_message_bytes: int = 262_144
+    insert_attempts: int = 6
+
+
+def _report(context: dg.OpExecutionContext, stats: IngestStats, kind: str) -> None:
+    meta = stats.metadata()
+    context.log.info(f"{kind} finished: {meta}")
+    for topic, rows in stats.rows.items():
+        asset = "events" if topic == EVENTS_TOPIC else topic[len(CDC_TOPIC_PREFIX) :]
+        topic_meta = {k: v for k, v in meta.items() if not k.startswith(("cdc_lag", "event_to_visible"))}
+        label = "event_to_visible" if topic == EVENTS_TOPIC else "cdc_lag"
+        topic_meta.update({k: v for k, v in meta.items() if k.startswith(label)})
+        topic_meta["rows"] = rows
+        topic_meta["dead_letters_for_topic"] = stats.dead_letters.get(topic, 0)
+        context.log_event(
+            dg.AssetMaterialization(asset_key=asset, description=f"{kind} of {topic}", metadata=topic_meta)
+        )
+    if stats.dead_letters:
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="dead_letters",
+                description=f"messages rejected by {kind}",
+                metadata={"per_topic": dict(stats.dead_letters), "kinds": dict(stats.dead_letter_kinds)},
+            )
+        )
+
+
+@dg.op(tags={"kind": "kafka"})
+def ingest_kafka(
+    context: dg.OpExecutionContext, config: IngestConfig, clickhouse: ClickHouseResource, kafka: KafkaResource
+) -> dg.Nothing:
+    """Load nova.events and nova.public.* from the committed offsets until caught up or out of time."""
+    instance, run_id = context.instance, context.run_id
+    host = socket.gethostname()
+
+    def heartbeat(stats: IngestStats) -> None:
+        instance.add_run_tags(
+            run_id, {HEARTBEAT_TAG: f"{time.time():.0f}@{host}", "nova/messages": str(stats.messages)}
+        )
+
+    heartbeat(IngestStats())
+    loader = Loader(
+        clickhouse,
+        kafka,
+        IngestSettings(
+            max_run_seconds=config.max_run_seconds,
+            idle_exit_seconds=config.idle_exit_seconds,
+            flush_interval_ms=config.flush_interval_ms,
+            max_batch_rows=config.max_batch_rows,
+            max_message_bytes=config.max_message_bytes,
+            insert_attempts=config.insert_attempts,
+        ),
+        log=context.log.info,
+        run_id=run_id,
+        heartbeat=heartbeat,
+    )
+    _report(context, loader.run(), "ingestion")
+
+
+@dg.job(name="kafka_ingestion", tags={PIPELINE_TAG: "ingestion"})
+def kafka_ingestion_job() -> None:
+    """Micro-batch ingestion of Kafka into ClickHouse, exactly once (launched by kafka_ingestion_sensor)."""
+    ingest_kafka()
+
+
+class ReplayConfig(dg.Config):
+    """Re-ingest a topic range: by offsets, or by timestamps (ISO 8601, UTC); already-loaded rows are skipped."""
+
+    topic: str = EVENTS_TOPIC
+    partitions: list[int] = []  # empty = all partitions
+    start_offset: int = -1
+    end_offset: int = -1  # exclusive; -1 = the high watermark now
+    start_time: str = ""
+    end_time: str = ""
+
+
+def _timestamp_ms(value: str) -> int:
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def replay_ranges(kafka: KafkaResource, cfg: ReplayConfig) -> dict[tuple[str, int], tuple[int, int | None]]:
+    """Resolve a replay request into [start, end) offsets per partition (end None: up to the latest)."""
+    consumer = kafka.consumer()
+    try:
+        topic_meta = consumer.list_topics(cfg.topic, timeout=kafka.timeout_s).topics.get(cfg.topic)
+        if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
+            raise dg.Failure(f"topic {cfg.topic!r} does not exist")
+        partitions = cfg.partitions or sorted(topic_meta.partitions)
+        ranges: dict[tuple[str, int], tuple[int, int | None]] = {}
+        for p in partitions:
+            low, _high = consumer.get_watermark_offsets(TopicPartition(cfg.topic, p), timeout=kafka.timeout_s)
+            start = cfg.start_offset if cfg.start_offset >= 0 else low
+            end: int | None = cfg.end_offset if cfg.end_offset >= 0 else None
+            if cfg.start_time:
+                found = _offset_at(consumer, cfg.topic, p, cfg.start_time, kafka.timeout_s)
+                if found is None:
+                    continue  # nothing this recent in the partition
+                start = found
+            if cfg.end_time:
+                end = _offset_at(consumer, cfg.topic, p, cfg.end_time, kafka.timeout_s)
+            ranges[(cfg.topic, p)] = (max(start, low), end)
+        return ranges
+    finally:
+        consumer.close()
+
+
+def _offset_at(consumer: Consumer, topic: str, partition: int, when: str, timeout_s: float) -> int | None:
+    """First offset at or after a timestamp; None when no message is that recent."""
+    found = consumer.offsets_for_times([TopicPartition(topic, partition, _timestamp_ms(when))], timeout=timeout_s)
+    return found[0].offset if found[0].offset >= 0 else None
+
+
+@dg.op(tags={"kind": "kafka"})
+def replay_kafka(
+    context: dg.OpExecutionContext, config: ReplayConfig, clickhouse: ClickHouseResource, kafka: KafkaResource
+) -> dg.Nothing:
+    """Re-read a range and load whatever of it is missing from ClickHouse; consumer offsets are untouched."""
+    ranges = replay_ranges(kafka, config)
+    context.log.info(f"replaying {ranges}")
+    settings = IngestSettings(commit=False, max_run_seconds=3600, idle_exit_seconds=30)
+    _report(
+        context, Loader(clickhouse, kafka, settings, log=context.log.info, run_id=context.run_id).run(ranges), "replay"
+    )
+
+
+@dg.job(name="kafka_replay", tags={PIPELINE_TAG: "replay"})
+def kafka_replay_job() -> None:
+    """Re-ingest a Kafka topic range (offsets or timestamps) without duplicates."""
+    replay_kafka()

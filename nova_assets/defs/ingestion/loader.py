@@ -1,0 +1,419 @@
+"""The ingestion loop: Kafka → validate → ClickHouse in micro-batches, exactly once.
+
+Exactly once, and why this way:
+- Offsets are committed to the consumer group only after ClickHouse accepted the batch, so a
+  crash never loses messages; it can only leave a loaded-but-uncommitted tail.
+- Every event and dead letter row carries its Kafka coordinates. A run starts by asking
+  ClickHouse which offsets at or after the committed ones are already there, and skips them,
+  so that tail is never loaded twice however the new run cuts its batches (a token alone would
+  need the crashed run's exact batch boundaries, which depend on what had arrived by then).
+- Each insert also carries an `insert_deduplication_token` built from its offset ranges, with
+  deduplication windows on the tables and `deduplicate_blocks_in_dependent_materialized_views`,
+  so retrying an insert whose outcome was unknown (timeout, lost connection) is harmless for the
+  table and for the materialized views.
+- CDC mirrors are ReplacingMergeTree with version = LSN: re-applying a change is idempotent.
+- Runs `assign()` their partitions (no group join: instant start, no rebalances) and commit under
+  the group id; the sensor and the `nova/pipeline=ingestion` concurrency limit keep one run at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
+
+from nova_assets.defs.ingestion.messages import (
+    CDC_TOPIC_PREFIX,
+    EVENT_COLUMNS,
+    EVENTS_TOPIC,
+    MIRROR_META_COLUMNS,
+    MirrorShape,
+    Rejected,
+    decode_change,
+    decode_event,
+)
+from nova_assets.defs.ingestion.offsets import DEFAULT_TOPIC_PATTERNS, partition_lags
+from nova_assets.errors import NovaError
+from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.resources.kafka import KafkaResource
+
+TP = tuple[str, int]
+
+
+class IngestionFailed(NovaError):
+    """ClickHouse kept rejecting a batch: nothing of it was committed to Kafka."""
+
+
+@dataclass
+class IngestSettings:
+    max_run_seconds: float = 300.0
+    idle_exit_seconds: float = 15.0
+    flush_interval_ms: int = 200
+    max_batch_rows: int = 100_000
+    max_message_bytes: int = 262_144
+    insert_attempts: int = 6
+    retry_max_wait_s: float = 8.0
+    commit: bool = True
+    topic_patterns: tuple[str, ...] = DEFAULT_TOPIC_PATTERNS
+
+
+@dataclass
+class IngestStats:
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_letter_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    ranges: dict[TP, list[int]] = field(default_factory=dict)  # tp -> [first, last] loaded or skipped
+    batches: int = 0
+    bytes: int = 0
+    skipped_already_loaded: int = 0
+    tombstones: int = 0
+    unknown_fields: int = 0
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    e2v_ms: list[np.ndarray] = field(default_factory=list)
+    cdc_lag_ms: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def messages(self) -> int:
+        return sum(self.rows.values()) + sum(self.dead_letters.values()) + self.tombstones
+
+    def quantiles(self, which: str) -> dict[str, float]:
+        parts = self.e2v_ms if which == "e2v" else self.cdc_lag_ms
+        if not parts:
+            return {}
+        values = np.concatenate(parts) / 1000.0
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        return {"p50_s": float(p50), "p95_s": float(p95), "p99_s": float(p99), "max_s": float(values.max())}
+
+    def metadata(self) -> dict[str, Any]:
+        elapsed = max(1e-6, (self.finished or time.time()) - self.started)
+        out: dict[str, Any] = {
+            "rows_per_topic": dict(self.rows),
+            "dead_letters": sum(self.dead_letters.values()),
+            "dead_letters_per_topic": dict(self.dead_letters),
+            "dead_letter_kinds": dict(self.dead_letter_kinds),
+            "offset_ranges": {f"{t}:{p}": f"{r[0]}-{r[1]}" for (t, p), r in sorted(self.ranges.items())},
+            "batches": self.batches,
+            "bytes": self.bytes,
+            "messages": self.messages,
+            "skipped_already_loaded": self.skipped_already_loaded,
+            "tombstones_ignored": self.tombstones,
+            "unknown_fields_ignored": self.unknown_fields,
+            "seconds": round(elapsed, 3),
+            "messages_per_s": round(self.messages / elapsed, 1),
+        }
+        for which, label in (("e2v", "event_to_visible"), ("cdc", "cdc_lag")):
+            q = self.quantiles(which)
+            if q:
+                out[f"{label}_p50_s"] = round(q["p50_s"], 3)
+                out[f"{label}_p95_s"] = round(q["p95_s"], 3)
+                out[f"{label}_p99_s"] = round(q["p99_s"], 3)
+        return out
+
+
+@dataclass
+class _Batch:
+    events: list[bytes] = field(default_factory=list)
+    event_ms: list[int] = field(default_factory=list)
+    changes: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    change_ms: list[int] = field(default_factory=list)
+    dead: list[list[Any]] = field(default_factory=list)
+    dead_topics: list[str] = field(default_factory=list)
+    ranges: dict[TP, list[int]] = field(default_factory=dict)
+    skipped: list[tuple[str, int, int]] = field(default_factory=list)
+    bytes: int = 0
+    opened: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.events) + sum(len(v) for v in self.changes.values()) + len(self.dead)
+
+    def note(self, tp: TP, offset: int) -> None:
+        span = self.ranges.get(tp)
+        if span is None:
+            self.ranges[tp] = [offset, offset]
+        else:
+            span[1] = offset
+
+    def token(self) -> str:
+        """Deterministic in the rows it holds: the offset ranges, minus any offsets skipped as loaded."""
+        text = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
+        if self.skipped:
+            text += "|skip:" + ",".join(f"{t}:{p}:{o}" for t, p, o in sorted(self.skipped))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+DEAD_LETTER_COLUMNS = ["topic", "partition", "offset", "key", "payload", "error", "error_kind", "run_id"]
+
+
+class Loader:
+    """One ingestion run's worth of consuming and loading; `run()` returns its statistics."""
+
+    def __init__(
+        self,
+        clickhouse: ClickHouseResource,
+        kafka: KafkaResource,
+        settings: IngestSettings | None = None,
+        log: Callable[[str], None] = print,
+        run_id: str = "",
+        heartbeat: Callable[[IngestStats], None] | None = None,
+    ) -> None:
+        self.clickhouse = clickhouse
+        self.kafka = kafka
+        self.settings = settings or IngestSettings()
+        self.log = log
+        self.run_id = run_id
+        self.heartbeat = heartbeat
+        self.shapes: dict[str, MirrorShape] = {}
+        self.skip: dict[TP, set[int]] = {}
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def _mirror_shapes(self) -> dict[str, MirrorShape]:
+        rows = self.clickhouse.query(
+            "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
+            "AND table IN {tables:Array(String)} ORDER BY table, position",
+            parameters={"tables": ["users", "posts", "likes", "comments", "follows"]},
+        ).result_rows
+        shapes: dict[str, dict[str, str]] = defaultdict(dict)
+        for table, name, typ in rows:
+            if name not in MIRROR_META_COLUMNS:
+                shapes[table][name] = typ
+        return {table: MirrorShape(table, cols) for table, cols in shapes.items()}
+
+    def _already_loaded(self, starts: dict[TP, int], ends: dict[TP, int] | None) -> dict[TP, set[int]]:
+        """Offsets at/after each start that are already in ClickHouse (events or dead letters)."""
+        found: dict[TP, set[int]] = {}
+        with self.clickhouse.session() as client:
+            for (topic, partition), start in starts.items():
+                params = {"t": topic, "p": partition, "lo": start, "hi": (ends or {}).get((topic, partition), 2**62)}
+                sql = (
+                    "SELECT offset FROM dead_letters WHERE topic = {t:String} AND partition = {p:Int32} "
+                    "AND offset >= {lo:Int64} AND offset < {hi:Int64}"
+                )
+                if topic == EVENTS_TOPIC:
+                    sql = (
+                        "SELECT kafka_offset FROM events WHERE kafka_topic = {t:String} "
+                        "AND kafka_partition = {p:Int32} AND kafka_offset >= {lo:Int64} AND kafka_offset < {hi:Int64} "
+                        "UNION ALL " + sql
+                    )
+                offsets = {row[0] for row in client.query(sql, parameters=params).result_rows}
+                if offsets:
+                    found[(topic, partition)] = offsets
+        return found
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(
+        self, ranges: dict[TP, tuple[int, int | None]] | None = None, stop: threading.Event | None = None
+    ) -> IngestStats:
+        """Ingest from committed offsets, or the given [start, end) ranges for replays (end None: until
+        caught up; high watermarks are not trusted as ends, since some brokers under-report them)."""
+        s = self.settings
+        stats = IngestStats()
+        self.shapes = self._mirror_shapes()
+        consumer: Consumer = self.kafka.consumer(**{"enable.partition.eof": False})
+        try:
+            if ranges is None:
+                lags = partition_lags(consumer, s.topic_patterns, timeout_s=self.kafka.timeout_s)
+                starts = {(p.topic, p.partition): p.start for p in lags}
+                ends: dict[TP, int] | None = None
+            else:
+                starts = {tp: r[0] for tp, r in ranges.items()}
+                ends = {tp: r[1] for tp, r in ranges.items() if r[1] is not None}
+            if not starts:
+                self.log("no matching topics yet; nothing to ingest")
+                return stats
+            self.skip = self._already_loaded(starts, ends)
+            if self.skip:
+                self.log(f"skipping {sum(map(len, self.skip.values()))} offsets already in ClickHouse")
+            consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+            pending = None if ends is None else {tp: end for tp, end in ends.items() if end > starts[tp]}
+            open_ended = ranges is not None and len(ends or {}) < len(starts)
+            self._loop(consumer, stats, pending, stop, open_ended)
+        finally:
+            consumer.close()
+            stats.finished = time.time()
+        return stats
+
+    def _loop(
+        self,
+        consumer: Consumer,
+        stats: IngestStats,
+        pending: dict[TP, int] | None,
+        stop: threading.Event | None,
+        open_ended: bool = False,
+    ) -> None:
+        """Consume and flush until stopped, out of time, idle (normal runs) or past every range end (replays)."""
+        s = self.settings
+        deadline = time.monotonic() + s.max_run_seconds
+        last_message = time.monotonic()
+        last_beat = 0.0
+        batch = _Batch()
+        flush_every = s.flush_interval_ms / 1000.0
+        while True:
+            now = time.monotonic()
+            if stop is not None and stop.is_set():
+                break
+            if now >= deadline:
+                self.log(f"run window of {s.max_run_seconds:g} s is over")
+                break
+            if pending is not None and not pending and not open_ended and not len(batch):
+                break
+            if not len(batch) and now - last_message >= s.idle_exit_seconds:
+                self.log(f"caught up and idle for {s.idle_exit_seconds:g} s")
+                break
+            wait = 0.05 if not len(batch) else max(0.0, min(0.05, batch.opened + flush_every - now))
+            messages = consumer.consume(num_messages=min(10_000, s.max_batch_rows), timeout=wait)
+            if messages:
+                last_message = time.monotonic()
+                if not len(batch):
+                    batch.opened = last_message
+                self._absorb(messages, batch, stats, pending, consumer)
+            if len(batch) and (time.monotonic() - batch.opened >= flush_every or len(batch) >= s.max_batch_rows):
+                self._flush(consumer, batch, stats)
+                batch = _Batch()
+            if self.heartbeat is not None and time.monotonic() - last_beat >= 5.0:
+                last_beat = time.monotonic()
+                self.heartbeat(stats)
+        if len(batch):
+            self._flush(consumer, batch, stats)
+
+    def _absorb(
+        self, messages: list[Any], batch: _Batch, stats: IngestStats, pending: dict[TP, int] | None, consumer: Consumer
+    ) -> None:
+        s = self.settings
+        now_ms = int(time.time() * 1000)
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            tp = (topic, partition)
+            if pending is not None and tp in pending:  # a replay: stop each partition at its range end
+                end = pending[tp]
+                if offset >= end:
+                    pending.pop(tp)
+                    consumer.pause([TopicPartition(topic, partition)])
+                    continue
+                if offset == end - 1:
+                    pending.pop(tp)
+            skip = self.skip.get(tp)
+            if skip is not None and offset in skip:
+                stats.skipped_already_loaded += 1
+                batch.note(tp, offset)
+                batch.skipped.append((topic, partition, offset))
+                continue
+            value = msg.value()
+            batch.note(tp, offset)
+            size = len(value) if value is not None else 0
+            batch.bytes += size
+            try:
+                if size > s.max_message_bytes:
+                    raise Rejected(
+                        "oversized", f"payload of {size} bytes exceeds {s.max_message_bytes} (max_message_bytes)"
+                    )
+                if topic == EVENTS_TOPIC:
+                    decoded = decode_event(value, topic, partition, offset, now_ms)
+                    batch.events.append(decoded.row)
+                    batch.event_ms.append(decoded.event_ms)
+                    stats.unknown_fields += decoded.unknown_fields
+                elif topic.startswith(CDC_TOPIC_PREFIX):
+                    table = topic[len(CDC_TOPIC_PREFIX) :]
+                    shape = self.shapes.get(table)
+                    if shape is None:
+                        raise Rejected("unknown_topic", f"no ClickHouse mirror table for topic {topic}")
+                    change = decode_change(value, shape)
+                    if change is None:
+                        stats.tombstones += 1
+                        continue
+                    batch.changes[table].append(change.row)
+                    batch.change_ms.append(change.source_ms)
+                else:
+                    raise Rejected("unknown_topic", f"topic {topic} has no loader")
+            except Rejected as rejected:
+                key = msg.key() or b""
+                batch.dead.append(
+                    [topic, partition, offset, key, value or b"", str(rejected), rejected.kind, self.run_id]
+                )
+                batch.dead_topics.append(topic)
+                stats.dead_letter_kinds[rejected.kind] += 1
+
+    def _insert(self, batch: _Batch) -> float:
+        """Write one batch (idempotent under its token); returns when it became visible (epoch s)."""
+        token = batch.token()
+        dedup = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+        with self.clickhouse.session() as client:
+            if batch.events:
+                client.raw_insert(
+                    "events",
+                    EVENT_COLUMNS,
+                    insert_block=b"\n".join(batch.events),
+                    fmt="JSONCompactEachRow",
+                    settings={**dedup, "insert_deduplication_token": f"{token}:events"},
+                )
+            for table, rows in batch.changes.items():
+                client.raw_insert(
+                    table,
+                    self.shapes[table].insert_columns,
+                    insert_block=b"\n".join(rows),
+                    fmt="JSONEachRow",
+                    settings={**dedup, "insert_deduplication_token": f"{token}:{table}"},
+                )
+            if batch.dead:
+                client.insert(
+                    "dead_letters",
+                    batch.dead,
+                    column_names=DEAD_LETTER_COLUMNS,
+                    settings={"insert_deduplication_token": f"{token}:dead_letters"},
+                )
+        return time.time()
+
+    def _flush(self, consumer: Consumer, batch: _Batch, stats: IngestStats) -> None:
+        s = self.settings
+        has_rows = bool(batch.events or batch.changes or batch.dead)
+        visible = time.time()
+        if has_rows:
+            try:
+                for attempt in Retrying(
+                    stop=stop_after_attempt(s.insert_attempts),
+                    wait=wait_exponential(multiplier=0.25, max=s.retry_max_wait_s),
+                    reraise=False,
+                ):
+                    with attempt:
+                        if attempt.retry_state.attempt_number > 1:
+                            self.log(f"retrying batch insert (attempt {attempt.retry_state.attempt_number})")
+                        visible = self._insert(batch)
+            except RetryError as exc:
+                cause = exc.last_attempt.exception()
+                raise IngestionFailed(
+                    f"ClickHouse rejected a batch {s.insert_attempts} times; offsets not committed "
+                    f"({', '.join(f'{t}:{p}:{a}-{b}' for (t, p), (a, b) in sorted(batch.ranges.items()))}): {cause}"
+                ) from cause
+        if s.commit:
+            offsets = [TopicPartition(t, p, last + 1) for (t, p), (_first, last) in batch.ranges.items()]
+            consumer.commit(offsets=offsets, asynchronous=False)
+        visible_ms = visible * 1000.0
+        if batch.event_ms:
+            stats.e2v_ms.append(visible_ms - np.asarray(batch.event_ms, dtype=np.float64))
+        if batch.change_ms:
+            stats.cdc_lag_ms.append(visible_ms - np.asarray(batch.change_ms, dtype=np.float64))
+        stats.rows[EVENTS_TOPIC] += len(batch.events)
+        for table, rows in batch.changes.items():
+            stats.rows[f"{CDC_TOPIC_PREFIX}{table}"] += len(rows)
+        for topic in batch.dead_topics:
+            stats.dead_letters[topic] += 1
+        for tp, (first, last) in batch.ranges.items():
+            span = stats.ranges.get(tp)
+            stats.ranges[tp] = [first, last] if span is None else [span[0], last]
+        stats.batches += 1
+        stats.bytes += batch.bytes

@@ -1,0 +1,66 @@
+"""Topic discovery, watermarks and consumer-group offsets: shared by the sensor and the runs.
+
+Nothing here polls messages: these are metadata requests with short timeouts, safe inside a
+sensor tick.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+
+from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
+
+DEFAULT_TOPIC_PATTERNS = (EVENTS_TOPIC, f"{CDC_TOPIC_PREFIX}*")
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int  # -1 when the group never committed here
+    low: int
+    high: int
+
+    @property
+    def start(self) -> int:
+        """Where ingestion resumes: the committed offset, or the earliest retained one."""
+        return self.committed if self.committed >= 0 else self.low
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.high - self.start)
+
+
+def matching_topics(consumer: Consumer, patterns: tuple[str, ...] | list[str], timeout_s: float) -> list[str]:
+    metadata = consumer.list_topics(timeout=timeout_s)
+    return sorted(t for t in metadata.topics if any(fnmatch.fnmatchcase(t, pat) for pat in patterns))
+
+
+def partition_lags(
+    consumer: Consumer, patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS, timeout_s: float = 5.0
+) -> list[PartitionLag]:
+    """Committed offset and watermarks of every partition of the matching topics."""
+    metadata = consumer.list_topics(timeout=timeout_s)
+    tps = [
+        TopicPartition(name, pid)
+        for name, topic in sorted(metadata.topics.items())
+        if any(fnmatch.fnmatchcase(name, pat) for pat in patterns) and topic.error is None
+        for pid in sorted(topic.partitions)
+    ]
+    if not tps:
+        return []
+    committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=timeout_s)}
+    out = []
+    for tp in tps:
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+        offset = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
+        out.append(PartitionLag(tp.topic, tp.partition, offset if offset >= 0 else -1, low, high))
+    return out
+
+
+def describe_ranges(lags: list[PartitionLag]) -> str:
+    """Compact `topic:partition:start-end` list for run tags and logs."""
+    return ",".join(f"{p.topic}:{p.partition}:{p.start}-{p.high}" for p in lags if p.lag > 0)

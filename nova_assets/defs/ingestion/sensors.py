@@ -1,0 +1,103 @@
+"""`kafka_ingestion_sensor`: compares end offsets with the group's commits and starts a run on lag.
+
+It never polls messages (metadata requests only, a few milliseconds), requests at most one run at
+a time, and fails a run whose heartbeat went stale (its process was killed), so ingestion resumes
+by itself: the default run launcher cannot tell Dagster's run monitoring that a worker died.
+"""
+
+import hashlib
+import time
+
+import dagster as dg
+import orjson
+
+from nova_assets import settings
+from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, PIPELINE_TAG, RANGES_TAG, kafka_ingestion_job
+from nova_assets.defs.ingestion.offsets import describe_ranges, partition_lags
+from nova_assets.resources.kafka import KafkaResource
+
+SENSOR_INTERVAL = "NOVA_INGEST_SENSOR_INTERVAL"
+HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _heartbeat_age(run: dg.DagsterRun, now: float) -> float | None:
+    beat = run.tags.get(HEARTBEAT_TAG)
+    if not beat:
+        return None
+    try:
+        return now - float(beat.split("@", 1)[0])
+    except ValueError:
+        return None
+
+
+def in_flight_runs(context: dg.SensorEvaluationContext, stale_after_s: float) -> list[dg.DagsterRun]:
+    """Ingestion runs still alive; a started run silent for `stale_after_s` is marked failed."""
+    records = context.instance.get_run_records(
+        dg.RunsFilter(job_name=kafka_ingestion_job.name, statuses=IN_FLIGHT), limit=20
+    )
+    alive = []
+    now = time.time()
+    for record in records:
+        run = record.dagster_run
+        age = _heartbeat_age(run, now)
+        if run.status == dg.DagsterRunStatus.STARTED and age is not None and age > stale_after_s:
+            context.instance.report_run_failed(
+                run, message=f"ingestion heartbeat is {age:.0f} s old (> {stale_after_s:g} s): the run process died"
+            )
+            context.log.warning(f"marked run {run.run_id} failed: heartbeat {age:.0f} s old")
+            continue
+        alive.append(run)
+    return alive
+
+
+@dg.sensor(
+    name="kafka_ingestion_sensor",
+    job=kafka_ingestion_job,
+    minimum_interval_seconds=settings.env_int(SENSOR_INTERVAL, 5, minimum=1, maximum=3600),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts a kafka_ingestion run when nova.events or nova.public.* has unconsumed messages.",
+)
+def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
+    cursor = orjson.loads(context.cursor) if context.cursor else {"seq": 0}
+    consumer = kafka.consumer(**{"socket.timeout.ms": 3000})
+    try:
+        lags = partition_lags(consumer, timeout_s=3.0)
+    finally:
+        consumer.close()
+    total = sum(p.lag for p in lags)
+    seen = {f"{p.topic}:{p.partition}": [p.start, p.high] for p in lags}
+    stale_after = settings.env_float(HEARTBEAT_STALE, 45.0, minimum=5.0)
+    running = in_flight_runs(context, stale_after)
+    new_cursor = {**cursor, "offsets": seen, "lag": total}
+    if not lags:
+        return dg.SensorResult(
+            skip_reason="no nova.events or nova.public.* topics yet", cursor=orjson.dumps(new_cursor).decode()
+        )
+    if total == 0:
+        return dg.SensorResult(
+            skip_reason=f"no lag on {len(lags)} partition(s)", cursor=orjson.dumps(new_cursor).decode()
+        )
+    if running:
+        return dg.SensorResult(
+            skip_reason=f"lag {total} messages; run {running[0].run_id[:8]} ({running[0].status.value}) is on it",
+            cursor=orjson.dumps(new_cursor).decode(),
+        )
+    ranges = describe_ranges(lags)
+    seq = int(cursor.get("seq", 0)) + 1
+    fingerprint = hashlib.sha256(ranges.encode()).hexdigest()[:16]
+    new_cursor["seq"] = seq
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"ingest-{seq}-{fingerprint}",
+                tags={PIPELINE_TAG: "ingestion", RANGES_TAG: ranges[:4000], "nova/lag": str(total)},
+            )
+        ],
+        cursor=orjson.dumps(new_cursor).decode(),
+    )

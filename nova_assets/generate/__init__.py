@@ -1,0 +1,1 @@
+"""Demo and benchmark traffic generators (`nova generate ...`)."""

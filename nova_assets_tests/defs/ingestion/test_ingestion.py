@@ -1,0 +1,215 @@
+"""End-to-end ingestion against a real Tansu broker, chDB and a Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+from confluent_kafka import TopicPartition
+
+from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, kafka_ingestion_job, kafka_replay_job
+from nova_assets.defs.ingestion.loader import IngestionFailed, IngestSettings, Loader
+from nova_assets.defs.ingestion.sensors import kafka_ingestion_sensor
+from nova_assets.generate.events import MALFORMED_KINDS, produce_events
+from nova_assets.resources import ClickHouseResource, KafkaResource
+
+FAST = {"idle_exit_seconds": 1.0, "max_run_seconds": 120.0}
+
+
+def _counts(ch: ClickHouseResource) -> tuple[int, int, int]:
+    events = ch.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
+    dead = ch.query("SELECT count() FROM dead_letters").result_rows[0][0]
+    return int(events[0]), int(events[1]), int(dead)
+
+
+def _committed(kafka: KafkaResource) -> int:
+    consumer = kafka.consumer()
+    try:
+        return consumer.committed([TopicPartition("nova.events", 0)], timeout=5)[0].offset
+    finally:
+        consumer.close()
+
+
+def _tick(instance: dg.DagsterInstance, kafka: KafkaResource, cursor: str | None = None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, resources={"kafka": kafka}, cursor=cursor)
+    return kafka_ingestion_sensor(context)
+
+
+def test_sensor_run_loads_exactly_once_with_dead_letters(
+    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance
+) -> None:
+    skipped = _tick(instance, kafka)
+    assert not skipped.run_requests and "no nova.events" in str(skipped.skip_reason)
+
+    counts = produce_events(kafka, rate=0, duration_s=60, total=5000, malformed_share=0.05)
+    valid, bad = counts["valid"], counts["malformed"]
+    assert bad >= len(MALFORMED_KINDS)
+
+    result = _tick(instance, kafka)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.tags["nova/pipeline"] == "ingestion" and "nova.events:0:0-" in request.tags["nova/offsets"]
+
+    run = kafka_ingestion_job.execute_in_process(
+        instance=instance,
+        resources={"clickhouse": clickhouse, "kafka": kafka},
+        run_config={"ops": {"ingest_kafka": {"config": FAST}}},
+        tags=request.tags,
+    )
+    assert run.success
+    assert _counts(clickhouse) == (valid, valid, bad)
+    assert _committed(kafka) == valid + bad
+    kinds = dict(clickhouse.query("SELECT error_kind, count() FROM dead_letters GROUP BY error_kind").result_rows)
+    assert set(kinds) >= {"invalid_json", "not_utf8", "not_object", "missing_field", "invalid_field", "oversized"}
+    raw = clickhouse.query("SELECT payload FROM dead_letters WHERE error_kind = 'not_utf8' LIMIT 1").result_rows[0][0]
+    assert isinstance(raw, bytes | str)
+
+    materialized = {ev.asset_key.path[-1]: ev for ev in run.get_asset_materialization_events()}
+    meta = materialized["events"].step_materialization_data.materialization.metadata
+    assert meta["rows"].value == valid
+    assert meta["dead_letters"].value == bad
+    assert meta["event_to_visible_p95_s"].value > 0
+    assert "dead_letters" in materialized
+
+    # caught up: the next tick skips and states the lag
+    after = _tick(instance, kafka, result.cursor)
+    assert not after.run_requests and "no lag" in str(after.skip_reason)
+
+
+def test_no_second_run_while_one_is_in_flight_and_stale_runs_fail(
+    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance
+) -> None:
+    produce_events(kafka, rate=0, duration_s=60, total=100)
+    first = _tick(instance, kafka)
+    assert len(first.run_requests) == 1
+    run = instance.create_run_for_job(kafka_ingestion_job, tags=first.run_requests[0].tags)
+    for _ in range(2):
+        again = _tick(instance, kafka, first.cursor)
+        assert not again.run_requests and "is on it" in str(again.skip_reason)
+
+    # the run "started" and then its process died: the heartbeat stops
+    instance.report_run_failed  # noqa: B018 - exists on every instance
+    instance.handle_run_event(
+        run.run_id,
+        dg.DagsterEvent(event_type_value="PIPELINE_START", job_name=run.job_name, message="started"),
+    )
+    instance.add_run_tags(run.run_id, {HEARTBEAT_TAG: f"{time.time() - 600:.0f}@host"})
+    revived = _tick(instance, kafka, first.cursor)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert len(revived.run_requests) == 1
+    assert revived.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+class _CrashAfterInsert(Loader):
+    """Dies between the ClickHouse insert and the offset commit, like a kill -9 at the worst moment."""
+
+    def _flush(self, consumer, batch, stats):  # type: ignore[no-untyped-def]
+        self._insert(batch)
+        raise SystemExit("simulated crash before commit")
+
+
+def test_crash_between_insert_and_commit_loads_nothing_twice(
+    kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> None:
+    counts = produce_events(kafka, rate=0, duration_s=60, total=3000, malformed_share=0.02)
+    with pytest.raises(SystemExit):
+        _CrashAfterInsert(clickhouse, kafka, IngestSettings(max_batch_rows=1000, **FAST)).run()
+    assert _committed(kafka) < 0  # nothing committed
+    loaded, _, _ = _counts(clickhouse)
+    assert loaded > 0
+    stats = Loader(clickhouse, kafka, IngestSettings(max_batch_rows=700, **FAST)).run()
+    assert stats.skipped_already_loaded > 0
+    assert _counts(clickhouse) == (counts["valid"], counts["valid"], counts["malformed"])
+    mv = clickhouse.query("SELECT sum(views + clicks + likes + comments + shares) FROM post_metrics_1h").result_rows
+    assert mv == [(counts["valid"],)]
+
+
+WORKER = """
+import os, sys
+from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.resources import ClickHouseResource, KafkaResource
+ch = ClickHouseResource(url=sys.argv[1])
+kafka = KafkaResource(bootstrap_servers=sys.argv[2])
+Loader(ch, kafka, IngestSettings(max_batch_rows=2000, flush_interval_ms=50, idle_exit_seconds=30)).run()
+"""
+
+
+def test_kill_9_mid_run_then_rerun_is_exact(kafka: KafkaResource, clickhouse: ClickHouseResource) -> None:
+    counts = produce_events(kafka, rate=0, duration_s=60, total=60_000)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, clickhouse.url, kafka.bootstrap_servers])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            committed = _committed(kafka)
+            if committed > 0:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert 0 < _committed(kafka) < counts["valid"]
+    Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
+    assert _counts(clickhouse) == (counts["valid"], counts["valid"], 0)
+    assert _committed(kafka) == counts["valid"]
+
+
+HOLDER = """
+import sys, time
+from nova_assets.resources import ClickHouseResource
+with ClickHouseResource(url=sys.argv[1]).session():
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_clickhouse_failure_commits_nothing_then_rerun_completes(
+    kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> None:
+    counts = produce_events(kafka, rate=0, duration_s=60, total=2000)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, clickhouse.url, "30"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        blocked = ClickHouseResource(url=clickhouse.url, lock_timeout_s=0.2)
+        loader = Loader(blocked, kafka, IngestSettings(insert_attempts=3, retry_max_wait_s=0.2, **FAST))
+        loader.shapes = {}
+        loader._mirror_shapes = lambda: {}  # type: ignore[method-assign]  # setup reads need the lock too
+        loader._already_loaded = lambda starts, ends: {}  # type: ignore[method-assign]
+        with pytest.raises(IngestionFailed, match="offsets not committed"):
+            loader.run()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _committed(kafka) < 0
+    Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
+    assert _counts(clickhouse) == (counts["valid"], counts["valid"], 0)
+
+
+def test_replay_restores_deleted_rows_without_duplicates(
+    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance
+) -> None:
+    counts = produce_events(kafka, rate=0, duration_s=60, total=1000)
+    Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
+    clickhouse.command("DELETE FROM events WHERE kafka_offset >= 200 AND kafka_offset < 300")
+    assert _counts(clickhouse)[0] == counts["valid"] - 100
+    result = kafka_replay_job.execute_in_process(
+        instance=instance,
+        resources={"clickhouse": clickhouse, "kafka": kafka},
+        run_config={"ops": {"replay_kafka": {"config": {"start_offset": 0, "end_offset": 1000}}}},
+    )
+    assert result.success
+    assert _counts(clickhouse) == (counts["valid"], counts["valid"], 0)
+    # by timestamp: everything is already there, nothing is added
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600))
+    again = kafka_replay_job.execute_in_process(
+        instance=instance,
+        resources={"clickhouse": clickhouse, "kafka": kafka},
+        run_config={"ops": {"replay_kafka": {"config": {"start_time": start}}}},
+    )
+    assert again.success
+    assert _counts(clickhouse) == (counts["valid"], counts["valid"], 0)

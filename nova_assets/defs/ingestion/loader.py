@@ -35,10 +35,11 @@ from nova_assets.defs.ingestion.messages import (
     EVENT_COLUMNS,
     EVENTS_TOPIC,
     MIRROR_META_COLUMNS,
+    EventBatch,
     MirrorShape,
     Rejected,
     decode_change,
-    decode_event,
+    decode_events,
 )
 from nova_assets.defs.ingestion.offsets import DEFAULT_TOPIC_PATTERNS, partition_lags
 from nova_assets.errors import NovaError
@@ -76,6 +77,8 @@ class IngestStats:
     skipped_already_loaded: int = 0
     tombstones: int = 0
     unknown_fields: int = 0
+    slowest_insert_s: float = 0.0
+    slowest_commit_s: float = 0.0
     started: float = field(default_factory=time.time)
     finished: float = 0.0
     e2v_ms: list[np.ndarray] = field(default_factory=list)
@@ -107,6 +110,8 @@ class IngestStats:
             "skipped_already_loaded": self.skipped_already_loaded,
             "tombstones_ignored": self.tombstones,
             "unknown_fields_ignored": self.unknown_fields,
+            "slowest_insert_s": round(self.slowest_insert_s, 3),
+            "slowest_commit_s": round(self.slowest_commit_s, 3),
             "seconds": round(elapsed, 3),
             "messages_per_s": round(self.messages / elapsed, 1),
         }
@@ -121,8 +126,7 @@ class IngestStats:
 
 @dataclass
 class _Batch:
-    events: list[bytes] = field(default_factory=list)
-    event_ms: list[int] = field(default_factory=list)
+    events: EventBatch = field(default_factory=EventBatch.empty)
     changes: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     change_ms: list[int] = field(default_factory=list)
     dead: list[list[Any]] = field(default_factory=list)
@@ -133,7 +137,7 @@ class _Batch:
     opened: float = 0.0
 
     def __len__(self) -> int:
-        return len(self.events) + sum(len(v) for v in self.changes.values()) + len(self.dead)
+        return len(self.events) + sum(len(v) for v in self.changes.values()) + len(self.dead) + len(self.skipped)
 
     def note(self, tp: TP, offset: int) -> None:
         span = self.ranges.get(tp)
@@ -240,6 +244,7 @@ class Loader:
             self._loop(consumer, stats, pending, stop, open_ended)
         finally:
             consumer.close()
+            self.clickhouse.release()
             stats.finished = time.time()
         return stats
 
@@ -289,8 +294,14 @@ class Loader:
     def _absorb(
         self, messages: list[Any], batch: _Batch, stats: IngestStats, pending: dict[TP, int] | None, consumer: Consumer
     ) -> None:
+        """Route a consume() result into the batch: events are validated together, CDC one by one."""
         s = self.settings
-        now_ms = int(time.time() * 1000)
+        if pending is None and not self.skip and self._absorb_events_only(messages, batch, stats):
+            return
+        ev_msgs: list[Any] = []
+        ev_values: list[bytes | None] = []
+        ev_partitions: list[int] = []
+        ev_offsets: list[int] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -307,58 +318,91 @@ class Loader:
                     continue
                 if offset == end - 1:
                     pending.pop(tp)
+            batch.note(tp, offset)
             skip = self.skip.get(tp)
             if skip is not None and offset in skip:
                 stats.skipped_already_loaded += 1
-                batch.note(tp, offset)
                 batch.skipped.append((topic, partition, offset))
                 continue
             value = msg.value()
-            batch.note(tp, offset)
-            size = len(value) if value is not None else 0
-            batch.bytes += size
+            batch.bytes += len(value) if value is not None else 0
+            if topic == EVENTS_TOPIC:
+                ev_msgs.append(msg)
+                ev_values.append(value)
+                ev_partitions.append(partition)
+                ev_offsets.append(offset)
+                continue
             try:
-                if size > s.max_message_bytes:
+                if value is not None and len(value) > s.max_message_bytes:
+                    size = len(value)
                     raise Rejected(
                         "oversized", f"payload of {size} bytes exceeds {s.max_message_bytes} (max_message_bytes)"
                     )
-                if topic == EVENTS_TOPIC:
-                    decoded = decode_event(value, topic, partition, offset, now_ms)
-                    batch.events.append(decoded.row)
-                    batch.event_ms.append(decoded.event_ms)
-                    stats.unknown_fields += decoded.unknown_fields
-                elif topic.startswith(CDC_TOPIC_PREFIX):
-                    table = topic[len(CDC_TOPIC_PREFIX) :]
-                    shape = self.shapes.get(table)
-                    if shape is None:
-                        raise Rejected("unknown_topic", f"no ClickHouse mirror table for topic {topic}")
-                    change = decode_change(value, shape)
-                    if change is None:
-                        stats.tombstones += 1
-                        continue
-                    batch.changes[table].append(change.row)
-                    batch.change_ms.append(change.source_ms)
-                else:
+                if not topic.startswith(CDC_TOPIC_PREFIX):
                     raise Rejected("unknown_topic", f"topic {topic} has no loader")
+                table = topic[len(CDC_TOPIC_PREFIX) :]
+                shape = self.shapes.get(table)
+                if shape is None:
+                    raise Rejected("unknown_topic", f"no ClickHouse mirror table for topic {topic}")
+                change = decode_change(value, shape)
+                if change is None:
+                    stats.tombstones += 1
+                    continue
+                batch.changes[table].append(change.row)
+                batch.change_ms.append(change.source_ms)
             except Rejected as rejected:
-                key = msg.key() or b""
-                batch.dead.append(
-                    [topic, partition, offset, key, value or b"", str(rejected), rejected.kind, self.run_id]
-                )
-                batch.dead_topics.append(topic)
-                stats.dead_letter_kinds[rejected.kind] += 1
+                self._dead(batch, stats, msg, rejected)
+        if ev_values:
+            bad = decode_events(ev_values, ev_partitions, ev_offsets, EVENTS_TOPIC, batch.events, s.max_message_bytes)
+            for index, rejected in bad:
+                self._dead(batch, stats, ev_msgs[index], rejected)
+
+    def _absorb_events_only(self, messages: list[Any], batch: _Batch, stats: IngestStats) -> bool:
+        """Fast path for the common case, a clean run of nova.events: column-wise, no per-message branches."""
+        if any(m.error() is not None for m in messages) or any(m.topic() != EVENTS_TOPIC for m in messages):
+            return False
+        values = [m.value() for m in messages]
+        partitions = [m.partition() for m in messages]
+        offsets = [m.offset() for m in messages]
+        for partition, offset in zip(partitions, offsets, strict=True):  # ranges: first and last per partition
+            span = batch.ranges.get((EVENTS_TOPIC, partition))
+            if span is None:
+                batch.ranges[(EVENTS_TOPIC, partition)] = [offset, offset]
+            else:
+                span[1] = offset
+        batch.bytes += sum(len(v) for v in values if v is not None)
+        bad = decode_events(values, partitions, offsets, EVENTS_TOPIC, batch.events, self.settings.max_message_bytes)
+        for index, rejected in bad:
+            self._dead(batch, stats, messages[index], rejected)
+        return True
+
+    def _dead(self, batch: _Batch, stats: IngestStats, msg: Any, rejected: Rejected) -> None:
+        batch.dead.append(
+            [
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                msg.key() or b"",
+                msg.value() or b"",
+                str(rejected),
+                rejected.kind,
+                self.run_id,
+            ]
+        )
+        batch.dead_topics.append(msg.topic())
+        stats.dead_letter_kinds[rejected.kind] += 1
 
     def _insert(self, batch: _Batch) -> float:
         """Write one batch (idempotent under its token); returns when it became visible (epoch s)."""
         token = batch.token()
         dedup = {"deduplicate_blocks_in_dependent_materialized_views": 1}
-        with self.clickhouse.session() as client:
-            if batch.events:
+        with self.clickhouse.session(sticky=True) as client:
+            if len(batch.events):
                 client.raw_insert(
                     "events",
                     EVENT_COLUMNS,
-                    insert_block=b"\n".join(batch.events),
-                    fmt="JSONCompactEachRow",
+                    insert_block=batch.events.encode(),
+                    fmt="JSONColumns",
                     settings={**dedup, "insert_deduplication_token": f"{token}:events"},
                 )
             for table, rows in batch.changes.items():
@@ -380,7 +424,7 @@ class Loader:
 
     def _flush(self, consumer: Consumer, batch: _Batch, stats: IngestStats) -> None:
         s = self.settings
-        has_rows = bool(batch.events or batch.changes or batch.dead)
+        has_rows = bool(len(batch.events) or batch.changes or batch.dead)
         visible = time.time()
         if has_rows:
             try:
@@ -392,7 +436,9 @@ class Loader:
                     with attempt:
                         if attempt.retry_state.attempt_number > 1:
                             self.log(f"retrying batch insert (attempt {attempt.retry_state.attempt_number})")
+                        began = time.monotonic()
                         visible = self._insert(batch)
+                        stats.slowest_insert_s = max(stats.slowest_insert_s, time.monotonic() - began)
             except RetryError as exc:
                 cause = exc.last_attempt.exception()
                 raise IngestionFailed(
@@ -401,13 +447,17 @@ class Loader:
                 ) from cause
         if s.commit:
             offsets = [TopicPartition(t, p, last + 1) for (t, p), (_first, last) in batch.ranges.items()]
+            began = time.monotonic()
             consumer.commit(offsets=offsets, asynchronous=False)
+            stats.slowest_commit_s = max(stats.slowest_commit_s, time.monotonic() - began)
         visible_ms = visible * 1000.0
-        if batch.event_ms:
-            stats.e2v_ms.append(visible_ms - np.asarray(batch.event_ms, dtype=np.float64))
+        if len(batch.events):
+            stats.e2v_ms.append(visible_ms - np.asarray(batch.events.event_ms, dtype=np.float64))
+            stats.unknown_fields += batch.events.unknown_fields
         if batch.change_ms:
             stats.cdc_lag_ms.append(visible_ms - np.asarray(batch.change_ms, dtype=np.float64))
-        stats.rows[EVENTS_TOPIC] += len(batch.events)
+        if len(batch.events):
+            stats.rows[EVENTS_TOPIC] += len(batch.events)
         for table, rows in batch.changes.items():
             stats.rows[f"{CDC_TOPIC_PREFIX}{table}"] += len(rows)
         for topic in batch.dead_topics:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 
 EVENTS_TOPIC = "nova.events"
 CDC_TOPIC_PREFIX = "nova.public."
@@ -130,6 +131,156 @@ def decode_event(raw: bytes | None, topic: str, partition: int, offset: int, now
         ]
     )
     return DecodedEvent(row, event_ms, unknown)
+
+
+class _PlainEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """Batch fast path: UUIDs as plain strings (checked in bulk with numpy), no extra fields."""
+
+    event_id: str
+    user_id: str
+    post_id: str
+    author_id: str
+    event_time: Annotated[dt.datetime, msgspec.Meta(tz=True)] | int
+    action: Action
+    dwell_ms: Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295)]
+    device: str
+    app_ver: str
+
+
+class _LenientEvent(_PlainEvent, forbid_unknown_fields=False):
+    """Batch path for producers that send extra fields (they are ignored and counted)."""
+
+
+_events_decoder = msgspec.json.Decoder(list[_PlainEvent])
+_events_lenient_decoder = msgspec.json.Decoder(list[_LenientEvent])
+_events_keys_decoder = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
+CHUNK = 512
+_HEX = np.zeros(256, dtype=bool)
+_HEX[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = True
+_DASHES = np.zeros(36, dtype=bool)
+_DASHES[[8, 13, 18, 23]] = True
+
+
+def uuids_valid(values: list[str]) -> bool:
+    """True when every string is a canonical 8-4-4-4-12 hex UUID (vectorised; ~50 ns each)."""
+    if any(len(v) != 36 for v in values):
+        return False
+    try:
+        buf = np.frombuffer("".join(values).encode("ascii"), dtype=np.uint8).reshape(-1, 36)
+    except UnicodeEncodeError:
+        return False
+    hex_ok = _HEX[buf]
+    return bool(np.all(hex_ok[:, ~_DASHES]) and np.all(buf[:, _DASHES] == ord("-")))
+
+
+def _decode_chunk(joined: bytes, count: int) -> tuple[list[_PlainEvent] | None, int]:
+    """Decode a JSON array of events; (None, 0) when any of them needs the per-message path."""
+    try:
+        return _events_decoder.decode(joined), 0
+    except msgspec.ValidationError as exc:
+        if "unknown field" not in str(exc):
+            return None, 0
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None, 0
+    try:
+        events = _events_lenient_decoder.decode(joined)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None, 0
+    keys = sum(map(len, _events_keys_decoder.decode(joined)))
+    return events, max(0, keys - len(EVENT_FIELDS) * count)
+
+
+@dataclass
+class EventBatch:
+    """Validated events of one micro-batch, kept as columns and encoded once as JSONColumns."""
+
+    columns: dict[str, list[Any]]
+    event_ms: list[int]
+    unknown_fields: int = 0
+
+    @classmethod
+    def empty(cls) -> EventBatch:
+        return cls({c: [] for c in EVENT_COLUMNS}, [])
+
+    def __len__(self) -> int:
+        return len(self.event_ms)
+
+    def encode(self) -> bytes:
+        return _encoder.encode(self.columns)
+
+
+def _event_ms(event: EventMessage | _PlainEvent) -> int:
+    when = event.event_time
+    return when if isinstance(when, int) else int(when.timestamp() * 1000)
+
+
+def _in_range(ms: int, now_ms: int) -> bool:
+    return MIN_EVENT_MS <= ms <= now_ms + MAX_FUTURE_MS
+
+
+def decode_events(
+    values: list[bytes | None],
+    partitions: list[int],
+    offsets: list[int],
+    topic: str,
+    out: EventBatch,
+    max_bytes: int,
+    now_ms: int | None = None,
+) -> list[tuple[int, Rejected]]:
+    """Validate many messages at once into `out`; returns (index, reason) of the rejected ones.
+
+    Chunks of valid messages are decoded by one msgspec call (a JSON array of the payloads),
+    about 3x faster than one call per message; a chunk holding any bad message is redone
+    message by message so each bad one gets its own precise reason.
+    """
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    rejected: list[tuple[int, Rejected]] = []
+    cols = out.columns
+    for start in range(0, len(values), CHUNK):
+        chunk = values[start : start + CHUNK]
+        events: list[_PlainEvent] | None = None
+        if None not in chunk and max(map(len, chunk)) <= max_bytes:  # type: ignore[arg-type]
+            events, unknown = _decode_chunk(b"[" + b",".join(chunk) + b"]", len(chunk))  # type: ignore[arg-type]
+            if events is not None:
+                ms = [_event_ms(e) for e in events]
+                ids = {
+                    name: [getattr(e, name) for e in events] for name in ("event_id", "user_id", "post_id", "author_id")
+                }
+                if all(_in_range(m, now_ms) for m in ms) and all(uuids_valid(v) for v in ids.values()):
+                    out.unknown_fields += unknown
+                else:
+                    events = None
+        if events is not None:
+            stop = start + len(chunk)
+            cols["event_id"] += ids["event_id"]
+            cols["event_time"] += [m / 1000 for m in ms]
+            cols["user_id"] += ids["user_id"]
+            cols["post_id"] += ids["post_id"]
+            cols["author_id"] += ids["author_id"]
+            cols["action"] += [e.action for e in events]
+            cols["dwell_ms"] += [e.dwell_ms for e in events]
+            cols["device"] += [e.device for e in events]
+            cols["app_ver"] += [e.app_ver for e in events]
+            cols["kafka_topic"] += [topic] * len(events)
+            cols["kafka_partition"] += partitions[start:stop]
+            cols["kafka_offset"] += offsets[start:stop]
+            out.event_ms += ms
+            continue
+        for i, raw in enumerate(chunk, start):
+            try:
+                if raw is not None and len(raw) > max_bytes:
+                    raise Rejected("oversized", f"payload of {len(raw)} bytes exceeds {max_bytes} (max_message_bytes)")
+                one = decode_event(raw, topic, partitions[i], offsets[i], now_ms)
+            except Rejected as exc:
+                rejected.append((i, exc))
+                continue
+            row = msgspec.json.decode(one.row)
+            for column, value in zip(EVENT_COLUMNS, row, strict=True):
+                cols[column].append(value)
+            cols["event_time"][-1] = one.event_ms / 1000
+            out.event_ms.append(one.event_ms)
+            out.unknown_fields += one.unknown_fields
+    return rejected
 
 
 def _show(value: Any) -> str:

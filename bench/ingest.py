@@ -1,0 +1,208 @@
+"""`nova bench ingest`: Kafka → ClickHouse throughput and event-to-visible latency.
+
+In one run, on one Tansu broker and one chDB directory started for the benchmark:
+(a) raw ceilings: consume-only rate from Tansu, and the insert rate of ready-made rows into
+    `events` (with its two materialized views);
+(b) the naive baseline of the common Dagster/Kafka demo: poll one message, json.loads it, insert
+    it as one row (measured on a sample; it is too slow for a million);
+(c) the project's Loader (the code the ingestion runs execute) on 1M events;
+(d) a steady 10k events/s for 60 s from a separate producer process: event-to-visible P50/P95/P99.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from bench.common import report
+from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.defs.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, decode_event
+from nova_assets.defs.schema.ddl import apply_object
+from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.generate.events import Population, ensure_topic
+from nova_assets.resources import ClickHouseResource, KafkaResource
+from nova_assets.stack.manager import KafkaService
+from nova_assets.stack.process import free_port
+
+TOTAL = 1_000_000
+NAIVE_SAMPLE = 3_000
+STEADY_RATE = 10_000
+STEADY_SECONDS = 60
+
+PRODUCER = """
+import sys
+from nova_assets.generate.events import produce_events
+from nova_assets.resources import KafkaResource
+kafka = KafkaResource(bootstrap_servers=sys.argv[1])
+counts = produce_events(kafka, rate=float(sys.argv[2]), duration_s=float(sys.argv[3]))
+print(counts["valid"], flush=True)
+"""
+
+
+def _produce(kafka: KafkaResource, pop: Population, n: int) -> None:
+    producer = kafka.producer()
+    chunk = 20_000
+    for start in range(0, n, chunk):
+        for value in pop.events(min(chunk, n - start)):
+            while True:
+                try:
+                    producer.produce(EVENTS_TOPIC, value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+
+
+def _consume_ceiling(kafka: KafkaResource, n: int) -> float:
+    consumer = kafka.consumer(**{"group.id": "bench-ceiling"})
+    consumer.assign([TopicPartition(EVENTS_TOPIC, 0, 0)])
+    got = 0
+    started = time.perf_counter()
+    while got < n:
+        got += len(consumer.consume(num_messages=10_000, timeout=1.0))
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return n / elapsed
+
+
+def _insert_ceiling(ch: ClickHouseResource, pop: Population, n: int) -> float:
+    rows = [decode_event(v, EVENTS_TOPIC, 0, i).row for i, v in enumerate(pop.events(n))]
+    batch = 100_000
+    elapsed = 0.0
+    with ch.session() as client:
+        for start in range(0, n, batch):
+            block = b"\n".join(rows[start : start + batch])
+            t0 = time.perf_counter()
+            client.raw_insert("events", EVENT_COLUMNS, insert_block=block, fmt="JSONCompactEachRow")
+            elapsed += time.perf_counter() - t0
+        client.command("TRUNCATE TABLE events")
+        client.command("TRUNCATE TABLE post_metrics_1h")
+        client.command("TRUNCATE TABLE user_author_daily")
+    return n / elapsed
+
+
+def _naive(kafka: KafkaResource, ch: ClickHouseResource, n: int) -> float:
+    """One message at a time, as the usual demo does: poll, json.loads, insert one row, commit."""
+    consumer = kafka.consumer(**{"group.id": "bench-naive"})
+    consumer.assign([TopicPartition(EVENTS_TOPIC, 0, 0)])
+    columns = ["event_id", "event_time", "user_id", "post_id", "author_id", "action", "dwell_ms", "device", "app_ver"]
+    done = 0
+    started = time.perf_counter()
+    with ch.session() as client:
+        client.command("CREATE TABLE IF NOT EXISTS naive_events AS events")
+        while done < n:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            event = json.loads(msg.value())
+            event["event_time"] = event["event_time"].replace("T", " ").rstrip("Z")
+            client.insert("naive_events", [[event[c] for c in columns]], column_names=columns)
+            consumer.commit(message=msg, asynchronous=False)
+            done += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return n / elapsed
+
+
+def run(as_json: bool = False) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="nova-bench-ingest-") as tmp:
+        broker = KafkaService(Path(tmp), free_port())
+        broker.start()
+        try:
+            kafka = KafkaResource(bootstrap_servers=broker.address, client_config={"log_level": 0})
+            for _ in range(100):
+                if broker.healthy()[0]:
+                    break
+                time.sleep(0.1)
+            ch = ClickHouseResource(url=f"chdb://{tmp}/clickhouse")
+            with ch.session() as client:
+                for obj in load_objects():
+                    apply_object(client, obj, Renderer("nova"))
+            ensure_topic(kafka)
+            pop = Population.create()
+            t0 = time.perf_counter()
+            _produce(kafka, pop, TOTAL)
+            produce_s = time.perf_counter() - t0
+            consume_ceiling = _consume_ceiling(kafka, TOTAL)
+            insert_ceiling = _insert_ceiling(ch, pop, 200_000)
+            naive = _naive(kafka, ch, NAIVE_SAMPLE)
+
+            settings = IngestSettings(idle_exit_seconds=1.0, max_run_seconds=600, max_batch_rows=100_000)
+            t0 = time.perf_counter()
+            stats = Loader(ch, kafka, settings, log=lambda _m: None).run()
+            loader_s = time.perf_counter() - t0 - settings.idle_exit_seconds
+            loaded = sum(stats.rows.values())
+            print(f"  loader details: {stats.metadata()}", file=sys.stderr)
+            events_per_s = loaded / loader_s
+
+            # (d) steady stream from another process, the loader running alongside
+            stop = threading.Event()
+            steady_settings = IngestSettings(idle_exit_seconds=3600, max_run_seconds=3600, flush_interval_ms=200)
+            steady_loader = Loader(ch, kafka, steady_settings, log=lambda _m: None)
+            holder: dict[str, object] = {}
+            worker = threading.Thread(target=lambda: holder.update(stats=steady_loader.run(stop=stop)))
+            worker.start()
+            producer = subprocess.run(
+                [sys.executable, "-c", PRODUCER, broker.address, str(STEADY_RATE), str(STEADY_SECONDS)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            produced_steady = int(producer.stdout.strip())
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                rows_now = ch.query("SELECT count() FROM events").result_rows[0][0]
+                if rows_now >= TOTAL + produced_steady:
+                    break
+                time.sleep(0.2)
+            stop.set()
+            worker.join(60)
+            steady = holder["stats"]
+            q = steady.quantiles("e2v")  # type: ignore[attr-defined]
+            print(f"  steady details: {steady.metadata()}", file=sys.stderr)  # type: ignore[attr-defined]
+            rows_in_ch = int(ch.query("SELECT count() FROM events").result_rows[0][0])
+            unique = int(ch.query("SELECT uniqExact(event_id) FROM events").result_rows[0][0])
+        finally:
+            broker.stop()
+    produced = TOTAL + produced_steady
+    summary = {
+        "events_produced": produced,
+        "rows_in_clickhouse": rows_in_ch,
+        "unique_event_ids": unique,
+        "events_per_s": round(events_per_s),
+        "naive_events_per_s": round(naive, 1),
+        "consume_ceiling_per_s": round(consume_ceiling),
+        "insert_ceiling_per_s": round(insert_ceiling),
+        "produce_per_s": round(TOTAL / produce_s),
+        "steady_rate_per_s": STEADY_RATE,
+        "steady_events": produced_steady,
+        "e2v_p50_s": round(q["p50_s"], 3),
+        "e2v_p95_s": round(q["p95_s"], 3),
+        "e2v_p99_s": round(q["p99_s"], 3),
+        "e2v_max_s": round(q["max_s"], 3),
+    }
+    lower = min(consume_ceiling, insert_ceiling)
+    report(
+        f"nova bench ingest: {TOTAL:,} events + {STEADY_RATE:,}/s for {STEADY_SECONDS} s (Tansu + chDB, 2 cores)",
+        [
+            ("project loader, 1M events", f"{events_per_s:,.0f}/s", f"{events_per_s / lower:.0%} of the lower ceiling"),
+            ("naive (1 msg per insert)", f"{naive:,.1f}/s", f"loader is {events_per_s / naive:,.0f}x faster"),
+            ("consume-only ceiling", f"{consume_ceiling:,.0f}/s", "confluent-kafka from Tansu"),
+            ("insert-only ceiling", f"{insert_ceiling:,.0f}/s", "JSONCompactEachRow, 100k rows, 2 MVs"),
+            ("e2v P50 @10k/s", f"{q['p50_s']:.3f} s", "goal P95 <= 1 s, P99 <= 2 s (guide: < 3 s)"),
+            ("e2v P95 @10k/s", f"{q['p95_s']:.3f} s", ""),
+            ("e2v P99 @10k/s", f"{q['p99_s']:.3f} s", f"max {q['max_s']:.3f} s"),
+            ("rows in ClickHouse", f"{rows_in_ch:,}", f"produced {produced:,}, unique ids {unique:,}"),
+        ],
+        summary,
+        as_json,
+    )
+    return summary

@@ -113,3 +113,29 @@ def test_bad_urls_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"NOVA_CLICKHOUSE_URL"):
         ClickHouseResource(url="http://default:secret@127.0.0.1:1/", connect_timeout_s=1).ping()
     assert time.monotonic() - started < 30
+
+
+STICKY_HOLDER = """
+import sys, time
+from nova_assets.resources.clickhouse import ClickHouseResource
+ch = ClickHouseResource(url=sys.argv[1])
+ch.command("CREATE TABLE IF NOT EXISTS s (i UInt32) ENGINE = MergeTree ORDER BY i")
+with ch.session(sticky=True) as client:
+    client.command("INSERT INTO s VALUES (1)")
+print("idle", flush=True)  # the engine stays open, idle, in this process
+time.sleep(30)
+"""
+
+
+def test_sticky_engine_is_handed_over_to_a_waiting_process(chdb_url: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", STICKY_HOLDER, chdb_url], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"idle"
+        started = time.monotonic()
+        other = ClickHouseResource(url=chdb_url, lock_timeout_s=10)
+        assert other.query("SELECT count() FROM s").result_rows == [(1,)]
+        assert time.monotonic() - started < 2.0  # handed over in milliseconds, not at the holder's exit
+        assert proc.poll() is None  # the holder is still alive
+    finally:
+        proc.kill()
+        proc.wait()

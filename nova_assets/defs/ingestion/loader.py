@@ -19,6 +19,7 @@ Exactly once, and why this way:
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
 from collections import defaultdict
@@ -154,6 +155,43 @@ class _Batch:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+class _Writer:
+    """One background thread that flushes batches in submission order; the first error stops it."""
+
+    def __init__(self, flush: Callable[[_Batch], None]) -> None:
+        self.flush = flush
+        self.queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="nova-ingest-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            if self.error is None:
+                try:
+                    self.flush(batch)
+                except BaseException as exc:  # handed to the consuming thread, which re-raises it
+                    self.error = exc
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, batch: _Batch) -> None:
+        """Queue a batch; blocks while one is being written and another is waiting (back-pressure)."""
+        self.raise_if_failed()
+        self.queue.put(batch)
+
+    def close(self) -> None:
+        """Wait for queued batches, then re-raise the writer's error, if any."""
+        self.queue.put(None)
+        self.thread.join()
+        self.raise_if_failed()
+
+
 DEAD_LETTER_COLUMNS = ["topic", "partition", "offset", "key", "payload", "error", "error_kind", "run_id"]
 
 
@@ -256,40 +294,49 @@ class Loader:
         stop: threading.Event | None,
         open_ended: bool = False,
     ) -> None:
-        """Consume and flush until stopped, out of time, idle (normal runs) or past every range end (replays)."""
+        """Consume and flush until stopped, out of time, idle (normal runs) or past every range end (replays).
+
+        Batches are written by one writer thread, in order, while this thread decodes the next
+        one (chDB and librdkafka release the GIL); at most two batches are ever uncommitted.
+        """
         s = self.settings
         deadline = time.monotonic() + s.max_run_seconds
         last_message = time.monotonic()
         last_beat = 0.0
         batch = _Batch()
         flush_every = s.flush_interval_ms / 1000.0
-        while True:
-            now = time.monotonic()
-            if stop is not None and stop.is_set():
-                break
-            if now >= deadline:
-                self.log(f"run window of {s.max_run_seconds:g} s is over")
-                break
-            if pending is not None and not pending and not open_ended and not len(batch):
-                break
-            if not len(batch) and now - last_message >= s.idle_exit_seconds:
-                self.log(f"caught up and idle for {s.idle_exit_seconds:g} s")
-                break
-            wait = 0.05 if not len(batch) else max(0.0, min(0.05, batch.opened + flush_every - now))
-            messages = consumer.consume(num_messages=min(10_000, s.max_batch_rows), timeout=wait)
-            if messages:
-                last_message = time.monotonic()
-                if not len(batch):
-                    batch.opened = last_message
-                self._absorb(messages, batch, stats, pending, consumer)
-            if len(batch) and (time.monotonic() - batch.opened >= flush_every or len(batch) >= s.max_batch_rows):
-                self._flush(consumer, batch, stats)
-                batch = _Batch()
-            if self.heartbeat is not None and time.monotonic() - last_beat >= 5.0:
-                last_beat = time.monotonic()
-                self.heartbeat(stats)
-        if len(batch):
-            self._flush(consumer, batch, stats)
+        writer = _Writer(lambda b: self._flush(consumer, b, stats))
+        try:
+            while True:
+                writer.raise_if_failed()
+                now = time.monotonic()
+                if stop is not None and stop.is_set():
+                    break
+                if now >= deadline:
+                    self.log(f"run window of {s.max_run_seconds:g} s is over")
+                    break
+                if pending is not None and not pending and not open_ended and not len(batch):
+                    break
+                if not len(batch) and now - last_message >= s.idle_exit_seconds:
+                    self.log(f"caught up and idle for {s.idle_exit_seconds:g} s")
+                    break
+                wait = 0.05 if not len(batch) else max(0.0, min(0.05, batch.opened + flush_every - now))
+                messages = consumer.consume(num_messages=min(10_000, s.max_batch_rows), timeout=wait)
+                if messages:
+                    last_message = time.monotonic()
+                    if not len(batch):
+                        batch.opened = last_message
+                    self._absorb(messages, batch, stats, pending, consumer)
+                if len(batch) and (time.monotonic() - batch.opened >= flush_every or len(batch) >= s.max_batch_rows):
+                    writer.submit(batch)
+                    batch = _Batch()
+                if self.heartbeat is not None and time.monotonic() - last_beat >= 5.0:
+                    last_beat = time.monotonic()
+                    self.heartbeat(stats)
+            if len(batch):
+                writer.submit(batch)
+        finally:
+            writer.close()
 
     def _absorb(
         self, messages: list[Any], batch: _Batch, stats: IngestStats, pending: dict[TP, int] | None, consumer: Consumer

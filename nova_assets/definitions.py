@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from nova_assets import settings
-from nova_assets.defs import ingestion, schema
+from nova_assets.defs import ingestion, recommendations, schema
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
 
 
@@ -31,5 +31,6 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 defs = dg.Definitions.merge(
     schema.defs,
     ingestion.defs,
+    recommendations.defs,
     dg.Definitions(resources=build_resources()),
 )

@@ -1,6 +1,7 @@
 -- object: feed_recommendations
 -- kind: table
--- depends: post_metrics_1h, user_author_90d, users, posts, likes, comments, follows
+-- asset: recommendations
+-- depends: post_metrics_1h, user_author_90d, users, posts, likes, comments, follows, feed_versions
 -- Ranked posts per user. Each recompute writes a new version (its own partition); readers take
 -- the newest version listed in feed_versions, so they see the previous complete version until
 -- the new one is published, and old versions are dropped by partition.

@@ -1,6 +1,5 @@
 -- object: feed_versions
 -- kind: table
--- depends: feed_recommendations
 -- One row per published recommendation version; written only after all of its rows are in.
 CREATE TABLE IF NOT EXISTS {{ db }}.{{ table("feed_versions") }} {{ on_cluster }}
 (

@@ -42,7 +42,9 @@ def _build(obj: SqlObject) -> dg.AssetsDefinition:
     return _asset
 
 
-schema_assets = [_build(obj) for obj in load_objects()]
+# Objects owned by another capability (`-- asset: <domain>`) get their asset there, which also
+# applies their DDL before filling them.
+schema_assets = [_build(obj) for obj in load_objects() if not obj.owner]
 
 apply_schema_job = dg.define_asset_job(
     "apply_clickhouse_schema",

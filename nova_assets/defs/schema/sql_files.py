@@ -20,7 +20,7 @@ SQL_ROOT = Path(__file__).resolve().parents[3] / "sql"
 CLICKHOUSE_DIR = SQL_ROOT / "clickhouse"
 POSTGRES_DIR = SQL_ROOT / "postgres"
 
-_HEADER = re.compile(r"^--\s*(object|kind|depends|role):\s*(.*?)\s*$")
+_HEADER = re.compile(r"^--\s*(object|kind|depends|role|asset):\s*(.*?)\s*$")
 _STATEMENT_END = re.compile(r";\s*(?:\n|$)")
 KINDS = ("table", "materialized_view", "view")
 
@@ -55,6 +55,7 @@ class SqlObject:
     template: str
     depends: tuple[str, ...] = ()
     role: str = ""
+    owner: str = ""  # a capability whose asset creates and fills this object (else a schema asset)
     description: str = ""
     migrations: tuple[Migration, ...] = field(default=())
 
@@ -136,6 +137,7 @@ def _parse(path: Path) -> SqlObject:
         template=text,
         depends=depends,
         role=headers.get("role", ""),
+        owner=headers.get("asset", ""),
         description=" ".join(description).strip(),
     )
 

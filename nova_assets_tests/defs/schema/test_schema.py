@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from nova_assets.defs.recommendations.assets import feed_recommendations
 from nova_assets.defs.schema import queries
 from nova_assets.defs.schema.assets import schema_assets
 from nova_assets.defs.schema.checks import schema_drift_checks
@@ -20,7 +21,7 @@ UTC = dt.UTC
 
 
 def _materialize(ch: ClickHouseResource) -> dg.ExecuteInProcessResult:
-    return dg.materialize([*schema_assets, schema_drift_checks], resources={"clickhouse": ch})
+    return dg.materialize([*schema_assets, feed_recommendations, schema_drift_checks], resources={"clickhouse": ch})
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
@@ -168,7 +169,7 @@ def test_drift_is_an_error_with_a_diff(schema: ClickHouseResource) -> None:
     schema.command("ALTER TABLE events ADD COLUMN sneaky String")
     schema.command("ALTER TABLE dead_letters MODIFY TTL toDateTime(received_at) + INTERVAL 1 DAY")
     result = dg.materialize(
-        [*schema_assets, schema_drift_checks],
+        [*schema_assets, feed_recommendations, schema_drift_checks],
         resources={"clickhouse": schema},
         selection=dg.AssetSelection.checks_for_assets("events", "dead_letters", "users"),
     )
@@ -186,7 +187,7 @@ def test_drift_is_an_error_with_a_diff(schema: ClickHouseResource) -> None:
 
 def test_missing_object_is_reported(ch: ClickHouseResource) -> None:
     result = dg.materialize(
-        [*schema_assets, schema_drift_checks],
+        [*schema_assets, feed_recommendations, schema_drift_checks],
         resources={"clickhouse": ch},
         selection=dg.AssetSelection.checks_for_assets("post_metrics_1h_mv"),
     )

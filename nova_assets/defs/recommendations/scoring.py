@@ -1,0 +1,170 @@
+"""Feed scoring in ClickHouse SQL, atomic publication of versions, and offline evaluation.
+
+The SQL lives in `sql/queries/`; every value is bound. A recompute inserts all rows of a new
+version (its own partition) and only then records the version in `feed_versions`; readers
+always read the newest recorded version, so they never see a half-written feed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from clickhouse_connect.driver.client import Client
+
+from nova_assets.defs.schema.sql_files import SQL_ROOT
+
+QUERIES = SQL_ROOT / "queries"
+NIL_USER = uuid.UUID(int=0)
+EVAL_VERSION = 1  # never published; holds nothing after an evaluation
+
+
+def query_text(name: str) -> str:
+    return (QUERIES / f"{name}.sql").read_text()
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """Weights and limits of the feed score (see sql/queries/feed_candidates_scored.sql)."""
+
+    w_click: float = 1.0  # a click is the weakest positive signal
+    w_like: float = 3.0
+    w_comment: float = 5.0
+    w_share: float = 8.0  # sharing puts the post in front of others: strongest signal
+    half_life_hours: float = 6.0  # engagement loses half its weight every 6 hours
+    gravity: float = 1.8  # Hacker News age gravity
+    window_hours: int = 72  # posts seen in the last 3 days are candidates
+    engagement_weight: float = 10.0  # weight of the engagement rate next to hotness
+    view_prior: float = 20.0  # views added to the denominator so 1 view + 1 like is not a 100% rate
+    affinity_scale: float = 3.0  # log1p(affinity) / scale; (1 + affinity) multiplies the score
+    follow_boost: float = 2.0  # posts of followed authors score (1 + boost) times higher
+    hot_posts: int = 300  # global candidates per user
+    feed_size: int = 100  # N: posts kept per user
+    per_author: int = 3  # k: at most k posts per author in a user's top N
+
+    def bound(self, as_of: float) -> dict[str, Any]:
+        return {**asdict(self), "as_of": int(as_of)}
+
+
+def latest_version(client: Client) -> int | None:
+    row = client.query("SELECT max(version), count() FROM feed_versions").result_rows[0]
+    return int(row[0]) if row[1] else None
+
+
+def recompute(client: Client, params: ScoringParams, as_of: float | None = None) -> dict[str, Any]:
+    """Write a complete new version and publish it; returns figures for the materialization."""
+    as_of = as_of if as_of is not None else time.time()
+    version = int(time.time() * 1000)
+    started = time.perf_counter()
+    sql = (
+        "INSERT INTO feed_recommendations (version, user_id, rank, post_id, author_id, score, reason, computed_at) "
+        "SELECT {version:UInt64}, user_id, rank, post_id, author_id, score, reason, now64(3) FROM ("
+        + query_text("feed_candidates_scored")
+        + ")"
+    )
+    client.command(sql, parameters={**params.bound(as_of), "version": version})
+    figures = client.query(
+        "SELECT countIf(user_id != {nil:UUID}), uniqExactIf(user_id, user_id != {nil:UUID}), uniqExact(post_id), "
+        "countIf(user_id = {nil:UUID}), quantiles(0.5, 0.9, 0.99)(score), max(score), "
+        "countIf(reason = 'followed'), countIf(reason = 'affinity') "
+        "FROM feed_recommendations WHERE version = {v:UInt64}",
+        parameters={"v": version, "nil": NIL_USER},
+    ).result_rows[0]
+    rows, users, posts, trending, q, top, followed, by_affinity = figures
+    client.insert(
+        "feed_versions",
+        [[version, users, rows, orjson.dumps(asdict(params)).decode()]],
+        column_names=["version", "users", "rows", "params"],
+    )
+    return {
+        "version": version,
+        "users_covered": int(users),
+        "rows": int(rows),
+        "distinct_posts": int(posts),
+        "trending_rows": int(trending),
+        "score_p50": round(float(q[0]), 4) if rows else 0.0,
+        "score_p90": round(float(q[1]), 4) if rows else 0.0,
+        "score_p99": round(float(q[2]), 4) if rows else 0.0,
+        "score_max": round(float(top), 4) if rows else 0.0,
+        "reason_followed": int(followed),
+        "reason_affinity": int(by_affinity),
+        "runtime_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def cleanup(client: Client, keep: int = 2) -> list[int]:
+    """Drop partitions of all but the newest `keep` published versions (and of failed recomputes)."""
+    published = [r[0] for r in client.query("SELECT version FROM feed_versions ORDER BY version DESC").result_rows]
+    keep_set = set(published[:keep])
+    newest = published[0] if published else 0
+    present = [
+        int(r[0])
+        for r in client.query(
+            "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() "
+            "AND table = 'feed_recommendations' AND active"
+        ).result_rows
+    ]
+    dropped = []
+    for version in present:
+        # a version newer than the newest published one may be a recompute in progress: leave it
+        if version in keep_set or version > newest:
+            continue
+        client.command(f"ALTER TABLE feed_recommendations DROP PARTITION {int(version)}")  # our own integer
+        dropped.append(version)
+    if published[keep:]:
+        client.command("DELETE FROM feed_versions WHERE version < {v:UInt64}", parameters={"v": min(keep_set)})
+    return dropped
+
+
+def evaluate(
+    client: Client, params: ScoringParams, split: float, horizon_hours: int = 24, k: int = 20
+) -> dict[str, Any]:
+    """Score as of `split` using only data before it; judge the top k by interactions after it."""
+    table = f"eval_lists_{uuid.uuid4().hex[:12]}"  # our own name, not user input
+    client.command(
+        f"CREATE TABLE {table} (strategy LowCardinality(String), user_id UUID, rank UInt16, post_id UUID, "
+        "author_id UUID) ENGINE = Memory"
+    )
+    try:
+        scoring = query_text("feed_candidates_scored")
+        client.command(
+            f"INSERT INTO {table} SELECT if(user_id = {{nil:UUID}}, 'trending', 'model'), user_id, rank, post_id, "
+            f"author_id FROM ({scoring})",
+            parameters={**params.bound(split), "nil": NIL_USER},
+        )
+        client.command(
+            f"INSERT INTO {table} SELECT 'global_hot', u.user_id, t.rank, t.post_id, t.author_id "
+            f"FROM (SELECT DISTINCT user_id FROM {table} WHERE strategy = 'model') AS u "
+            f"CROSS JOIN (SELECT * FROM {table} WHERE strategy = 'trending') AS t"
+        )
+        client.command(
+            f"INSERT INTO {table} SELECT 'recency', u.user_id, r.rank, r.post_id, r.author_id "
+            f"FROM (SELECT DISTINCT user_id FROM {table} WHERE strategy = 'model') AS u "
+            f"CROSS JOIN ({query_text('feed_recency_baseline')}) AS r",
+            parameters={"split": int(split), "w": params.window_hours, "k": k},
+        )
+        catalog = client.query(
+            "SELECT uniqExact(post_id) FROM post_metrics_1h WHERE window_start < {split:DateTime('UTC')} "
+            "AND window_start >= {split:DateTime('UTC')} - toIntervalHour({w:UInt32})",
+            parameters={"split": int(split), "w": params.window_hours},
+        ).result_rows[0][0]
+        sql = query_text("feed_evaluation").replace("FROM eval_lists", f"FROM {table}")
+        result = client.query(sql, parameters={"split": split, "horizon_hours": horizon_hours, "k": k})
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {table}")
+    out: dict[str, Any] = {"k": k, "catalog_posts": int(catalog)}
+    for row in result.named_results():
+        name = row["strategy"]
+        if name == "trending":
+            continue
+        out[name] = {
+            "users_evaluated": int(row["users_evaluated"]),
+            "hit_rate_at_k": round(float(row["hit_rate_at_k"]), 4),
+            "recall_at_k": round(float(row["recall_at_k"]), 4),
+            "catalog_coverage": round(row["distinct_posts_recommended"] / catalog, 4) if catalog else 0.0,
+            "author_diversity": round(float(row["author_diversity"]), 4),
+        }
+    return out

@@ -159,6 +159,51 @@ def _env(name: str) -> str:
     return Stack().env()[name]
 
 
+def _feed_service() -> object:
+    from nova_assets.resources import ClickHouseResource, RedisResource
+    from nova_assets.serving import FeedService
+
+    clickhouse = ClickHouseResource(url=_env(settings.CLICKHOUSE_URL))
+    redis_client = RedisResource(url=_env(settings.REDIS_URL)).client()
+    return FeedService(clickhouse, redis_client)
+
+
+@main.command("feed")
+@click.argument("user_id")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+def feed(user_id: str, limit: int, offset: int) -> None:
+    """Print a user's feed page as JSON (L1 → Redis → ClickHouse → trending)."""
+    from nova_assets.serving import InvalidRequest
+
+    service = _feed_service()
+    try:
+        page = service.get_feed(user_id, limit=limit, offset=offset)  # type: ignore[attr-defined]
+    except InvalidRequest as exc:
+        raise click.BadParameter(str(exc)) from None
+    finally:
+        service.close()  # type: ignore[attr-defined]
+    click.echo(page.to_json().decode())
+
+
+@main.command("serve")
+@click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
+def serve(port: int) -> None:
+    """Serve GET /feed/{user_id}?limit&offset and GET /metrics on 127.0.0.1."""
+    from nova_assets.serving.http import make_server
+
+    service = _feed_service()
+    server = make_server(service, port)  # type: ignore[arg-type]
+    click.echo(f"serving http://127.0.0.1:{port}/feed/<user_id> and /metrics (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.close()  # type: ignore[attr-defined]
+
+
 @main.command("bench")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")

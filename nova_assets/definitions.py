@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from nova_assets import settings
-from nova_assets.defs import ingestion, recommendations, schema
+from nova_assets.defs import cache, ingestion, recommendations, schema
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
 
 
@@ -32,5 +32,6 @@ defs = dg.Definitions.merge(
     schema.defs,
     ingestion.defs,
     recommendations.defs,
+    cache.defs,
     dg.Definitions(resources=build_resources()),
 )

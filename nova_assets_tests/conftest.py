@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from nova_assets.defs.schema.ddl import apply_object
+from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.resources import ClickHouseResource, RedisResource
 from nova_assets.stack import Stack
 from nova_assets.stack.process import free_port
+from nova_assets_tests.world import World
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +43,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def chdb_url(tmp_path: Path) -> str:
     """A fresh embedded ClickHouse directory for one test."""
     return f"chdb://{tmp_path / 'clickhouse'}"
+
+
+@pytest.fixture
+def redis_resource(stack: Stack) -> RedisResource:
+    """The session stack's Redis, emptied for the test."""
+    resource = RedisResource(url=stack.env()["NOVA_REDIS_URL"])
+    resource.client().flushdb()
+    return resource
+
+
+@pytest.fixture
+def world(chdb_url: str) -> World:
+    """A fresh chDB with the schema and a small known social graph."""
+    ch = ClickHouseResource(url=chdb_url)
+    with ch.session() as client:
+        for obj in load_objects():
+            apply_object(client, obj, Renderer("nova"))
+    w = World(ch)
+    w.populate()
+    return w

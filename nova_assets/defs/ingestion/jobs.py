@@ -7,14 +7,18 @@ asset pages show every micro-batch run with its figures.
 import datetime as dt
 import socket
 import time
+from collections.abc import Callable
 
 import dagster as dg
+import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from nova_assets.defs.cache.warming import invalidate_followers
 from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
 from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
+from nova_assets.resources.redis import RedisResource
 
 PIPELINE_TAG = "nova/pipeline"
 HEARTBEAT_TAG = "nova/heartbeat"
@@ -55,9 +59,31 @@ def _report(context: dg.OpExecutionContext, stats: IngestStats, kind: str) -> No
         )
 
 
+def invalidation_hook(
+    clickhouse: ClickHouseResource, redis: RedisResource, log: Callable[[str], None]
+) -> Callable[[dict[str, list[bytes]]], None]:
+    """After CDC brings posts, drop the cached feeds of their authors' followers (UNLINK, bounded)."""
+
+    def hook(changes: dict[str, list[bytes]]) -> None:
+        rows = changes.get("posts")
+        if not rows:
+            return
+        authors = {orjson.loads(row)["author_id"] for row in rows}
+        with clickhouse.session() as client:
+            dropped = invalidate_followers(client, redis.client(), authors)
+        if dropped:
+            log(f"invalidated {dropped} cached feeds of followers of {len(authors)} author(s)")
+
+    return hook
+
+
 @dg.op(tags={"kind": "kafka"})
 def ingest_kafka(
-    context: dg.OpExecutionContext, config: IngestConfig, clickhouse: ClickHouseResource, kafka: KafkaResource
+    context: dg.OpExecutionContext,
+    config: IngestConfig,
+    clickhouse: ClickHouseResource,
+    kafka: KafkaResource,
+    redis: RedisResource,
 ) -> dg.Nothing:
     """Load nova.events and nova.public.* from the committed offsets until caught up or out of time."""
     instance, run_id = context.instance, context.run_id
@@ -83,6 +109,7 @@ def ingest_kafka(
         log=context.log.info,
         run_id=run_id,
         heartbeat=heartbeat,
+        after_flush=invalidation_hook(clickhouse, redis, context.log.info),
     )
     _report(context, loader.run(), "ingestion")
 

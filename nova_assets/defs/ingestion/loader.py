@@ -206,6 +206,7 @@ class Loader:
         log: Callable[[str], None] = print,
         run_id: str = "",
         heartbeat: Callable[[IngestStats], None] | None = None,
+        after_flush: Callable[[dict[str, list[bytes]]], None] | None = None,
     ) -> None:
         self.clickhouse = clickhouse
         self.kafka = kafka
@@ -213,6 +214,7 @@ class Loader:
         self.log = log
         self.run_id = run_id
         self.heartbeat = heartbeat
+        self.after_flush = after_flush
         self.shapes: dict[str, MirrorShape] = {}
         self.skip: dict[TP, set[int]] = {}
 
@@ -514,3 +516,8 @@ class Loader:
             stats.ranges[tp] = [first, last] if span is None else [span[0], last]
         stats.batches += 1
         stats.bytes += batch.bytes
+        if self.after_flush is not None and batch.changes:
+            try:
+                self.after_flush(batch.changes)
+            except Exception as exc:  # a cache problem must never stop or fail ingestion
+                self.log(f"after-flush hook failed (data is loaded and committed): {exc}")

@@ -16,7 +16,7 @@ from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, kafka_ingestion_job, 
 from nova_assets.defs.ingestion.loader import IngestionFailed, IngestSettings, Loader
 from nova_assets.defs.ingestion.sensors import kafka_ingestion_sensor
 from nova_assets.generate.events import MALFORMED_KINDS, produce_events
-from nova_assets.resources import ClickHouseResource, KafkaResource
+from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
 
 FAST = {"idle_exit_seconds": 1.0, "max_run_seconds": 120.0}
 
@@ -41,7 +41,7 @@ def _tick(instance: dg.DagsterInstance, kafka: KafkaResource, cursor: str | None
 
 
 def test_sensor_run_loads_exactly_once_with_dead_letters(
-    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance
+    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance, redis_resource: RedisResource
 ) -> None:
     skipped = _tick(instance, kafka)
     assert not skipped.run_requests and "no nova.events" in str(skipped.skip_reason)
@@ -57,7 +57,7 @@ def test_sensor_run_loads_exactly_once_with_dead_letters(
 
     run = kafka_ingestion_job.execute_in_process(
         instance=instance,
-        resources={"clickhouse": clickhouse, "kafka": kafka},
+        resources={"clickhouse": clickhouse, "kafka": kafka, "redis": redis_resource},
         run_config={"ops": {"ingest_kafka": {"config": FAST}}},
         tags=request.tags,
     )
@@ -132,7 +132,7 @@ def test_crash_between_insert_and_commit_loads_nothing_twice(
 WORKER = """
 import os, sys
 from nova_assets.defs.ingestion.loader import IngestSettings, Loader
-from nova_assets.resources import ClickHouseResource, KafkaResource
+from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
 ch = ClickHouseResource(url=sys.argv[1])
 kafka = KafkaResource(bootstrap_servers=sys.argv[2])
 Loader(ch, kafka, IngestSettings(max_batch_rows=2000, flush_interval_ms=50, idle_exit_seconds=30)).run()
@@ -191,7 +191,7 @@ def test_clickhouse_failure_commits_nothing_then_rerun_completes(
 
 
 def test_replay_restores_deleted_rows_without_duplicates(
-    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance
+    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance, redis_resource: RedisResource
 ) -> None:
     counts = produce_events(kafka, rate=0, duration_s=60, total=1000)
     Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
@@ -199,7 +199,7 @@ def test_replay_restores_deleted_rows_without_duplicates(
     assert _counts(clickhouse)[0] == counts["valid"] - 100
     result = kafka_replay_job.execute_in_process(
         instance=instance,
-        resources={"clickhouse": clickhouse, "kafka": kafka},
+        resources={"clickhouse": clickhouse, "kafka": kafka, "redis": redis_resource},
         run_config={"ops": {"replay_kafka": {"config": {"start_offset": 0, "end_offset": 1000}}}},
     )
     assert result.success
@@ -208,7 +208,7 @@ def test_replay_restores_deleted_rows_without_duplicates(
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600))
     again = kafka_replay_job.execute_in_process(
         instance=instance,
-        resources={"clickhouse": clickhouse, "kafka": kafka},
+        resources={"clickhouse": clickhouse, "kafka": kafka, "redis": redis_resource},
         run_config={"ops": {"replay_kafka": {"config": {"start_time": start}}}},
     )
     assert again.success

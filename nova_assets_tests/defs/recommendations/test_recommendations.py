@@ -4,8 +4,7 @@ import dagster as dg
 
 from nova_assets.defs.recommendations.assets import feed_recommendations
 from nova_assets.defs.recommendations.scoring import NIL_USER, ScoringParams, cleanup, latest_version, recompute
-
-from .conftest import World
+from nova_assets_tests.world import World
 
 
 def _feed(world: World, user) -> list[tuple]:  # type: ignore[no-untyped-def]

@@ -1,12 +1,10 @@
+"""A small social graph with known engagement, shared by the recommendation, cache and serving tests."""
+
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-import pytest
-
-from nova_assets.defs.schema.ddl import apply_object
-from nova_assets.defs.schema.sql_files import Renderer, load_objects
 from nova_assets.resources import ClickHouseResource
 
 EVENT_COLUMNS = ["event_id", "event_time", "user_id", "post_id", "author_id", "action", "dwell_ms", "device", "app_ver"]
@@ -52,14 +50,3 @@ class World:
             post_cols,
         )
         self.deleted_post = deleted
-
-
-@pytest.fixture
-def world(chdb_url: str) -> World:
-    ch = ClickHouseResource(url=chdb_url)
-    with ch.session() as client:
-        for obj in load_objects():
-            apply_object(client, obj, Renderer("nova"))
-    w = World(ch)
-    w.populate()
-    return w

@@ -1,0 +1,140 @@
+"""Warming Redis with the feeds of the most active users, and invalidating followers' feeds."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis
+from clickhouse_connect.driver.client import Client
+
+from nova_assets.defs.cache.keys import feed_key, trending_key
+from nova_assets.defs.recommendations.scoring import NIL_USER
+
+ACTIVE_USERS = """
+SELECT user_id
+FROM user_author_daily
+WHERE day >= today() - {days:UInt16}
+GROUP BY user_id
+ORDER BY sum(views + clicks + likes + comments + shares) DESC, user_id
+LIMIT {n:UInt32}
+"""
+
+FEEDS_FOR = """
+SELECT user_id, groupArray((rank, post_id, author_id, score, reason)) AS posts
+FROM
+(
+    SELECT user_id, rank, post_id, author_id, score, reason
+    FROM feed_recommendations
+    WHERE version = {version:UInt64} AND user_id IN {users:Array(UUID)}
+    ORDER BY user_id, rank
+)
+GROUP BY user_id
+"""
+
+LATEST_VERSION = "SELECT max(version), count() FROM feed_versions"
+
+
+def encode_feed(user_id: uuid.UUID | str, version: int, posts: list[tuple[Any, ...]], source: str) -> bytes:
+    """The cached value: the whole ranked feed, so any page is a slice of one key."""
+    return orjson.dumps(
+        {
+            "user_id": str(user_id),
+            "version": version,
+            "source": source,
+            "posts": [
+                {"rank": r, "post_id": str(p), "author_id": str(a), "score": round(float(s), 6), "reason": why}
+                for r, p, a, s, why in posts
+            ],
+        }
+    )
+
+
+def latest_version(client: Client) -> int | None:
+    version, published = client.query(LATEST_VERSION).result_rows[0]
+    return int(version) if published else None
+
+
+def fetch_feeds(client: Client, version: int, users: list[uuid.UUID]) -> dict[uuid.UUID, list[tuple[Any, ...]]]:
+    """Ranked posts of many users in one query (array parameter, never a formatted IN-list)."""
+    if not users:
+        return {}
+    rows = client.query(FEEDS_FOR, parameters={"version": version, "users": users}).result_rows
+    return {user: list(posts) for user, posts in rows}
+
+
+def warm(
+    client: Client,
+    cache: redis.Redis,
+    users: int = 10_000,
+    active_days: int = 1,
+    ttl_s: int = 300,
+    jitter_s: int = 30,
+    chunk: int = 1_000,
+) -> dict[str, Any]:
+    """Write the feeds of the `users` most active users (plus trending), pipelined in chunks."""
+    started = time.perf_counter()
+    version = latest_version(client)
+    if version is None:
+        return {"users_warmed": 0, "keys": 0, "bytes": 0, "feeds_per_s": 0.0, "version": 0, "skipped": "no version"}
+    active = [r[0] for r in client.query(ACTIVE_USERS, parameters={"days": active_days, "n": users}).result_rows]
+    rng = random.Random()
+    trending = fetch_feeds(client, version, [NIL_USER]).get(NIL_USER, [])
+    keys = bytes_written = warmed = 0
+    trending_value = encode_feed("trending", version, trending, "trending")
+    cache.set(trending_key(), trending_value, ex=ttl_s + jitter_s)  # the cold-start list outlives user feeds
+    keys, bytes_written = 1, len(trending_value)
+    for start in range(0, len(active), chunk):
+        part = active[start : start + chunk]
+        feeds = fetch_feeds(client, version, part)
+        pipe = cache.pipeline(transaction=False)
+        for user in part:
+            posts = feeds.get(user)
+            value = (
+                encode_feed(user, version, posts, "personal")
+                if posts
+                else encode_feed(user, version, trending, "trending")
+            )
+            pipe.set(feed_key(user), value, ex=ttl_s + rng.randint(-jitter_s, jitter_s))
+            bytes_written += len(value)
+        pipe.execute()
+        keys += len(part)
+        warmed += len(part)
+    elapsed = time.perf_counter() - started
+    return {
+        "users_warmed": warmed,
+        "keys": keys,
+        "bytes": bytes_written,
+        "feeds_per_s": round(warmed / elapsed, 1) if elapsed else 0.0,
+        "version": version,
+        "runtime_s": round(elapsed, 3),
+    }
+
+
+FOLLOWERS = """
+SELECT followee_id, groupArray({max_fanout:UInt32})(follower_id)
+FROM (SELECT follower_id, followee_id FROM follows FINAL WHERE followee_id IN {authors:Array(UUID)})
+GROUP BY followee_id
+"""
+
+
+def invalidate_followers(
+    client: Client, cache: redis.Redis, authors: Iterable[uuid.UUID | str], max_fanout: int = 10_000, chunk: int = 1_000
+) -> int:
+    """UNLINK the cached feeds of the followers of `authors` (bounded per author); returns keys dropped."""
+    authors = list({str(a) for a in authors})
+    if not authors:
+        return 0
+    rows = client.query(FOLLOWERS, parameters={"authors": authors, "max_fanout": max_fanout}).result_rows
+    followers = [f for _author, group in rows for f in group]
+    dropped = 0
+    for start in range(0, len(followers), chunk):
+        pipe = cache.pipeline(transaction=False)
+        for follower in followers[start : start + chunk]:
+            pipe.unlink(feed_key(follower))
+        dropped += sum(int(n) for n in pipe.execute())
+    return dropped

@@ -1,0 +1,5 @@
+"""The feed read path: in-process L1 → Redis L2 → ClickHouse → global trending."""
+
+from nova_assets.serving.feed import FeedPage, FeedService, InvalidRequest
+
+__all__ = ["FeedPage", "FeedService", "InvalidRequest"]

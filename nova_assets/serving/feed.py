@@ -1,0 +1,269 @@
+"""`get_feed` / `get_feeds`: the guide's multi-tier cache, with a circuit breaker around ClickHouse.
+
+L1 is a small in-process LRU with a TTL (5 min) and an idle timeout (1 min) for ~10k users, as
+the guide's moka cache. It is hand-written (30 lines) because cachetools' caches have no idle
+expiry. L2 is Redis, one key per user holding the whole ranked feed. A miss in both reads
+`feed_recommendations` (bound array parameter), and users without a feed get the global trending
+list. pybreaker opens after 5 ClickHouse failures in a row, half-opens after 30 s, and closes on
+the next success; while it is open the read path serves trending from the caches.
+
+Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
+other processes can read the hit rate and the hit latency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections import Counter as Tally
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pybreaker
+import redis
+
+from nova_assets.defs.cache.keys import STATS_TTL_S, feed_key, stats_key, trending_key
+from nova_assets.defs.cache.warming import FEEDS_FOR, LATEST_VERSION, encode_feed
+from nova_assets.defs.recommendations.scoring import NIL_USER
+from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.serving.metrics import FeedMetrics
+
+HIT_BUCKETS_MS = (5, 10, 25, 50, 100, 150, 300, 1000)
+MAX_LIMIT = 200
+
+
+class InvalidRequest(ValueError):
+    """A request the caller must fix (HTTP 400)."""
+
+
+@dataclass
+class FeedPage:
+    user_id: str
+    source: str  # l1 | redis | clickhouse | trending | degraded
+    version: int
+    total: int
+    posts: list[dict[str, Any]]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+
+class _L1:
+    """Bounded LRU with time-to-live and time-to-idle."""
+
+    def __init__(self, capacity: int, ttl_s: float, idle_s: float) -> None:
+        self.capacity, self.ttl_s, self.idle_s = capacity, ttl_s, idle_s
+        self.items: OrderedDict[str, tuple[dict[str, Any], float, float]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self.lock:
+            item = self.items.get(key)
+            if item is None:
+                return None
+            value, created, last = item
+            if now - created > self.ttl_s or now - last > self.idle_s:
+                del self.items[key]
+                return None
+            self.items[key] = (value, created, now)
+            self.items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.items[key] = (value, now, now)
+            self.items.move_to_end(key)
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+
+
+def parse_user_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise InvalidRequest(f"user_id {raw!r} is not a UUID") from None
+
+
+class FeedService:
+    """The read path; thread-safe, one per process."""
+
+    def __init__(
+        self,
+        clickhouse: ClickHouseResource,
+        cache: redis.Redis,
+        *,
+        l1_capacity: int = 10_000,
+        l1_ttl_s: float = 300,
+        l1_idle_s: float = 60,
+        redis_ttl_s: int = 300,
+        breaker_fail_max: int = 5,
+        breaker_reset_s: float = 30,
+        stats_flush_s: float = 1.0,
+    ) -> None:
+        self.clickhouse = clickhouse
+        self.cache = cache
+        self.redis_ttl_s = redis_ttl_s
+        self.l1 = _L1(l1_capacity, l1_ttl_s, l1_idle_s)
+        self.breaker = pybreaker.CircuitBreaker(
+            fail_max=breaker_fail_max, reset_timeout=breaker_reset_s, name="clickhouse"
+        )
+        self.metrics = FeedMetrics()
+        self.clickhouse_queries = 0
+        self._tally: Tally[str] = Tally()
+        self._tally_lock = threading.Lock()
+        self._stats_flush_s = stats_flush_s
+        self._flusher = threading.Thread(target=self._flush_loop, name="feed-stats", daemon=True)
+        self._stop = threading.Event()
+        self._flusher.start()
+
+    # --- public -------------------------------------------------------------------------------
+
+    def get_feed(self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0) -> FeedPage:
+        return self.get_feeds([user_id], limit, offset)[str(parse_user_id(str(user_id)))]
+
+    def get_feeds(self, user_ids: list[str | uuid.UUID], limit: int = 20, offset: int = 0) -> dict[str, FeedPage]:
+        """Pages for many users; misses in both caches are fetched in one ClickHouse query."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidRequest(f"limit={limit} must be between 1 and {MAX_LIMIT}")
+        if offset < 0:
+            raise InvalidRequest(f"offset={offset} must be >= 0")
+        started = time.perf_counter()
+        users = [parse_user_id(str(u)) for u in user_ids]
+        found: dict[str, tuple[dict[str, Any], str]] = {}
+        for user in users:
+            value = self.l1.get(str(user))
+            if value is not None:
+                found[str(user)] = (value, "l1")
+        pending = [u for u in users if str(u) not in found]
+        if pending:
+            for user, raw in zip(pending, self._redis_mget([feed_key(u) for u in pending]), strict=True):
+                if raw is not None:
+                    value = orjson.loads(raw)
+                    self.l1.put(str(user), value)
+                    found[str(user)] = (value, "redis")
+        missing = [u for u in users if str(u) not in found]
+        if missing:
+            found.update(self._from_clickhouse(missing))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        pages = {}
+        for user in users:
+            value, source = found[str(user)]
+            posts = value["posts"]
+            pages[str(user)] = FeedPage(
+                str(user), source, int(value.get("version", 0)), len(posts), posts[offset : offset + limit]
+            )
+            self._count(source, elapsed_ms / len(users))
+        return pages
+
+    def close(self) -> None:
+        self._stop.set()
+        self._flusher.join(timeout=5)
+        self._flush_stats()
+
+    # --- tiers --------------------------------------------------------------------------------
+
+    def _redis_mget(self, keys: list[str]) -> list[bytes | None]:
+        try:
+            if len(keys) == 1:
+                return [self.cache.get(keys[0])]
+            pipe = self.cache.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            return pipe.execute()
+        except redis.RedisError:
+            return [None] * len(keys)
+
+    def _query(self, users: list[uuid.UUID]) -> tuple[int, dict[uuid.UUID, list[tuple[Any, ...]]]]:
+        self.clickhouse_queries += 1
+        started = time.perf_counter()
+        with self.clickhouse.session() as client:
+            version, published = client.query(LATEST_VERSION).result_rows[0]
+            if not published:
+                return 0, {}
+            rows = client.query(FEEDS_FOR, parameters={"version": version, "users": [*users, NIL_USER]}).result_rows
+        self.metrics.clickhouse.labels("feed_ranking").observe((time.perf_counter() - started) * 1000)
+        return int(version), {user: list(posts) for user, posts in rows}
+
+    def _from_clickhouse(self, users: list[uuid.UUID]) -> dict[str, tuple[dict[str, Any], str]]:
+        try:
+            version, feeds = self.breaker.call(self._query, users)
+        except Exception as exc:  # breaker open or ClickHouse failing: serve trending from the caches
+            return self._degraded(users, exc)
+        trending = feeds.get(NIL_USER, [])
+        out: dict[str, tuple[dict[str, Any], str]] = {}
+        pipe = self.cache.pipeline(transaction=False)
+        if trending:  # keep the fallback list fresh for when ClickHouse is away
+            raw_trending = encode_feed("trending", version, trending, "trending")
+            self.l1.put("trending", orjson.loads(raw_trending))
+            pipe.set(trending_key(), raw_trending, ex=self.redis_ttl_s * 12)
+        for user in users:
+            posts = feeds.get(user)
+            source = "clickhouse" if posts else "trending"
+            raw = encode_feed(user, version, posts or trending, "personal" if posts else "trending")
+            value = orjson.loads(raw)
+            self.l1.put(str(user), value)
+            pipe.set(feed_key(user), raw, ex=self.redis_ttl_s)
+            out[str(user)] = (value, source)
+        with contextlib.suppress(redis.RedisError):  # the page is still served; the next read retries
+            pipe.execute()
+        return out
+
+    def _degraded(self, users: list[uuid.UUID], exc: Exception) -> dict[str, tuple[dict[str, Any], str]]:
+        trending = self.l1.get("trending")
+        if trending is None:
+            raw = self._redis_mget([trending_key()])[0]
+            trending = orjson.loads(raw) if raw else {"version": 0, "posts": [], "source": "empty"}
+            self.l1.put("trending", trending)
+        reason = "breaker_open" if isinstance(exc, pybreaker.CircuitBreakerError) else "clickhouse_error"
+        self.metrics.fallbacks.labels(reason).inc(len(users))
+        return {str(u): (trending, "degraded") for u in users}
+
+    # --- counters -----------------------------------------------------------------------------
+
+    def _count(self, source: str, latency_ms: float) -> None:
+        self.metrics.latency.labels(source).observe(latency_ms)
+        if source in ("l1", "redis"):
+            self.metrics.hits.labels("feed", source).inc()
+        else:
+            self.metrics.misses.labels("feed").inc()
+            if source in ("trending", "degraded"):
+                self.metrics.fallbacks.labels(source).inc()
+        bucket = next((f"hit_le_{b}" for b in HIT_BUCKETS_MS if latency_ms <= b), "hit_le_inf")
+        with self._tally_lock:
+            if source in ("l1", "redis"):
+                self._tally[f"hits_{source}"] += 1
+                self._tally[bucket] += 1
+            else:
+                self._tally["misses"] += 1
+                if source != "clickhouse":
+                    self._tally[f"fallback_{source}"] += 1
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._stats_flush_s):
+            self._flush_stats()
+
+    def _flush_stats(self) -> None:
+        with self._tally_lock:
+            tally, self._tally = self._tally, Tally()
+        if not tally:
+            return
+        key = stats_key()
+        try:
+            pipe = self.cache.pipeline(transaction=False)
+            for field, count in tally.items():
+                pipe.hincrby(key, field, count)
+            pipe.expire(key, STATS_TTL_S)
+            pipe.execute()
+        except redis.RedisError:
+            with self._tally_lock:
+                self._tally.update(tally)  # keep them for the next flush

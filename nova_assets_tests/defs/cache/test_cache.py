@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import orjson
+
+from nova_assets.defs.cache.assets import feed_cache
+from nova_assets.defs.cache.keys import feed_key, trending_key
+from nova_assets.defs.cache.warming import invalidate_followers
+from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.resources import RedisResource
+from nova_assets_tests.world import World
+
+
+def test_feed_cache_warms_active_users_with_ttl(world: World, redis_resource: RedisResource) -> None:
+    with world.ch.session() as client:
+        version = recompute(client, ScoringParams(feed_size=10))["version"]
+    result = dg.materialize(
+        [feed_cache],
+        resources={"clickhouse": world.ch, "redis": redis_resource},
+        run_config={"ops": {"feed_cache": {"config": {"users": 5, "chunk": 2}}}},
+    )
+    assert result.success
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("feed_cache")[0].metadata.items()}
+    assert meta["users_warmed"] == 5 and meta["keys"] == 6 and meta["version"] == version and meta["bytes"] > 0
+    r = redis_resource.client()
+    warmed = [u for u in world.users if r.exists(feed_key(u))]
+    assert len(warmed) == 5
+    for user in warmed:
+        assert 270 <= r.ttl(feed_key(user)) <= 330
+        feed = orjson.loads(r.get(feed_key(user)))
+        assert feed["user_id"] == str(user) and feed["version"] == version
+        assert [p["rank"] for p in feed["posts"]] == list(range(1, len(feed["posts"]) + 1))
+    assert orjson.loads(r.get(trending_key()))["source"] == "trending"
+    assert feed_key(world.users[0]) == f"feed:{{{world.users[0]}}}"  # Redis Cluster hash tag
+
+
+def test_invalidation_unlinks_only_followers(world: World, redis_resource: RedisResource) -> None:
+    r = redis_resource.client()
+    author = world.authors[2]
+    followers, others = world.users[:3], world.users[3:6]
+    ts = dt.datetime.now(dt.UTC)
+    world.ch.insert(
+        "follows", [[f, author, ts, 5] for f in followers], ["follower_id", "followee_id", "created_at", "version"]
+    )
+    for user in [*followers, *others]:
+        r.set(feed_key(user), b"{}", ex=300)
+    with world.ch.session() as client:
+        assert invalidate_followers(client, r, [author]) == len(followers)
+        assert invalidate_followers(client, r, [world.authors[4]]) == 0  # nobody follows author 4
+        assert invalidate_followers(client, r, [author], max_fanout=1) == 0  # already gone
+    assert not any(r.exists(feed_key(u)) for u in followers)
+    assert all(r.exists(feed_key(u)) for u in others)

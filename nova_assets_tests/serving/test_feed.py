@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import orjson
+import pytest
+
+from nova_assets.defs.cache.keys import feed_key, stats_key
+from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.resources import ClickHouseResource, RedisResource
+from nova_assets.serving import FeedService, InvalidRequest
+from nova_assets.serving.http import serve_in_thread
+from nova_assets.stack.process import free_port
+from nova_assets_tests.world import World
+
+
+@pytest.fixture
+def service(world: World, redis_resource: RedisResource):  # type: ignore[no-untyped-def]
+    with world.ch.session() as client:
+        recompute(client, ScoringParams(feed_size=30))
+    svc = FeedService(world.ch, redis_resource.client(), breaker_fail_max=2, breaker_reset_s=1.0, stats_flush_s=0.1)
+    yield svc
+    svc.close()
+
+
+def test_tiers_l1_redis_clickhouse_and_trending(service: FeedService, world: World) -> None:
+    user = world.users[0]
+    first = service.get_feed(user, limit=5)
+    assert first.source == "clickhouse" and len(first.posts) == 5 and first.total == 18  # 6 authors x k=3
+    assert service.get_feed(user, limit=5).source == "l1"
+    service.l1.clear()
+    second = service.get_feed(str(user), limit=5, offset=5)
+    assert second.source == "redis"
+    assert [p["rank"] for p in second.posts] == [6, 7, 8, 9, 10]
+    cold = service.get_feed(world.cold_user)
+    assert cold.source == "trending" and cold.posts and cold.posts[0]["rank"] == 1
+
+
+def test_get_feeds_batches_misses_into_one_query(service: FeedService, world: World) -> None:
+    before = service.clickhouse_queries
+    pages = service.get_feeds(world.users, limit=3)
+    assert service.clickhouse_queries == before + 1
+    assert set(pages) == {str(u) for u in world.users}
+    assert all(p.source == "clickhouse" and len(p.posts) == 3 for p in pages.values())
+
+
+def test_bad_requests_are_clear(service: FeedService) -> None:
+    with pytest.raises(InvalidRequest, match="not a UUID"):
+        service.get_feed("42; DROP TABLE events")
+    with pytest.raises(InvalidRequest, match="limit=0"):
+        service.get_feed(uuid.uuid4(), limit=0)
+
+
+def test_circuit_breaker_opens_half_opens_and_closes(service: FeedService, world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = service.clickhouse
+    service.get_feed(world.cold_user)  # caches trending in Redis through the healthy path
+    service.clickhouse = ClickHouseResource(url="http://default:x@127.0.0.1:1", connect_timeout_s=0.2)
+    for user in world.users[:2]:
+        assert service.get_feed(user).source == "degraded"
+    assert service.breaker.current_state == "open"
+    queries = service.clickhouse_queries
+    degraded = service.get_feed(world.users[3])
+    assert degraded.source == "degraded" and degraded.posts  # trending from the cache
+    assert service.clickhouse_queries == queries  # open: ClickHouse is not even tried
+    service.clickhouse = good
+    time.sleep(1.1)  # reset timeout: the next call is the half-open trial
+    assert service.get_feed(world.users[4]).source == "clickhouse"
+    assert service.breaker.current_state == "closed"
+
+
+def test_counters_reach_redis_and_prometheus(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
+    user = world.users[1]
+    service.get_feed(user)
+    for _ in range(3):
+        service.get_feed(user)
+    time.sleep(0.3)
+    stats = {k.decode(): int(v) for k, v in redis_resource.client().hgetall(stats_key()).items()}
+    assert stats["misses"] == 1 and stats["hits_l1"] == 3
+    assert sum(v for k, v in stats.items() if k.startswith("hit_le_")) == 3
+
+
+def test_http_endpoints(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    server, _thread = serve_in_thread(service, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/feed/{world.users[2]}?limit=4&offset=1") as resp:
+            body = orjson.loads(resp.read())
+        assert resp.status == 200 and len(body["posts"]) == 4 and body["posts"][0]["rank"] == 2
+        for bad in ("/feed/not-a-uuid", f"/feed/{world.users[2]}?limit=abc", f"/feed/{world.users[2]}?limit=999"):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(base + bad)
+            assert info.value.code == 400
+            assert "error" in orjson.loads(info.value.read())
+        with urllib.request.urlopen(f"{base}/metrics") as resp:
+            text = resp.read().decode()
+        assert "feed_api_latency_ms_bucket" in text
+        assert 'cache_misses_total{cache_type="feed"}' in text
+        assert 'clickhouse_query_duration_ms_bucket{le="1.0",query_type="feed_ranking"}' in text
+        assert redis_resource.client().exists(feed_key(world.users[2]))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -104,3 +104,34 @@ def test_http_endpoints(service: FeedService, world: World, redis_resource) -> N
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_redis_down_still_answers_from_clickhouse(world: World) -> None:
+    import redis
+
+    with world.ch.session() as client:
+        recompute(client, ScoringParams(feed_size=10))
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    svc = FeedService(world.ch, dead, stats_flush_s=0.1)
+    try:
+        page = svc.get_feed(world.users[0], limit=3)
+        assert page.source == "clickhouse" and len(page.posts) == 3
+        assert svc.get_feed(world.users[0], limit=3).source == "l1"
+    finally:
+        svc.close()
+
+
+def test_cache_equals_recommendations_for_warmed_users(world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
+    from nova_assets.defs.cache.warming import warm
+
+    with world.ch.session() as client:
+        version = recompute(client, ScoringParams(feed_size=10))["version"]
+        warm(client, redis_resource.client(), users=8)
+    for user in world.users:
+        cached = orjson.loads(redis_resource.client().get(feed_key(user)))
+        rows = world.ch.query(
+            "SELECT rank, toString(post_id), toString(author_id) FROM feed_recommendations "
+            "WHERE version = {v:UInt64} AND user_id = {u:UUID} ORDER BY rank",
+            parameters={"v": version, "u": user},
+        ).result_rows
+        assert [(p["rank"], p["post_id"], p["author_id"]) for p in cached["posts"]] == [tuple(r) for r in rows]

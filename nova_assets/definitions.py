@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from nova_assets import settings
-from nova_assets.defs import cache, ingestion, recommendations, schema
+from nova_assets.defs import cache, ingestion, recommendations, schema, slo
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
 
 
@@ -33,5 +33,6 @@ defs = dg.Definitions.merge(
     ingestion.defs,
     recommendations.defs,
     cache.defs,
+    slo.defs,
     dg.Definitions(resources=build_resources()),
 )

@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS {{ db }}.{{ table("events") }} {{ on_cluster }}
     kafka_partition Int32 DEFAULT -1,
     kafka_offset    Int64 DEFAULT -1,
     -- lets a restarted ingestion run find the offsets it already loaded without a full scan
-    INDEX kafka_offset_minmax kafka_offset TYPE minmax GRANULARITY 1
+    INDEX kafka_offset_minmax kafka_offset TYPE minmax GRANULARITY 1,
+    -- lets the SLO checks read the last minutes of ingestion without scanning the month
+    INDEX ingested_at_minmax ingested_at TYPE minmax GRANULARITY 1
 )
 ENGINE = {{ engine("MergeTree") }}
 PARTITION BY toYYYYMM(event_time)

@@ -6,6 +6,7 @@ import dagster as dg
 
 from nova_assets.defs.cache.warming import warm
 from nova_assets.defs.recommendations.assets import feed_recommendations
+from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.redis import RedisResource
 
@@ -25,6 +26,7 @@ class FeedCacheConfig(dg.Config):
 
 @dg.asset(
     name="feed_cache",
+    freshness_policy=FRESHNESS["feed_cache"],
     group_name="cache",
     deps=[feed_recommendations],
     kinds={"redis"},

@@ -36,6 +36,7 @@ from nova_assets.defs.ingestion.messages import (
     EVENT_COLUMNS,
     EVENTS_TOPIC,
     MIRROR_META_COLUMNS,
+    MIRROR_TABLES,
     EventBatch,
     MirrorShape,
     Rejected,
@@ -224,7 +225,7 @@ class Loader:
         rows = self.clickhouse.query(
             "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
             "AND table IN {tables:Array(String)} ORDER BY table, position",
-            parameters={"tables": ["users", "posts", "likes", "comments", "follows"]},
+            parameters={"tables": MIRROR_TABLES},
         ).result_rows
         shapes: dict[str, dict[str, str]] = defaultdict(dict)
         for table, name, typ in rows:

@@ -290,6 +290,7 @@ def _show(value: Any) -> str:
 # --- CDC records (Debezium ExtractNewRecordState: columns + __table, __lsn, __ts_ms, __deleted) ---
 
 MIRROR_META_COLUMNS = ("version", "is_deleted", "source_ts", "ingested_at")
+MIRROR_TABLES = ["users", "posts", "likes", "comments", "follows", "debezium_heartbeat"]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from nova_assets.defs.recommendations.scoring import ScoringParams, cleanup, eva
 from nova_assets.defs.schema.assets import renderer_for
 from nova_assets.defs.schema.ddl import apply_object
 from nova_assets.defs.schema.sql_files import load_objects
+from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 SCHEDULE = "NOVA_RECOMMENDATIONS_CRON"
@@ -47,6 +48,7 @@ class RecommendationsConfig(dg.Config):
 
 @dg.asset(
     name="feed_recommendations",
+    freshness_policy=FRESHNESS["feed_recommendations"],
     group_name="recommendations",
     deps=[dg.AssetKey(d) for d in _OBJECT.depends],
     kinds={"clickhouse", "sql"},

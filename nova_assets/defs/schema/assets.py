@@ -4,6 +4,7 @@ import dagster as dg
 
 from nova_assets.defs.schema.ddl import apply_object
 from nova_assets.defs.schema.sql_files import Renderer, SqlObject, load_objects
+from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 GROUP = "clickhouse_schema"
@@ -22,6 +23,7 @@ def _build(obj: SqlObject) -> dg.AssetsDefinition:
         kinds={"clickhouse", "sql"},
         tags={"nova/object_kind": obj.kind, **({"nova/role": obj.role} if obj.role else {})},
         metadata={"sql_file": str(obj.path.relative_to(obj.path.parents[2]))},
+        freshness_policy=FRESHNESS.get(obj.name),
     )
     def _asset(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
         renderer = renderer_for(clickhouse)

@@ -1,0 +1,147 @@
+"""How each SLO is measured: cheap queries over the last minutes, never a full scan."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import TopicPartition
+
+from nova_assets.defs.cache.keys import stats_key
+from nova_assets.defs.cache.warming import FEEDS_FOR
+from nova_assets.defs.ingestion.offsets import partition_lags
+from nova_assets.defs.schema.queries import USER_TIMELINE
+from nova_assets.resources.kafka import KafkaResource
+
+
+class Measurement(dict):
+    """value (None when nothing to measure), sample_size, plus details for the check's metadata."""
+
+
+def event_to_visible(client: Client, window_s: int = 300) -> Measurement:
+    value, n = client.query(
+        "SELECT quantileExactIf(0.95)(toFloat64(ingested_at - event_time), 1), count() FROM events "
+        "WHERE ingested_at >= now64(3) - toIntervalSecond({w:UInt32})",
+        parameters={"w": window_s},
+    ).result_rows[0]
+    return Measurement(value=float(value) if n else None, sample_size=int(n), window_s=window_s)
+
+
+def kafka_lag(kafka: KafkaResource) -> tuple[Measurement, Measurement]:
+    """Unconsumed messages, and the age of the oldest unconsumed one (reads one message per lagging partition)."""
+    consumer = kafka.consumer(**{"enable.partition.eof": False})
+    try:
+        lags = [p for p in partition_lags(consumer, timeout_s=kafka.timeout_s)]
+        total = sum(p.lag for p in lags)
+        oldest_ms: float | None = None
+        for p in lags:
+            if p.lag <= 0:
+                continue
+            consumer.assign([TopicPartition(p.topic, p.partition, p.start)])
+            msgs = consumer.consume(num_messages=1, timeout=2.0)
+            if msgs and msgs[0].error() is None:
+                _kind, ts = msgs[0].timestamp()
+                if ts > 0:
+                    oldest_ms = ts if oldest_ms is None else min(oldest_ms, ts)
+        age = max(0.0, time.time() - oldest_ms / 1000) if oldest_ms is not None else 0.0
+    finally:
+        consumer.close()
+    return (
+        Measurement(value=age, sample_size=len(lags), partitions_lagging=sum(p.lag > 0 for p in lags)),
+        Measurement(value=float(total), sample_size=len(lags)),
+    )
+
+
+def events_query(client: Client) -> Measurement:
+    user = client.query("SELECT user_id FROM events WHERE ingested_at >= now64(3) - INTERVAL 1 DAY LIMIT 1").result_rows
+    if not user:
+        return Measurement(value=None, sample_size=0, note="no recent events to probe")
+    started = time.perf_counter()
+    client.query(USER_TIMELINE, parameters={"user_id": user[0][0], "since": time.time() - 86400, "limit": 100})
+    return Measurement(value=(time.perf_counter() - started) * 1000, sample_size=1, query="user timeline (PREWHERE)")
+
+
+def cdc_lag(client: Client, heartbeat_interval_s: float = 10.0, window_s: int = 300) -> Measurement:
+    """max(P95 commit→visible of recent changes, staleness beyond the heartbeat interval)."""
+    p95, n, last = client.query(
+        "SELECT quantileExact(0.95)(toFloat64(ingested_at - source_ts)), count(), max(source_ts) FROM ("
+        " SELECT ingested_at, source_ts FROM users UNION ALL SELECT ingested_at, source_ts FROM posts"
+        " UNION ALL SELECT ingested_at, source_ts FROM likes UNION ALL SELECT ingested_at, source_ts FROM comments"
+        " UNION ALL SELECT ingested_at, source_ts FROM follows"
+        " UNION ALL SELECT ingested_at, source_ts FROM debezium_heartbeat)"
+        " WHERE ingested_at >= now64(3) - toIntervalSecond({w:UInt32})",
+        parameters={"w": window_s},
+    ).result_rows[0]
+    newest = client.query("SELECT max(source_ts), count() FROM debezium_heartbeat").result_rows[0]
+    if not n and not newest[1]:
+        return Measurement(value=None, sample_size=0, note="no CDC changes or heartbeats yet")
+    newest_ts = max(t for t in (last if n else None, newest[0] if newest[1] else None) if t is not None)
+    staleness = max(0.0, time.time() - newest_ts.timestamp() - heartbeat_interval_s)
+    value = max(float(p95) if n else 0.0, staleness)
+    return Measurement(
+        value=value,
+        sample_size=int(n),
+        p95_commit_to_visible_s=float(p95) if n else None,
+        staleness_s=round(staleness, 3),
+    )
+
+
+def feed_query(client: Client) -> Measurement:
+    row = client.query(
+        "SELECT version, (SELECT any(user_id) FROM feed_recommendations WHERE version = v.version) "
+        "FROM (SELECT max(version) AS version, count() AS c FROM feed_versions) AS v WHERE c > 0"
+    ).result_rows
+    if not row:
+        return Measurement(value=None, sample_size=0, note="no published version yet")
+    version, user = row[0]
+    started = time.perf_counter()
+    client.query(FEEDS_FOR, parameters={"version": version, "users": [user]})
+    return Measurement(value=(time.perf_counter() - started) * 1000, sample_size=1, version=int(version))
+
+
+def coverage(client: Client) -> Measurement:
+    active, covered = client.query(
+        "SELECT count(), countIf(has_feed) FROM ("
+        " SELECT a.user_id, a.user_id IN (SELECT user_id FROM feed_recommendations"
+        "   WHERE version = (SELECT max(version) FROM feed_versions)) AS has_feed"
+        " FROM (SELECT DISTINCT user_id FROM user_author_daily WHERE day >= today() - 1) AS a)"
+    ).result_rows[0]
+    if not active:
+        return Measurement(value=None, sample_size=0, note="no active users")
+    return Measurement(value=covered / active, sample_size=int(active), covered=int(covered))
+
+
+def cache_stats(cache: redis.Redis, minutes: int = 5) -> tuple[Measurement, Measurement]:
+    """Hit rate and hit latency P95 from the read path's per-minute counters in Redis."""
+    now = int(time.time() // 60)
+    pipe = cache.pipeline(transaction=False)
+    for minute in range(now - minutes + 1, now + 1):
+        pipe.hgetall(stats_key(minute))
+    totals: dict[str, int] = {}
+    for bucket in pipe.execute():
+        for k, v in bucket.items():
+            key = k.decode() if isinstance(k, bytes) else k
+            totals[key] = totals.get(key, 0) + int(v)
+    hits = totals.get("hits_l1", 0) + totals.get("hits_redis", 0)
+    reads = hits + totals.get("misses", 0)
+    rate = Measurement(value=hits / reads if reads else None, sample_size=reads, hits=hits, window_min=minutes)
+    latency = Measurement(value=_p95_from_buckets(totals), sample_size=hits, window_min=minutes)
+    return rate, latency
+
+
+def _p95_from_buckets(totals: dict[str, Any]) -> float | None:
+    from nova_assets.serving.feed import HIT_BUCKETS_MS
+
+    bounds = [*HIT_BUCKETS_MS, float("inf")]
+    counts = [totals.get(f"hit_le_{b}" if b != float("inf") else "hit_le_inf", 0) for b in bounds]
+    total = sum(counts)
+    if not total:
+        return None
+    seen = 0
+    for bound, count in zip(bounds, counts, strict=True):
+        seen += count
+        if seen >= 0.95 * total:
+            return float(bound) if bound != float("inf") else float(HIT_BUCKETS_MS[-1] * 2)
+    return None

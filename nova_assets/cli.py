@@ -99,17 +99,43 @@ def sql(query: str) -> None:
 
 @main.command("dev")
 @click.option("--port", default=3000, show_default=True, help="Dagster UI port on 127.0.0.1.")
-def dev(port: int) -> None:
-    """Start the stack and `dagster dev` with the project loaded, on 127.0.0.1."""
+@click.option("--traffic", default=200.0, show_default=True, help="Demo events per second (0: none).")
+def dev(port: int, traffic: float) -> None:
+    """Start the stack, create the ClickHouse schema, send demo traffic and run `dagster dev` on 127.0.0.1."""
     from nova_assets.stack import Stack
 
     local = Stack()
     _run(lambda: local.up())
     env = {**os.environ, **local.env()}
+    _run(lambda: _apply_schema(env[settings.CLICKHOUSE_URL]))
     dagster_home = local.home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
+    children: list[subprocess.Popen[bytes]] = []
+    if traffic > 0:
+        log = open(local.home / "demo-traffic.log", "ab")  # noqa: SIM115 - lives as long as the child
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nova_assets.cli",
+                    "generate",
+                    "events",
+                    "--rate",
+                    str(traffic),
+                    "--duration",
+                    "31536000",
+                    "--malformed",
+                    "0.002",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        click.echo(f"demo traffic: {traffic:g} events/s to nova.events (log: {local.home / 'demo-traffic.log'})")
     cmd = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(REPO_ROOT / "workspace.yaml"),
@@ -118,10 +144,31 @@ def dev(port: int) -> None:
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
     proc = subprocess.Popen(cmd, env=env, cwd=dagster_home)
     try:
-        sys.exit(proc.wait())
+        code = proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
-        sys.exit(proc.wait())
+        code = proc.wait()
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(10)
+    sys.exit(code)
+
+
+def _apply_schema(url: str) -> None:
+    """Create what is missing in ClickHouse (idempotent), so sensors and schedules find their tables."""
+    from nova_assets.defs.schema.ddl import apply_object
+    from nova_assets.defs.schema.sql_files import Renderer, load_objects
+    from nova_assets.resources.clickhouse import ClickHouseResource
+
+    clickhouse = ClickHouseResource(url=url, cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""))
+    with clickhouse.session() as client:
+        created = [
+            o.name
+            for o in load_objects()
+            if apply_object(client, o, Renderer(clickhouse.database, clickhouse.cluster)).created
+        ]
+    click.echo(f"ClickHouse schema: {len(created)} object(s) created" if created else "ClickHouse schema: up to date")
 
 
 @main.group()

@@ -157,6 +157,13 @@ class _EmbeddedEngine:
                     self.watcher = None
                     return
 
+    def _release_others(self) -> None:
+        """chDB opens one data path per process: close other idle engines of this process first."""
+        with self._registry_lock:
+            others = [e for e in self._engines.values() if e is not self]
+        for other in others:
+            other.release()
+
     def release(self) -> None:
         """Close a sticky engine now (end of an ingestion run)."""
         with self.mutex:
@@ -170,6 +177,7 @@ class _EmbeddedEngine:
             if sticky:
                 self.sticky = True
             if self.client is None:
+                self._release_others()
                 self._acquire(timeout_s)
                 try:
                     self.client = _open_chdb(self.path)

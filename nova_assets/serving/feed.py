@@ -27,7 +27,7 @@ import pybreaker
 import redis
 
 from nova_assets.defs.cache.keys import STATS_TTL_S, feed_key, stats_key, trending_key
-from nova_assets.defs.cache.warming import FEEDS_FOR, LATEST_VERSION, encode_feed
+from nova_assets.defs.cache.warming import LATEST_VERSION, feed_value, fetch_feeds_json
 from nova_assets.defs.recommendations.scoring import NIL_USER
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics
@@ -169,6 +169,7 @@ class FeedService:
         self._stop.set()
         self._flusher.join(timeout=5)
         self._flush_stats()
+        self.clickhouse.release()
 
     # --- tiers --------------------------------------------------------------------------------
 
@@ -183,33 +184,38 @@ class FeedService:
         except redis.RedisError:
             return [None] * len(keys)
 
-    def _query(self, users: list[uuid.UUID]) -> tuple[int, dict[uuid.UUID, list[tuple[Any, ...]]]]:
+    def _query(self, users: list[uuid.UUID]) -> tuple[int, dict[uuid.UUID, str]]:
+        """Feeds (posts as JSON built by ClickHouse) of the users plus trending, in one query.
+
+        The session is sticky: an embedded engine stays open between reads and is handed over
+        when another process (an ingestion run, a schedule) asks for it.
+        """
         self.clickhouse_queries += 1
         started = time.perf_counter()
-        with self.clickhouse.session() as client:
+        with self.clickhouse.session(sticky=True) as client:
             version, published = client.query(LATEST_VERSION).result_rows[0]
             if not published:
                 return 0, {}
-            rows = client.query(FEEDS_FOR, parameters={"version": version, "users": [*users, NIL_USER]}).result_rows
+            feeds = fetch_feeds_json(client, int(version), [*users, NIL_USER])
         self.metrics.clickhouse.labels("feed_ranking").observe((time.perf_counter() - started) * 1000)
-        return int(version), {user: list(posts) for user, posts in rows}
+        return int(version), feeds
 
     def _from_clickhouse(self, users: list[uuid.UUID]) -> dict[str, tuple[dict[str, Any], str]]:
         try:
             version, feeds = self.breaker.call(self._query, users)
         except Exception as exc:  # breaker open or ClickHouse failing: serve trending from the caches
             return self._degraded(users, exc)
-        trending = feeds.get(NIL_USER, [])
+        trending = feeds.get(NIL_USER, "[]")
         out: dict[str, tuple[dict[str, Any], str]] = {}
         pipe = self.cache.pipeline(transaction=False)
-        if trending:  # keep the fallback list fresh for when ClickHouse is away
-            raw_trending = encode_feed("trending", version, trending, "trending")
+        if NIL_USER in feeds:  # keep the fallback list fresh for when ClickHouse is away
+            raw_trending = feed_value("trending", version, trending, "trending")
             self.l1.put("trending", orjson.loads(raw_trending))
             pipe.set(trending_key(), raw_trending, ex=self.redis_ttl_s * 12)
         for user in users:
             posts = feeds.get(user)
             source = "clickhouse" if posts else "trending"
-            raw = encode_feed(user, version, posts or trending, "personal" if posts else "trending")
+            raw = feed_value(user, version, posts or trending, "personal" if posts else "trending")
             value = orjson.loads(raw)
             self.l1.put(str(user), value)
             pipe.set(feed_key(user), raw, ex=self.redis_ttl_s)

@@ -1,0 +1,200 @@
+"""`nova bench feed`: recompute, cache warming and the HTTP read path at 50k users / 100k posts / 10M events.
+
+Compared in the same run: the Redis pipelined SET ceiling (raw RESP over one socket, as
+redis-benchmark -P does) next to the warm rate, and the guide's targets next to the read path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from bench.common import percentile, report
+from nova_assets.defs.cache.warming import warm
+from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.defs.schema.ddl import apply_object
+from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.resources import ClickHouseResource, RedisResource
+from nova_assets.stack.manager import RedisService
+from nova_assets.stack.process import free_port
+
+USERS, POSTS, AUTHORS, EVENTS = 50_000, 100_000, 20_000, 10_000_000
+CLIENTS, SECONDS = 50, 20
+
+GENERATE = """
+INSERT INTO events (event_id, event_time, user_id, post_id, author_id, action, dwell_ms, device, app_ver)
+SELECT generateUUIDv4(number), now64(3) - toIntervalSecond(rand(1) % (3 * 86400)),
+       reinterpretAsUUID(MD5(concat('u', toString(u)))), reinterpretAsUUID(MD5(concat('p', toString(p)))),
+       reinterpretAsUUID(MD5(concat('a', toString(p % {authors:UInt32})))),
+       ['view','view','view','view','view','view','view','view','click','click','like','comment','share']
+           [rand(5) % 13 + 1],
+       rand(6) % 30000, 'ios', '5.2.0'
+FROM (SELECT number, toUInt32(pow(rand(2) / 4294967295, 2) * {users:UInt32}) AS u,
+             toUInt32(pow(rand(3) / 4294967295, 3) * {posts:UInt32}) AS p FROM numbers({n:UInt64}))
+"""
+
+FOLLOWS = """
+INSERT INTO follows (follower_id, followee_id, created_at, version)
+SELECT reinterpretAsUUID(MD5(concat('u', toString(number % {users:UInt32})))),
+       reinterpretAsUUID(MD5(concat('a', toString(toUInt32(pow(rand(9) / 4294967295, 2) * {authors:UInt32}))))),
+       now64(3) - INTERVAL 10 DAY, 1
+FROM numbers({n:UInt64})
+"""
+
+SERVER = """
+import sys
+from nova_assets.resources import ClickHouseResource, RedisResource
+from nova_assets.serving import FeedService
+from nova_assets.serving.http import make_server
+svc = FeedService(ClickHouseResource(url=sys.argv[1]), RedisResource(url=sys.argv[2]).client())
+server = make_server(svc, int(sys.argv[3]))
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+def redis_set_ceiling(port: int, value_size: int, n: int = 200_000, batch: int = 1000) -> float:
+    """Pipelined SET EX over one raw socket: the server's ceiling, without client-library cost."""
+    value = b"x" * value_size
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        started = time.perf_counter()
+        for start in range(0, n, batch):
+            parts = []
+            for i in range(start, start + batch):
+                key = f"bench:{i}".encode()
+                parts.append(
+                    b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$3\r\n300\r\n"
+                    % (len(key), key, len(value), value)
+                )
+            sock.sendall(b"".join(parts))
+            expected, got = 5 * batch, 0
+            while got < expected:
+                got += len(sock.recv(1 << 20))
+        return n / (time.perf_counter() - started)
+
+
+def _client(port: int, users: list[str], deadline: float, seed: int, out: mp.Queue) -> None:
+    rng = np.random.default_rng(seed)
+    picks = np.minimum(rng.zipf(1.3, size=200_000) - 1, len(users) - 1)
+    results: list[tuple[float, str]] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        i = offset
+        local = []
+        while time.time() < deadline:
+            user = users[int(picks[i % len(picks)])]
+            i += 7
+            t0 = time.perf_counter()
+            conn.request("GET", f"/feed/{user}?limit=20")
+            body = conn.getresponse().read()
+            local.append(((time.perf_counter() - t0) * 1000, orjson.loads(body)["source"]))
+        with lock:
+            results.extend(local)
+
+    threads = [threading.Thread(target=worker, args=(k * 1000,)) for k in range(CLIENTS // 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(results)
+
+
+def run(as_json: bool = False) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="nova-bench-feed-") as tmp:
+        redis_svc = RedisService(Path(tmp), free_port())
+        redis_svc.start()
+        server = None
+        try:
+            time.sleep(0.3)
+            url = f"chdb://{tmp}/clickhouse"
+            ch = ClickHouseResource(url=url)
+            params = ScoringParams(feed_size=50)
+            with ch.session() as client:
+                for obj in load_objects():
+                    apply_object(client, obj, Renderer("nova"))
+                t0 = time.perf_counter()
+                client.command(GENERATE, parameters={"users": USERS, "posts": POSTS, "authors": AUTHORS, "n": EVENTS})
+                client.command(FOLLOWS, parameters={"users": USERS, "authors": AUTHORS, "n": USERS * 10})
+                load_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                figures = recompute(client, params)
+                recompute_s = time.perf_counter() - t0
+                cache = RedisResource(url=redis_svc.url()).client()
+                warmed = warm(client, cache, users=USERS, active_days=3)
+                users = [str(r[0]) for r in client.query(
+                    "SELECT DISTINCT user_id FROM feed_recommendations WHERE version = {v:UInt64} LIMIT 60000",
+                    parameters={"v": figures["version"]},
+                ).result_rows]  # fmt: skip
+            value_size = int(warmed["bytes"] / max(1, warmed["keys"]))
+            ceiling = redis_set_ceiling(redis_svc.port, value_size)
+            # cold users (not warmed, not personalised) make the misses
+            users += [f"00000000-0000-4000-8000-{i:012d}" for i in range(2000)]
+            port = free_port()
+            server = subprocess.Popen(
+                [sys.executable, "-c", SERVER, url, redis_svc.url(), str(port)], stdout=subprocess.PIPE
+            )
+            assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+            deadline = time.time() + SECONDS
+            queue: mp.Queue = mp.Queue()
+            procs = [mp.Process(target=_client, args=(port, users, deadline, s, queue)) for s in (1, 2)]
+            for p in procs:
+                p.start()
+            samples = [x for _ in procs for x in queue.get()]
+            for p in procs:
+                p.join()
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(10)
+            redis_svc.stop()
+    hits = [ms for ms, src in samples if src in ("l1", "redis")]
+    misses = [ms for ms, src in samples if src not in ("l1", "redis")]
+    summary = {
+        "users": USERS,
+        "posts": POSTS,
+        "events": EVENTS,
+        "load_s": round(load_s, 2),
+        "recompute_s": round(recompute_s, 2),
+        "recommendation_rows": figures["rows"],
+        "warm_feeds_per_s": round(warmed["feeds_per_s"]),
+        "feed_bytes_avg": value_size,
+        "redis_set_ceiling_per_s": round(ceiling),
+        "req_per_s": round(len(samples) / SECONDS),
+        "hit_p50_ms": round(percentile(hits, 50), 2),
+        "hit_p95_ms": round(percentile(hits, 95), 2),
+        "hit_p99_ms": round(percentile(hits, 99), 2),
+        "miss_p50_ms": round(percentile(misses, 50), 2),
+        "miss_p95_ms": round(percentile(misses, 95), 2),
+        "hit_rate": round(len(hits) / max(1, len(samples)), 4),
+        "clients": CLIENTS,
+    }
+    report(
+        f"nova bench feed: {USERS:,} users, {POSTS:,} posts, {EVENTS:,} events; {CLIENTS} clients x {SECONDS} s",
+        [
+            ("recompute", f"{recompute_s:.1f} s", f"{figures['rows']:,} rows; goal <= 60 s"),
+            ("warm", f"{warmed['feeds_per_s']:,.0f} feeds/s", f"Redis SET ceiling {ceiling:,.0f}/s ({value_size} B)"),
+            ("read path", f"{summary['req_per_s']:,} req/s", "guide: 5,000 req/s"),
+            (
+                "hit P50/P95/P99",
+                f"{summary['hit_p50_ms']}/{summary['hit_p95_ms']}/{summary['hit_p99_ms']} ms",
+                "guide: P95 < 100 ms",
+            ),
+            ("miss P50/P95", f"{summary['miss_p50_ms']}/{summary['miss_p95_ms']} ms", "guide: < 500 ms"),
+            ("hit rate", f"{summary['hit_rate']:.1%}", "guide: > 95%"),
+        ],
+        summary,
+        as_json,
+    )
+    return summary

@@ -251,6 +251,20 @@ def serve(port: int) -> None:
         service.close()  # type: ignore[attr-defined]
 
 
+@main.command("cdc")
+def cdc() -> None:
+    """Run Debezium (Postgres → Kafka nova.public.<table>) in the foreground; state under NOVA_HOME/cdc."""
+    import logging
+
+    from nova_assets.defs.cdc.runner import run
+    from nova_assets.resources import KafkaResource, PostgresResource
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    postgres = PostgresResource(dsn=_env(settings.POSTGRES_DSN))
+    kafka = KafkaResource(bootstrap_servers=_env(settings.KAFKA_BOOTSTRAP))
+    _run(lambda: run(postgres, kafka, settings.nova_home() / "cdc"))
+
+
 @main.command("bench")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")

@@ -22,6 +22,9 @@ from nova_assets.stack.manager import KafkaService
 from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
+# The session stack runs without CDC (its JVM costs ~15 s); the CDC tests start `nova cdc` themselves.
+os.environ.setdefault("NOVA_STACK_SERVICES", "kafka,redis,postgres")
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from nova_assets import settings
-from nova_assets.errors import NovaError
+from nova_assets.errors import ConfigError, NovaError
 from nova_assets.stack import process
 
 HOST = "127.0.0.1"
@@ -321,7 +322,57 @@ class ClickHouseDir:
         return {settings.CLICKHOUSE_URL: self.url()}
 
 
-SERVICES: dict[str, type[Service]] = {"kafka": KafkaService, "redis": RedisService, "postgres": PostgresService}
+class CdcService(Service):
+    """`nova cdc` (Debezium embedded engine in a JVM) as a supervised process of the stack."""
+
+    name = "cdc"
+    needle = "nova_assets.cli cdc"
+
+    def __init__(self, home: Path, port: int, env: dict[str, str] | None = None) -> None:
+        super().__init__(home, port)
+        self.stack_env = env or {}
+        self.status_file = self.dir / "status.json"
+
+    @property
+    def address(self) -> str:
+        return f"postgres → kafka ({self.stack_env.get(settings.KAFKA_BOOTSTRAP, '?')})"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "nova_assets.cli", "cdc"]
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.status_file.unlink(missing_ok=True)
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                start_new_session=True,
+                env={**os.environ, **self.stack_env},
+            )
+        self.proc = proc
+        self.pid_file.write_text(f"{proc.pid}\n")
+
+    def probe(self) -> None:
+        try:
+            state = orjson.loads(self.status_file.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            raise StackError("no status yet") from None
+        if state.get("state") != "streaming":
+            raise StackError(f"state {state.get('state')!r}")
+
+
+SERVICES: dict[str, type[Service]] = {
+    "kafka": KafkaService,
+    "redis": RedisService,
+    "postgres": PostgresService,
+    "cdc": CdcService,
+}
+#: which services `nova stack up` manages; tests that need no CDC leave it out (its JVM takes ~15 s)
+STACK_SERVICES = "NOVA_STACK_SERVICES"
 
 
 class Stack:
@@ -331,9 +382,22 @@ class Stack:
         self.home = (home or settings.nova_home()).resolve()
         self.state_path = self.home / STATE_FILE
         saved = self._saved_ports()
-        chosen = {name: (ports or {}).get(name) or saved.get(name) or settings.port_for(name) for name in SERVICES}
-        self.services: dict[str, Service] = {name: cls(self.home, chosen[name]) for name, cls in SERVICES.items()}
+        names = [n.strip() for n in os.environ.get(STACK_SERVICES, ",".join(SERVICES)).split(",") if n.strip()]
+        unknown = [n for n in names if n not in SERVICES]
+        if unknown:
+            raise ConfigError(
+                STACK_SERVICES, ",".join(names), f"unknown service(s) {unknown}; known: {', '.join(SERVICES)}"
+            )
+        network = [n for n in names if n != "cdc"]
+        chosen = {name: (ports or {}).get(name) or saved.get(name) or settings.port_for(name) for name in network}
+        self.services: dict[str, Service] = {name: SERVICES[name](self.home, chosen[name]) for name in network}
         self.clickhouse = ClickHouseDir(self.home)
+        if "cdc" in names:
+            env = {settings.NOVA_HOME: str(self.home)}
+            for name, port in (("kafka", settings.port_for("kafka")), ("postgres", settings.port_for("postgres"))):
+                svc = self.services.get(name) or SERVICES[name](self.home, chosen.get(name) or saved.get(name) or port)
+                env.update(svc.env())
+            self.services["cdc"] = CdcService(self.home, 0, env)
 
     def _saved_ports(self) -> dict[str, int]:
         try:
@@ -344,7 +408,7 @@ class Stack:
 
     def _save(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        ports = {name: svc.port for name, svc in self.services.items()}
+        ports = {name: svc.port for name, svc in self.services.items() if name != "cdc"}
         self.state_path.write_bytes(orjson.dumps({"ports": ports}, option=orjson.OPT_INDENT_2))
 
     def _select(self, only: Iterable[str] | None) -> list[Service]:
@@ -369,7 +433,7 @@ class Stack:
                     continue
                 echo(f"{svc.name}: running but not answering ({detail}); restarting")
                 svc.stop()
-            if process.port_in_use(svc.port):
+            if svc.port and process.port_in_use(svc.port):
                 setting = settings.PORT_SETTINGS[svc.name][0]
                 raise StackError(
                     f"{svc.name}: port {svc.port} on {HOST} is already in use by another program "
@@ -383,7 +447,7 @@ class Stack:
                 raise StackError(
                     f"{svc.name} failed to start: {exc}\n--- {svc.log} ---\n{process.tail(svc.log)}"
                 ) from exc
-            self._wait_healthy(svc, timeout_s)
+            self._wait_healthy(svc, max(timeout_s, 180.0) if svc.name == "cdc" else timeout_s)  # JVM start + snapshot
             echo(f"{svc.name}: started on {svc.address} (pid {svc.pid()}) in {time.monotonic() - started:.1f} s")
 
     def _wait_healthy(self, svc: Service, timeout_s: float) -> None:

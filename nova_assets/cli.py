@@ -196,6 +196,19 @@ def generate_events(rate: float, duration: float, malformed: float, partitions: 
     )
 
 
+@generate.command("app")
+@click.option("--rate", default=100.0, show_default=True, help="Changes per second.")
+@click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--users", default=500, show_default=True, help="Users created first.")
+def generate_app(rate: float, duration: float, users: int) -> None:
+    """Write realistic inserts/updates/deletes (posts, likes, comments, follows, edits) to Postgres."""
+    from nova_assets.generate.app import generate as generate_changes
+    from nova_assets.resources import PostgresResource
+
+    postgres = PostgresResource(dsn=_env(settings.POSTGRES_DSN))
+    _run(lambda: click.echo(generate_changes(postgres, rate=rate, duration_s=duration, users=users)))
+
+
 def _env(name: str) -> str:
     """A NOVA_* setting from the environment, else from the local stack."""
     value = os.environ.get(name)

@@ -1,0 +1,127 @@
+"""CDC end to end: embedded Postgres → Debezium (`nova cdc`, real JVM) → Tansu → loader → chDB mirrors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.generate.app import generate
+from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource
+from nova_assets.stack import Stack
+
+COMPARE = {
+    "users": ("id", "username", "bio"),
+    "posts": ("id", "author_id", "body"),
+    "likes": ("user_id", "post_id"),
+    "comments": ("id", "post_id", "user_id", "body"),
+    "follows": ("follower_id", "followee_id"),
+}
+
+
+def _start_cdc(home: Path, postgres: PostgresResource, kafka: KafkaResource) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOVA_HOME": str(home), "NOVA_POSTGRES_DSN": postgres.dsn}
+    env["NOVA_KAFKA_BOOTSTRAP"] = kafka.bootstrap_servers
+    log = open(home / "cdc.log", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "nova_assets.cli", "cdc"], env=env, stdout=log, stderr=log)
+    status = home / "cdc" / "status.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (home / "cdc.log").read_text()[-3000:]
+        try:
+            if orjson.loads(status.read_bytes()).get("state") == "streaming":
+                return proc
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError("nova cdc did not start streaming:\n" + (home / "cdc.log").read_text()[-3000:])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pg_state(postgres: PostgresResource) -> dict[str, set[tuple[str, ...]]]:
+    out = {}
+    with postgres.connect() as conn:
+        for table, cols in COMPARE.items():
+            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall()
+            out[table] = {tuple(str(v) for v in r) for r in rows}
+    return out
+
+
+def _ch_state(ch: ClickHouseResource) -> dict[str, set[tuple[str, ...]]]:
+    out = {}
+    for table, cols in COMPARE.items():
+        rows = ch.query(f"SELECT {', '.join(f'toString({c})' for c in cols)} FROM {table} FINAL").result_rows
+        out[table] = {tuple(r) for r in rows}
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_cdc_mirrors_equal_postgres_across_a_restart(
+    tmp_path: Path, stack: Stack, kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> None:
+    postgres = PostgresResource(dsn=stack.env()["NOVA_POSTGRES_DSN"])
+    with postgres.connect(autocommit=True) as conn:  # a clean source: this test owns the CDC tables
+        conn.execute("DROP TABLE IF EXISTS likes, comments, follows, posts, users, debezium_heartbeat CASCADE")
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'nova'")
+        conn.execute("DROP PUBLICATION IF EXISTS dbz_publication")
+    cdc = _start_cdc(tmp_path, postgres, kafka)
+    try:
+        writer = threading.Thread(target=lambda: generate(postgres, rate=200, duration_s=8, users=50))
+        writer.start()
+        time.sleep(3)
+        _stop(cdc)  # mid-stream: changes keep coming while CDC is down
+        writer.join()
+        counts = generate(postgres, rate=200, duration_s=2, users=10)
+        assert counts["delete"] > 0 or counts["post"] > 0
+        cdc = _start_cdc(tmp_path, postgres, kafka)
+
+        expected = _pg_state(postgres)
+        got: dict[str, set[tuple[str, ...]]] = {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=2.0)).run()
+            got = _ch_state(clickhouse)
+            if got == expected:
+                break
+        for table in COMPARE:
+            assert got[table] == expected[table], f"{table}: mirror differs from Postgres"
+        assert clickhouse.query("SELECT count() FROM dead_letters").result_rows == [(0,)]
+
+        # deleted posts are gone from the mirror and from what recommendations read
+        deleted = clickhouse.query(
+            "SELECT count() FROM (SELECT id FROM posts GROUP BY id HAVING argMax(is_deleted, version) = 1)"
+        ).result_rows[0][0]
+        live = {r[0] for r in expected["posts"]}
+        mirrored = {r[0] for r in clickhouse.query("SELECT toString(id) FROM posts FINAL").result_rows}
+        assert mirrored == live and deleted > 0
+
+        # live lag: commit in Postgres → visible in ClickHouse, measured by the loader
+        stop = threading.Event()
+        holder: dict[str, object] = {}
+        loader = Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=600, flush_interval_ms=200))
+        worker = threading.Thread(target=lambda: holder.update(stats=loader.run(stop=stop)))
+        worker.start()
+        generate(postgres, rate=100, duration_s=3, users=5)
+        time.sleep(3)
+        stop.set()
+        worker.join(60)
+        lag = holder["stats"].quantiles("cdc")  # type: ignore[attr-defined]
+        assert lag and lag["p95_s"] < 5.0, lag
+    finally:
+        _stop(cdc)

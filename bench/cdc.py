@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from bench.common import report
+from nova_assets.defs.cdc.verify import differences, mirror_state, source_state
 from nova_assets.defs.ingestion.loader import IngestSettings, Loader
 from nova_assets.defs.schema.ddl import apply_object
 from nova_assets.defs.schema.sql_files import Renderer, load_objects
@@ -35,13 +36,6 @@ from nova_assets.resources import PostgresResource
 print(orjson.dumps(generate(PostgresResource(dsn=sys.argv[1]), rate=float(sys.argv[2]),
                             duration_s=float(sys.argv[3]), users=int(sys.argv[4]))).decode(), flush=True)
 """
-COMPARE = {
-    "users": ("id", "username", "bio"),
-    "posts": ("id", "author_id", "body"),
-    "likes": ("user_id", "post_id"),
-    "comments": ("id", "post_id", "user_id", "body"),
-    "follows": ("follower_id", "followee_id"),
-}
 
 
 def _generate(dsn: str, rate: float, seconds: float, users: int) -> dict[str, int]:
@@ -50,19 +44,6 @@ def _generate(dsn: str, rate: float, seconds: float, users: int) -> dict[str, in
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return orjson.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _differences(postgres: PostgresResource, ch: ClickHouseResource) -> int:
-    diff = 0
-    with postgres.connect() as conn:
-        for table, cols in COMPARE.items():
-            pg = {tuple(str(v) for v in r) for r in conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall()}
-            mirror = {
-                tuple(r)
-                for r in ch.query(f"SELECT {', '.join(f'toString({c})' for c in cols)} FROM {table} FINAL").result_rows
-            }
-            diff += len(pg ^ mirror)
-    return diff
 
 
 def run(as_json: bool = False) -> dict[str, float]:
@@ -136,7 +117,7 @@ def run(as_json: bool = False) -> dict[str, float]:
             worker2.join(120)
             burst_rows = sum(holder["burst"].rows.values())  # type: ignore[attr-defined]
             ceiling = burst_rows / max(0.001, (last_commit or time.time()) - started)
-            lost = _differences(postgres, ch)
+            lost = differences(source_state(postgres), mirror_state(ch))
             dead = int(ch.query("SELECT count() FROM dead_letters").result_rows[0][0])
         finally:
             if cdc is not None:

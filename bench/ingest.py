@@ -26,7 +26,7 @@ from nova_assets.defs.ingestion.loader import IngestSettings, Loader
 from nova_assets.defs.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, decode_event
 from nova_assets.defs.schema.ddl import apply_object
 from nova_assets.defs.schema.sql_files import Renderer, load_objects
-from nova_assets.generate.events import Population, ensure_topic
+from nova_assets.generate.events import Population, ensure_topic, produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.manager import KafkaService
 from nova_assets.stack.process import free_port
@@ -44,21 +44,6 @@ kafka = KafkaResource(bootstrap_servers=sys.argv[1])
 counts = produce_events(kafka, rate=float(sys.argv[2]), duration_s=float(sys.argv[3]))
 print(counts["valid"], flush=True)
 """
-
-
-def _produce(kafka: KafkaResource, pop: Population, n: int) -> None:
-    producer = kafka.producer()
-    chunk = 20_000
-    for start in range(0, n, chunk):
-        for value in pop.events(min(chunk, n - start)):
-            while True:
-                try:
-                    producer.produce(EVENTS_TOPIC, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        producer.poll(0)
-    producer.flush(60)
 
 
 def _consume_ceiling(kafka: KafkaResource, n: int) -> float:
@@ -129,7 +114,7 @@ def run(as_json: bool = False) -> dict[str, float]:
             ensure_topic(kafka)
             pop = Population.create()
             t0 = time.perf_counter()
-            _produce(kafka, pop, TOTAL)
+            produce_events(kafka, rate=0, duration_s=3600, total=TOTAL, population=pop)
             produce_s = time.perf_counter() - t0
             consume_ceiling = _consume_ceiling(kafka, TOTAL)
             insert_ceiling = _insert_ceiling(ch, pop, 200_000)

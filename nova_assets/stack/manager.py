@@ -82,6 +82,10 @@ class Service:
             return False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return True, ""
 
+    def process_env(self) -> dict[str, str] | None:
+        """Environment of the service's process (None: inherit this one)."""
+        return None
+
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
@@ -92,6 +96,7 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 cwd=self.dir,
                 start_new_session=True,
+                env=self.process_env(),
             )
         self.proc = proc
         self.pid_file.write_text(f"{proc.pid}\n")
@@ -340,21 +345,13 @@ class CdcService(Service):
     def command(self) -> list[str]:
         return [sys.executable, "-m", "nova_assets.cli", "cdc"]
 
+    def process_env(self) -> dict[str, str]:
+        return {**os.environ, **self.stack_env}
+
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.status_file.unlink(missing_ok=True)
-        with open(self.log, "ab") as log:
-            proc = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.dir,
-                start_new_session=True,
-                env={**os.environ, **self.stack_env},
-            )
-        self.proc = proc
-        self.pid_file.write_text(f"{proc.pid}\n")
+        self.status_file.unlink(missing_ok=True)  # healthy only once this run streams
+        super().start()
 
     def probe(self) -> None:
         try:

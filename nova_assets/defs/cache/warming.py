@@ -24,18 +24,6 @@ ORDER BY sum(views + clicks + likes + comments + shares) DESC, user_id
 LIMIT {n:UInt32}
 """
 
-FEEDS_FOR = """
-SELECT user_id, groupArray((rank, post_id, author_id, score, reason)) AS posts
-FROM
-(
-    SELECT user_id, rank, post_id, author_id, score, reason
-    FROM feed_recommendations
-    WHERE version = {version:UInt64} AND user_id IN {users:Array(UUID)}
-    ORDER BY user_id, rank
-)
-GROUP BY user_id
-"""
-
 LATEST_VERSION = "SELECT max(version), count() FROM feed_versions"
 
 # The cached value's `posts` array is built by ClickHouse itself (no per-post Python work).
@@ -68,32 +56,9 @@ def fetch_feeds_json(client: Client, version: int, users: list[uuid.UUID]) -> di
     return dict(rows)
 
 
-def encode_feed(user_id: uuid.UUID | str, version: int, posts: list[tuple[Any, ...]], source: str) -> bytes:
-    """The cached value: the whole ranked feed, so any page is a slice of one key."""
-    return orjson.dumps(
-        {
-            "user_id": str(user_id),
-            "version": version,
-            "source": source,
-            "posts": [
-                {"rank": r, "post_id": str(p), "author_id": str(a), "score": round(float(s), 6), "reason": why}
-                for r, p, a, s, why in posts
-            ],
-        }
-    )
-
-
 def latest_version(client: Client) -> int | None:
     version, published = client.query(LATEST_VERSION).result_rows[0]
     return int(version) if published else None
-
-
-def fetch_feeds(client: Client, version: int, users: list[uuid.UUID]) -> dict[uuid.UUID, list[tuple[Any, ...]]]:
-    """Ranked posts of many users in one query (array parameter, never a formatted IN-list)."""
-    if not users:
-        return {}
-    rows = client.query(FEEDS_FOR, parameters={"version": version, "users": users}).result_rows
-    return {user: list(posts) for user, posts in rows}
 
 
 def warm(

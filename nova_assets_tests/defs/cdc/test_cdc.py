@@ -13,18 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from nova_assets.defs.cdc.verify import MIRROR_COLUMNS, mirror_state, source_state
 from nova_assets.defs.ingestion.loader import IngestSettings, Loader
 from nova_assets.generate.app import generate
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource
 from nova_assets.stack import Stack
-
-COMPARE = {
-    "users": ("id", "username", "bio"),
-    "posts": ("id", "author_id", "body"),
-    "likes": ("user_id", "post_id"),
-    "comments": ("id", "post_id", "user_id", "body"),
-    "follows": ("follower_id", "followee_id"),
-}
 
 
 def _start_cdc(home: Path, postgres: PostgresResource, kafka: KafkaResource) -> subprocess.Popen[bytes]:
@@ -54,23 +47,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _pg_state(postgres: PostgresResource) -> dict[str, set[tuple[str, ...]]]:
-    out = {}
-    with postgres.connect() as conn:
-        for table, cols in COMPARE.items():
-            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall()
-            out[table] = {tuple(str(v) for v in r) for r in rows}
-    return out
-
-
-def _ch_state(ch: ClickHouseResource) -> dict[str, set[tuple[str, ...]]]:
-    out = {}
-    for table, cols in COMPARE.items():
-        rows = ch.query(f"SELECT {', '.join(f'toString({c})' for c in cols)} FROM {table} FINAL").result_rows
-        out[table] = {tuple(r) for r in rows}
-    return out
-
-
 @pytest.mark.timeout(600)
 def test_cdc_mirrors_equal_postgres_across_a_restart(
     tmp_path: Path, stack: Stack, kafka: KafkaResource, clickhouse: ClickHouseResource
@@ -91,15 +67,15 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
         assert counts["delete"] > 0 or counts["post"] > 0
         cdc = _start_cdc(tmp_path, postgres, kafka)
 
-        expected = _pg_state(postgres)
+        expected = source_state(postgres)
         got: dict[str, set[tuple[str, ...]]] = {}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=2.0)).run()
-            got = _ch_state(clickhouse)
+            got = mirror_state(clickhouse)
             if got == expected:
                 break
-        for table in COMPARE:
+        for table in MIRROR_COLUMNS:
             assert got[table] == expected[table], f"{table}: mirror differs from Postgres"
         assert clickhouse.query("SELECT count() FROM dead_letters").result_rows == [(0,)]
 

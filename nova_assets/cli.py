@@ -276,6 +276,11 @@ def cdc() -> None:
     postgres = PostgresResource(dsn=_env(settings.POSTGRES_DSN))
     kafka = KafkaResource(bootstrap_servers=_env(settings.KAFKA_BOOTSTRAP))
     _run(lambda: run(postgres, kafka, settings.nova_home() / "cdc"))
+    # The engine has stopped and flushed its offsets; leftover non-daemon JVM threads would keep
+    # the interpreter from exiting, so leave now.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 @main.command("bench")

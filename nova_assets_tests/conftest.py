@@ -23,7 +23,7 @@ from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
 # The session stack runs without CDC (its JVM costs ~15 s); the CDC tests start `nova cdc` themselves.
-os.environ.setdefault("NOVA_STACK_SERVICES", "kafka,redis,postgres")
+os.environ["NOVA_STACK_SERVICES"] = "kafka,redis,postgres"
 
 
 @pytest.fixture(scope="session")

@@ -166,20 +166,40 @@ def run(postgres: PostgresResource, kafka: KafkaResource, state_dir: Path, stop:
         handler=Publisher(),
         format="json",
         jvm_path=jvm_path(),
-        jvm_opts=["-Xmx512m"],
+        jvm_opts=["-Xmx512m", "-Xrs"],  # -Xrs: SIGTERM reaches Python, which stops the engine cleanly
     )
 
+    # The engine blocks inside the JVM; Python runs signal handlers only in the main thread and
+    # only between bytecodes, so the engine runs in a worker thread and the main thread waits.
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # handed to the main thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    requested = stop or threading.Event()
+
     def shutdown(*_args: Any) -> None:
-        status.write(state="stopping")
-        threading.Thread(target=engine.close, daemon=True).start()
+        requested.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
-    if stop is not None:
-        threading.Thread(target=lambda: (stop.wait(), shutdown()), daemon=True).start()
     status.write(state="connecting")
+    threading.Thread(target=work, name="debezium-engine", daemon=True).start()
     try:
-        engine.run()
+        while not done.wait(0.2):
+            if requested.is_set():
+                status.write(state="stopping")
+                engine.close()  # flushes offsets and stops the engine; run() then returns
+                done.wait(60)
+                break
     finally:
         status.write(state="stopped")
+    if failure and not requested.is_set():
+        raise failure[0]

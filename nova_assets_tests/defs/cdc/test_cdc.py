@@ -23,6 +23,7 @@ from nova_assets.stack import Stack
 def _start_cdc(home: Path, postgres: PostgresResource, kafka: KafkaResource) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NOVA_HOME": str(home), "NOVA_POSTGRES_DSN": postgres.dsn}
     env["NOVA_KAFKA_BOOTSTRAP"] = kafka.bootstrap_servers
+    (home / "cdc" / "status.json").unlink(missing_ok=True)  # only this process's "streaming" counts
     log = open(home / "cdc.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "nova_assets.cli", "cdc"], env=env, stdout=log, stderr=log)
     status = home / "cdc" / "status.json"
@@ -41,8 +42,8 @@ def _start_cdc(home: Path, postgres: PostgresResource, kafka: KafkaResource) -> 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:  # a stuck shutdown must not hang the suite; kill -9 is a crash CDC survives
         proc.kill()
         proc.wait()
 

@@ -260,7 +260,7 @@ def serve(port: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.shutdown()
         service.close()  # type: ignore[attr-defined]
 
 

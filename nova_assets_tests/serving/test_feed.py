@@ -103,7 +103,6 @@ def test_http_endpoints(service: FeedService, world: World, redis_resource) -> N
         assert redis_resource.client().exists(feed_key(world.users[2]))
     finally:
         server.shutdown()
-        server.server_close()
 
 
 def test_redis_down_still_answers_from_clickhouse(world: World) -> None:

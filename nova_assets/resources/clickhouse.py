@@ -32,6 +32,8 @@ from nova_assets.errors import ConfigError, LockTimeout, ServiceUnavailable
 from nova_assets.resources._util import redact
 
 CHDB_SCHEME = "chdb://"
+#: a sticky engine unused this long is closed (an open chDB keeps background threads busy)
+STICKY_IDLE_S = 5.0
 
 
 def chdb_path(url: str) -> Path | None:
@@ -65,6 +67,7 @@ class _EmbeddedEngine:
     second. A *sticky* session therefore keeps the engine open after it ends, for as long as no
     other process is waiting: waiters announce themselves with a file in `<dir>.waiting/`, and a
     watcher thread hands the engine over within about 20 ms (at the end of the current insert).
+    An engine left idle for STICKY_IDLE_S is closed too.
     """
 
     _engines: dict[Path, _EmbeddedEngine] = {}
@@ -81,6 +84,7 @@ class _EmbeddedEngine:
         self.database_ready: set[str] = set()
         self.sticky = False
         self.watcher: threading.Thread | None = None
+        self.last_used = 0.0
 
     @classmethod
     def for_path(cls, path: Path) -> _EmbeddedEngine:
@@ -152,7 +156,8 @@ class _EmbeddedEngine:
                 if self.client is None or not self.sticky:
                     self.watcher = None
                     return
-                if self.users == 0 and self._someone_waiting():
+                idle = time.monotonic() - self.last_used > STICKY_IDLE_S
+                if self.users == 0 and (idle or self._someone_waiting()):
                     self._close()
                     self.watcher = None
                     return
@@ -196,6 +201,7 @@ class _EmbeddedEngine:
         finally:
             with self.mutex:
                 self.users -= 1
+                self.last_used = time.monotonic()
                 if self.users == 0 and self.client is not None:
                     if self.sticky and not self._someone_waiting():
                         if self.watcher is None:

@@ -101,6 +101,9 @@ class FeedServer:
                     status, body, ctype = await self._route(target)
                 writer.write(_response(status, body, ctype, keep_alive))
                 await writer.drain()
+                # readuntil() and drain() complete without yielding when data is already there, so
+                # a busy keep-alive client could hold the loop; yield once per response (fairness)
+                await asyncio.sleep(0)
                 if not keep_alive:
                     return
         finally:

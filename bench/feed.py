@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import redis
 
 from bench.common import percentile, report
 from nova_assets.defs.cache.warming import warm
@@ -65,8 +66,13 @@ thread.join()
 """
 
 
-def redis_set_ceiling(port: int, value_size: int, n: int = 200_000, batch: int = 1000) -> float:
-    """Pipelined SET EX over one raw socket: the server's ceiling, without client-library cost."""
+def redis_set_ceiling(port: int, value_size: int, n: int = 20_000, batch: int = 1000) -> float:
+    """Pipelined SET EX over one raw socket: the server's ceiling, without client-library cost.
+
+    n x value_size must stay well under Redis maxmemory: with allkeys-lru, a larger run would
+    evict the warmed feeds and turn the read-path measurement into misses. The keys are
+    removed again right after.
+    """
     value = b"x" * value_size
     with socket.create_connection(("127.0.0.1", port)) as sock:
         started = time.perf_counter()
@@ -82,7 +88,11 @@ def redis_set_ceiling(port: int, value_size: int, n: int = 200_000, batch: int =
             expected, got = 5 * batch, 0
             while got < expected:
                 got += len(sock.recv(1 << 20))
-        return n / (time.perf_counter() - started)
+        rate = n / (time.perf_counter() - started)
+    cleanup = redis.Redis(host="127.0.0.1", port=port)
+    for start in range(0, n, batch):
+        cleanup.unlink(*[f"bench:{i}" for i in range(start, min(n, start + batch))])
+    return rate
 
 
 WRK_SCRIPT = """

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -82,22 +84,44 @@ def warm(
     trending_value = feed_value("trending", version, trending, "trending")
     cache.set(trending_key(), trending_value, ex=ttl_s + jitter_s)  # the cold-start list outlives user feeds
     keys, bytes_written = 1, len(trending_value)
-    for start in range(0, len(active), chunk):
-        part = active[start : start + chunk]
-        feeds = fetch_feeds_json(client, version, part)
-        pipe = cache.pipeline(transaction=False)
-        for user in part:
-            posts = feeds.get(user)
-            value = (
-                feed_value(user, version, posts, "personal")
-                if posts
-                else feed_value(user, version, trending, "trending")
-            )
-            pipe.set(feed_key(user), value, ex=ttl_s + rng.randint(-jitter_s, jitter_s))
-            bytes_written += len(value)
-        pipe.execute()
-        keys += len(part)
-        warmed += len(part)
+    # Chunks follow the table's sort key (user_id), so each query reads contiguous granules, and
+    # one writer thread sends chunk n to Redis while ClickHouse builds chunk n+1.
+    active.sort()
+    pending: queue.Queue[tuple[list[uuid.UUID], dict[uuid.UUID, str]] | None] = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        nonlocal bytes_written
+        while (item := pending.get()) is not None:
+            if failure:
+                continue
+            part, feeds = item
+            try:
+                pipe = cache.pipeline(transaction=False)
+                for user in part:
+                    posts = feeds.get(user)
+                    value = feed_value(user, version, posts, "personal") if posts else trending_value
+                    pipe.set(feed_key(user), value, ex=ttl_s + rng.randint(-jitter_s, jitter_s))
+                    bytes_written += len(value)
+                pipe.execute()
+            except BaseException as exc:  # re-raised by the caller below
+                failure.append(exc)
+
+    thread = threading.Thread(target=writer, name="feed-cache-writer", daemon=True)
+    thread.start()
+    try:
+        for start in range(0, len(active), chunk):
+            if failure:
+                break
+            part = active[start : start + chunk]
+            pending.put((part, fetch_feeds_json(client, version, part)))
+            keys += len(part)
+            warmed += len(part)
+    finally:
+        pending.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
     elapsed = time.perf_counter() - started
     return {
         "users_warmed": warmed,

@@ -135,6 +135,25 @@ def dev(port: int, traffic: float) -> None:
                 stderr=subprocess.STDOUT,
             )
         )
+        if "cdc" in local.services:  # app changes in Postgres, flowing through Debezium
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "nova_assets.cli",
+                        "generate",
+                        "app",
+                        "--rate",
+                        str(max(1.0, traffic / 10)),
+                        "--duration",
+                        "31536000",
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         click.echo(f"demo traffic: {traffic:g} events/s to nova.events (log: {local.home / 'demo-traffic.log'})")
     cmd = [
         sys.executable, "-m", "dagster", "dev",

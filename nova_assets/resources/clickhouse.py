@@ -29,7 +29,7 @@ from pydantic import Field
 
 from nova_assets import settings
 from nova_assets.errors import ConfigError, LockTimeout, ServiceUnavailable
-from nova_assets.resources._util import redact
+from nova_assets.resources._util import quote_identifier, redact
 
 CHDB_SCHEME = "chdb://"
 #: a sticky engine unused this long is closed (an open chDB keeps background threads busy)
@@ -225,12 +225,7 @@ def _open_chdb(path: Path) -> Client:
 def _ensure_database(client: Client, database: str) -> None:
     exists = client.query("SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database})
     if not exists.result_rows[0][0]:
-        client.command(f"CREATE DATABASE IF NOT EXISTS {_identifier(database)}")
-
-
-def _identifier(name: str) -> str:
-    """Quote an identifier (names cannot be bound as parameters)."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+        client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
 
 
 class ClickHouseResource(dg.ConfigurableResource):

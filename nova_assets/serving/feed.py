@@ -27,8 +27,8 @@ import pybreaker
 import redis
 
 from nova_assets.defs.cache.keys import STATS_TTL_S, feed_key, stats_key, trending_key
-from nova_assets.defs.cache.warming import LATEST_VERSION, feed_value, fetch_feeds_json
-from nova_assets.defs.recommendations.scoring import NIL_USER
+from nova_assets.defs.cache.warming import feed_value, fetch_feeds_json
+from nova_assets.defs.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics
 
@@ -223,12 +223,12 @@ class FeedService:
         self.clickhouse_queries += 1
         started = time.perf_counter()
         with self.clickhouse.session(sticky=True) as client:
-            version, published = client.query(LATEST_VERSION).result_rows[0]
-            if not published:
+            version = latest_version(client)
+            if version is None:
                 return 0, {}
-            feeds = fetch_feeds_json(client, int(version), [*users, NIL_USER])
+            feeds = fetch_feeds_json(client, version, [*users, NIL_USER])
         self.metrics.clickhouse.labels("feed_ranking").observe((time.perf_counter() - started) * 1000)
-        return int(version), feeds
+        return version, feeds
 
     def _from_clickhouse(self, users: list[uuid.UUID]) -> dict[str, tuple[Cached, str]]:
         try:

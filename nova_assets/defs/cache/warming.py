@@ -15,7 +15,7 @@ import redis
 from clickhouse_connect.driver.client import Client
 
 from nova_assets.defs.cache.keys import feed_key, trending_key
-from nova_assets.defs.recommendations.scoring import NIL_USER
+from nova_assets.defs.recommendations.scoring import NIL_USER, latest_version
 
 ACTIVE_USERS = """
 SELECT user_id
@@ -25,8 +25,6 @@ GROUP BY user_id
 ORDER BY sum(views + clicks + likes + comments + shares) DESC, user_id
 LIMIT {n:UInt32}
 """
-
-LATEST_VERSION = "SELECT max(version), count() FROM feed_versions"
 
 # The cached value's `posts` array is built by ClickHouse itself (no per-post Python work).
 FEEDS_JSON_FOR = """
@@ -56,11 +54,6 @@ def fetch_feeds_json(client: Client, version: int, users: list[uuid.UUID]) -> di
         return {}
     rows = client.query(FEEDS_JSON_FOR, parameters={"version": version, "users": users}).result_rows
     return dict(rows)
-
-
-def latest_version(client: Client) -> int | None:
-    version, published = client.query(LATEST_VERSION).result_rows[0]
-    return int(version) if published else None
 
 
 def warm(

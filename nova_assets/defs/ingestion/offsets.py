@@ -34,11 +34,6 @@ class PartitionLag:
         return max(0, self.high - self.start)
 
 
-def matching_topics(consumer: Consumer, patterns: tuple[str, ...] | list[str], timeout_s: float) -> list[str]:
-    metadata = consumer.list_topics(timeout=timeout_s)
-    return sorted(t for t in metadata.topics if any(fnmatch.fnmatchcase(t, pat) for pat in patterns))
-
-
 def partition_lags(
     consumer: Consumer, patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS, timeout_s: float = 5.0
 ) -> list[PartitionLag]:

@@ -50,6 +50,7 @@ class ScoringParams:
 
 
 def latest_version(client: Client) -> int | None:
+    """The newest published version (what every reader reads), None before the first."""
     row = client.query("SELECT max(version), count() FROM feed_versions").result_rows[0]
     return int(row[0]) if row[1] else None
 

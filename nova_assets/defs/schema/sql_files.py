@@ -16,6 +16,8 @@ from pathlib import Path
 
 import jinja2
 
+from nova_assets.resources._util import quote_identifier
+
 SQL_ROOT = Path(__file__).resolve().parents[3] / "sql"
 CLICKHOUSE_DIR = SQL_ROOT / "clickhouse"
 POSTGRES_DIR = SQL_ROOT / "postgres"
@@ -23,11 +25,6 @@ POSTGRES_DIR = SQL_ROOT / "postgres"
 _HEADER = re.compile(r"^--\s*(object|kind|depends|role|asset):\s*(.*?)\s*$")
 _STATEMENT_END = re.compile(r";\s*(?:\n|$)")
 KINDS = ("table", "materialized_view", "view")
-
-
-def quote_identifier(name: str) -> str:
-    """Backtick-quote an identifier (database and table names cannot be bound parameters)."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def quote_string(value: str) -> str:

@@ -8,8 +8,6 @@ compared with Postgres row by row (`changes_lost` counts rows that differ).
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,10 +20,10 @@ import orjson
 from bench.common import report
 from nova_assets.defs.cdc.verify import differences, mirror_state, source_state
 from nova_assets.defs.ingestion.loader import IngestSettings, Loader
-from nova_assets.defs.schema.ddl import apply_object
-from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.defs.schema.ddl import apply_all
+from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource
-from nova_assets.stack.manager import KafkaService, PostgresService
+from nova_assets.stack.manager import CdcService, KafkaService, PostgresService
 from nova_assets.stack.process import free_port
 
 RATE, SECONDS, BURST_SECONDS = 1000, 60, 15
@@ -51,32 +49,17 @@ def run(as_json: bool = False) -> dict[str, float]:
         home = Path(tmp)
         broker = KafkaService(home, free_port())
         pg = PostgresService(home, free_port())
-        broker.start()
-        pg.start()
+        broker.start_and_wait()
+        pg.start_and_wait()
         cdc = None
         try:
             kafka = KafkaResource(bootstrap_servers=broker.address, client_config={"log_level": 0})
             postgres = PostgresResource(dsn=pg.dsn())
             ch = ClickHouseResource(url=f"chdb://{tmp}/clickhouse")
             with ch.session() as client:
-                for obj in load_objects():
-                    apply_object(client, obj, Renderer("nova"))
-            env = {
-                **os.environ,
-                "NOVA_HOME": tmp,
-                "NOVA_POSTGRES_DSN": pg.dsn(),
-                "NOVA_KAFKA_BOOTSTRAP": broker.address,
-            }
-            log = open(home / "cdc.log", "ab")  # noqa: SIM115 - closed with the process
-            cdc = subprocess.Popen([sys.executable, "-m", "nova_assets.cli", "cdc"], env=env, stdout=log, stderr=log)
-            status = home / "cdc" / "status.json"
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                if status.exists() and orjson.loads(status.read_bytes()).get("state") == "streaming":
-                    break
-                time.sleep(0.2)
-            else:
-                raise RuntimeError("nova cdc did not start:\n" + (home / "cdc.log").read_text()[-2000:])
+                apply_all(client, Renderer("nova"))
+            cdc = CdcService(home, 0, {"NOVA_HOME": tmp, **broker.env(), **pg.env()})
+            cdc.start_and_wait(180)  # JVM start and initial snapshot
 
             stop = threading.Event()
             holder: dict[str, object] = {}
@@ -121,11 +104,7 @@ def run(as_json: bool = False) -> dict[str, float]:
             dead = int(ch.query("SELECT count() FROM dead_letters").result_rows[0][0])
         finally:
             if cdc is not None:
-                cdc.send_signal(signal.SIGTERM)
-                try:
-                    cdc.wait(60)
-                except subprocess.TimeoutExpired:
-                    cdc.kill()
+                cdc.stop()
             pg.stop()
             broker.stop()
     summary = {

@@ -25,8 +25,8 @@ import redis
 from bench.common import percentile, report
 from nova_assets.defs.cache.warming import warm
 from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
-from nova_assets.defs.schema.ddl import apply_object
-from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.defs.schema.ddl import apply_all
+from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.resources import ClickHouseResource, RedisResource
 from nova_assets.stack.manager import RedisService
 from nova_assets.stack.process import free_port
@@ -166,16 +166,14 @@ def _client(port: int, users: list[str], deadline: float, seed: int, out: mp.Que
 def run(as_json: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nova-bench-feed-") as tmp:
         redis_svc = RedisService(Path(tmp), free_port())
-        redis_svc.start()
+        redis_svc.start_and_wait()
         server = None
         try:
-            time.sleep(0.3)
             url = f"chdb://{tmp}/clickhouse"
             ch = ClickHouseResource(url=url)
             params = ScoringParams(feed_size=50)
             with ch.session() as client:
-                for obj in load_objects():
-                    apply_object(client, obj, Renderer("nova"))
+                apply_all(client, Renderer("nova"))
                 t0 = time.perf_counter()
                 client.command(GENERATE, parameters={"users": USERS, "posts": POSTS, "authors": AUTHORS, "n": EVENTS})
                 client.command(FOLLOWS, parameters={"users": USERS, "authors": AUTHORS, "n": USERS * 10})

@@ -24,8 +24,8 @@ from confluent_kafka import TopicPartition
 from bench.common import report
 from nova_assets.defs.ingestion.loader import IngestSettings, Loader
 from nova_assets.defs.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, decode_event
-from nova_assets.defs.schema.ddl import apply_object
-from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.defs.schema.ddl import apply_all
+from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.generate.events import Population, ensure_topic, produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.manager import KafkaService
@@ -100,17 +100,12 @@ def _naive(kafka: KafkaResource, ch: ClickHouseResource, n: int) -> float:
 def run(as_json: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nova-bench-ingest-") as tmp:
         broker = KafkaService(Path(tmp), free_port())
-        broker.start()
+        broker.start_and_wait()
         try:
             kafka = KafkaResource(bootstrap_servers=broker.address, client_config={"log_level": 0})
-            for _ in range(100):
-                if broker.healthy()[0]:
-                    break
-                time.sleep(0.1)
             ch = ClickHouseResource(url=f"chdb://{tmp}/clickhouse")
             with ch.session() as client:
-                for obj in load_objects():
-                    apply_object(client, obj, Renderer("nova"))
+                apply_all(client, Renderer("nova"))
             ensure_topic(kafka)
             pop = Population.create()
             t0 = time.perf_counter()

@@ -11,9 +11,9 @@ import tempfile
 import time
 
 from bench.common import percentile, report
-from nova_assets.defs.schema.ddl import apply_object
+from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.queries import USER_TIMELINE
-from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 EVENTS = 1_000_000
@@ -42,8 +42,7 @@ def run(as_json: bool = False) -> dict[str, float]:
         ch = ClickHouseResource(url=f"chdb://{tmp}/clickhouse")
         renderer = Renderer("nova")
         with ch.session() as client:
-            for obj in load_objects():
-                apply_object(client, obj, renderer)
+            apply_all(client, renderer)
             started = time.perf_counter()
             client.command(GENERATE.format(table="events", users=USERS, n=EVENTS))
             insert_s = time.perf_counter() - started

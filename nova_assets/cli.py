@@ -176,17 +176,14 @@ def dev(port: int, traffic: float) -> None:
 
 def _apply_schema(url: str) -> None:
     """Create what is missing in ClickHouse (idempotent), so sensors and schedules find their tables."""
-    from nova_assets.defs.schema.ddl import apply_object
-    from nova_assets.defs.schema.sql_files import Renderer, load_objects
+    from nova_assets.defs.schema.ddl import apply_all
+    from nova_assets.defs.schema.sql_files import Renderer
     from nova_assets.resources.clickhouse import ClickHouseResource
 
     clickhouse = ClickHouseResource(url=url, cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""))
     with clickhouse.session() as client:
-        created = [
-            o.name
-            for o in load_objects()
-            if apply_object(client, o, Renderer(clickhouse.database, clickhouse.cluster)).created
-        ]
+        applied = apply_all(client, Renderer(clickhouse.database, clickhouse.cluster))
+        created = [name for name, result in applied.items() if result.created]
     click.echo(f"ClickHouse schema: {len(created)} object(s) created" if created else "ClickHouse schema: up to date")
 
 

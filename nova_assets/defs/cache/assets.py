@@ -21,7 +21,7 @@ class FeedCacheConfig(dg.Config):
     active_days: int = 1
     ttl_seconds: int = 300
     jitter_seconds: int = 30
-    chunk: int = 1_000
+    chunk: int = 5_000
 
 
 @dg.asset(

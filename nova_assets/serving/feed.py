@@ -4,7 +4,9 @@ L1 is a small in-process LRU with a TTL (5 min) and an idle timeout (1 min) for 
 the guide's moka cache. It is hand-written (30 lines) because cachetools' caches have no idle
 expiry. L2 is Redis, one key per user holding the whole ranked feed. A miss in both reads
 `feed_recommendations` (bound array parameter), and users without a feed get the global trending
-list. pybreaker opens after 5 ClickHouse failures in a row, half-opens after 30 s, and closes on
+list. Concurrent misses are coalesced: one loader thread takes every miss waiting at that moment
+into one query, so 10 clients missing at once cost one ~4 ms query instead of ten queued ones.
+pybreaker opens after 5 ClickHouse failures in a row, half-opens after 30 s, and closes on
 the next success; while it is open the read path serves trending from the caches.
 
 Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
@@ -14,11 +16,13 @@ other processes can read the hit rate and the hit latency.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 import uuid
 from collections import Counter as Tally
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +31,14 @@ import pybreaker
 import redis
 
 from nova_assets.defs.cache.keys import STATS_TTL_S, feed_key, stats_key, trending_key
-from nova_assets.defs.cache.warming import feed_value, fetch_feeds_json
+from nova_assets.defs.cache.warming import feed_value, fetch_feeds_json, set_many
 from nova_assets.defs.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics
 
 HIT_BUCKETS_MS = (5, 10, 25, 50, 100, 150, 300, 1000)
 MAX_LIMIT = 200
+MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
 
 
 class InvalidRequest(ValueError):
@@ -111,6 +116,69 @@ class _L1:
             self.items.clear()
 
 
+_Misses = list[tuple[uuid.UUID, "Future[tuple[Cached, str]]"]]
+
+
+class _MissLoader:
+    """Coalesces misses from concurrent requests into one ClickHouse query (a DataLoader).
+
+    One thread: an embedded ClickHouse runs one query at a time anyway, and waiting misses
+    join the next batch instead of queueing behind each other.
+    """
+
+    def __init__(self, load: Any, max_batch: int = MAX_MISS_BATCH) -> None:
+        self.load, self.max_batch = load, max_batch
+        self.queue: queue.SimpleQueue[_Misses | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="feed-miss-loader", daemon=True)
+        self.thread.start()
+
+    def submit(self, users: list[uuid.UUID]) -> list[Future[tuple[Cached, str]]]:
+        """Futures of the users' feeds; the users of one call always share a query."""
+        request: _Misses = [(user, Future()) for user in users]
+        self.queue.put(request)
+        return [future for _, future in request]
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while (first := self.queue.get()) is not None:
+            batch, stopping = list(first), False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.extend(more)
+            self._load(batch)
+            if stopping:
+                return
+
+    def _load(self, batch: _Misses) -> None:
+        users = list(dict.fromkeys(user for user, _ in batch))
+        try:
+            found: dict[str, tuple[Cached, str]] = {}
+            for start in range(0, len(users), self.max_batch):
+                found.update(self.load(users[start : start + self.max_batch]))
+        except BaseException as exc:  # handed to every waiting request
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for user, future in batch:
+            future.set_result(found[str(user)])
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit={limit} must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise InvalidRequest(f"offset={offset} must be >= 0")
+
+
 def parse_user_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(raw))
@@ -149,6 +217,7 @@ class FeedService:
         self._flusher = threading.Thread(target=self._flush_loop, name="feed-stats", daemon=True)
         self._stop = threading.Event()
         self._flusher.start()
+        self._loader = _MissLoader(self._from_clickhouse)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -163,12 +232,50 @@ class FeedService:
         self, user_ids: list[str | uuid.UUID], limit: int = 20, offset: int = 0, cache_only: bool = False
     ) -> dict[str, FeedPage]:
         """Pages for many users; misses in both caches are fetched in one ClickHouse query."""
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidRequest(f"limit={limit} must be between 1 and {MAX_LIMIT}")
-        if offset < 0:
-            raise InvalidRequest(f"offset={offset} must be >= 0")
+        _check_page(limit, offset)
         started = time.perf_counter()
         users = [parse_user_id(str(u)) for u in user_ids]
+        found = self._cached(users)
+        missing = [u for u in users if str(u) not in found]
+        if missing and cache_only:
+            users = [u for u in users if str(u) in found]
+        elif missing:
+            unique = list(dict.fromkeys(missing))
+            found.update({str(u): f.result() for u, f in zip(unique, self._loader.submit(unique), strict=True)})
+        return {str(u): self._page(str(u), *found[str(u)], limit, offset, started, len(users)) for u in users}
+
+    def get_feed_later(
+        self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0, started: float | None = None
+    ) -> Future[FeedPage]:
+        """The page of a user who missed both caches, from the next coalesced ClickHouse query.
+
+        For a server's event loop (`asyncio.wrap_future`): nothing here blocks.
+        """
+        _check_page(limit, offset)
+        user = parse_user_id(str(user_id))
+        started = started if started is not None else time.perf_counter()
+        page: Future[FeedPage] = Future()
+
+        def done(loaded: Future[tuple[Cached, str]]) -> None:
+            try:
+                page.set_result(self._page(str(user), *loaded.result(), limit, offset, started, 1))
+            except BaseException as exc:
+                page.set_exception(exc)
+
+        self._loader.submit([user])[0].add_done_callback(done)
+        return page
+
+    def close(self) -> None:
+        self._loader.close()
+        self._stop.set()
+        self._flusher.join(timeout=5)
+        self._flush_stats()
+        self.clickhouse.release()
+
+    # --- tiers --------------------------------------------------------------------------------
+
+    def _cached(self, users: list[uuid.UUID]) -> dict[str, tuple[Cached, str]]:
+        """L1, then one Redis round trip for the rest."""
         found: dict[str, tuple[Cached, str]] = {}
         for user in users:
             value = self.l1.get(str(user))
@@ -181,27 +288,15 @@ class FeedService:
                     value = Cached.from_raw(raw)
                     self.l1.put(str(user), value)
                     found[str(user)] = (value, "redis")
-        missing = [u for u in users if str(u) not in found]
-        if missing and cache_only:
-            users = [u for u in users if str(u) in found]
-        elif missing:
-            found.update(self._from_clickhouse(missing))
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        pages = {}
-        for user in users:
-            value, source = found[str(user)]
-            posts = value.posts
-            pages[str(user)] = FeedPage(str(user), source, value.version, len(posts), posts[offset : offset + limit])
-            self._count(source, elapsed_ms / max(1, len(users)))
-        return pages
+        return found
 
-    def close(self) -> None:
-        self._stop.set()
-        self._flusher.join(timeout=5)
-        self._flush_stats()
-        self.clickhouse.release()
-
-    # --- tiers --------------------------------------------------------------------------------
+    def _page(
+        self, user: str, value: Cached, source: str, limit: int, offset: int, started: float, share: int
+    ) -> FeedPage:
+        """The requested slice, counted with its share of the request's latency."""
+        self._count(source, (time.perf_counter() - started) * 1000 / max(1, share))
+        posts = value.posts
+        return FeedPage(user, source, value.version, len(posts), posts[offset : offset + limit])
 
     def _redis_mget(self, keys: list[str]) -> list[bytes | None]:
         try:
@@ -235,23 +330,23 @@ class FeedService:
             version, feeds = self.breaker.call(self._query, users)
         except Exception as exc:  # breaker open or ClickHouse failing: serve trending from the caches
             return self._degraded(users, exc)
-        trending = feeds.get(NIL_USER, "[]")
+        trending = feeds.get(NIL_USER, b"[]")
         out: dict[str, tuple[Cached, str]] = {}
-        pipe = self.cache.pipeline(transaction=False)
+        writes: list[tuple[bytes, bytes, int]] = []
         if NIL_USER in feeds:  # keep the fallback list fresh for when ClickHouse is away
             raw_trending = feed_value("trending", version, trending, "trending")
             self.l1.put("trending", Cached.from_raw(raw_trending))
-            pipe.set(trending_key(), raw_trending, ex=self.redis_ttl_s * 12)
+            writes.append((trending_key().encode(), raw_trending, self.redis_ttl_s * 12))
         for user in users:
             posts = feeds.get(user)
             source = "clickhouse" if posts else "trending"
             raw = feed_value(user, version, posts or trending, "personal" if posts else "trending")
             value = Cached.from_raw(raw)
             self.l1.put(str(user), value)
-            pipe.set(feed_key(user), raw, ex=self.redis_ttl_s)
+            writes.append((feed_key(user).encode(), raw, self.redis_ttl_s))
             out[str(user)] = (value, source)
         with contextlib.suppress(redis.RedisError):  # the page is still served; the next read retries
-            pipe.execute()
+            set_many(self.cache, writes)
         return out
 
     def _degraded(self, users: list[uuid.UUID], exc: Exception) -> dict[str, tuple[Cached, str]]:

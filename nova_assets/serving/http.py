@@ -1,9 +1,10 @@
 """`nova serve`: GET /feed/{user_id}?limit&offset (JSON), GET /metrics (Prometheus), GET /healthz.
 
 A small asyncio HTTP/1.1 server (keep-alive, no dependencies): cache hits are answered on the
-event loop without a thread switch; a miss, which queries ClickHouse, runs in a thread pool so it
-never stalls the hits behind it. One loop instead of a thread per connection keeps the latency
-tail short under many concurrent clients.
+event loop without a thread switch; a miss waits for the FeedService's loader thread, which
+answers every miss waiting at that moment with one ClickHouse query, so misses never stall the
+hits behind them nor queue behind each other. One loop instead of a thread per connection keeps
+the latency tail short under many concurrent clients.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -49,9 +50,8 @@ def _int(query: dict[str, list[str]], name: str, default: int) -> int:
 class FeedServer:
     """The HTTP front of a FeedService."""
 
-    def __init__(self, service: FeedService, port: int, host: str = "127.0.0.1", workers: int = 8) -> None:
+    def __init__(self, service: FeedService, port: int, host: str = "127.0.0.1") -> None:
         self.service, self.port, self.host = service, port, host
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feed-miss")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: asyncio.AbstractServer | None = None
 
@@ -67,10 +67,10 @@ class FeedServer:
         try:
             query = parse_qs(url.query)
             limit, offset = _int(query, "limit", 20), _int(query, "offset", 0)
+            started = time.perf_counter()
             page = self.service.get_feed_cached(parts[1], limit=limit, offset=offset)
             if page is None:
-                loop = asyncio.get_running_loop()
-                page = await loop.run_in_executor(self.pool, self.service.get_feed, parts[1], limit, offset)
+                page = await asyncio.wrap_future(self.service.get_feed_later(parts[1], limit, offset, started))
         except InvalidRequest as exc:
             return _error(HTTPStatus.BAD_REQUEST, str(exc))
         except Exception:  # never a stack trace to the client
@@ -119,13 +119,13 @@ class FeedServer:
         async with self.server:
             await self.server.serve_forever()
 
-    def serve_forever(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            asyncio.run(self._serve())
+    def serve_forever(self, ready: threading.Event | None = None) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # shutdown() cancels serve_forever
+            asyncio.run(self._serve(ready))
 
     def start_in_thread(self) -> threading.Thread:
         ready = threading.Event()
-        thread = threading.Thread(target=lambda: asyncio.run(self._serve(ready)), name="nova-serve", daemon=True)
+        thread = threading.Thread(target=self.serve_forever, args=(ready,), name="nova-serve", daemon=True)
         thread.start()
         ready.wait(10)
         return thread
@@ -133,7 +133,6 @@ class FeedServer:
     def shutdown(self) -> None:
         if self.loop is not None and self.server is not None:
             self.loop.call_soon_threadsafe(self.server.close)
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def make_server(service: FeedService, port: int, host: str = "127.0.0.1") -> FeedServer:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +46,33 @@ def test_get_feeds_batches_misses_into_one_query(service: FeedService, world: Wo
     assert service.clickhouse_queries == before + 1
     assert set(pages) == {str(u) for u in world.users}
     assert all(p.source == "clickhouse" and len(p.posts) == 3 for p in pages.values())
+
+
+def test_concurrent_misses_share_one_query(service: FeedService, world: World) -> None:
+    """Misses arriving while a query runs are answered together by the next one."""
+    gate, batches, load = threading.Event(), [], service._loader.load
+
+    def gated(users):  # type: ignore[no-untyped-def]
+        batches.append(sorted(str(u) for u in users))
+        gate.wait(10)
+        return load(users)
+
+    service._loader.load = gated
+    first = service.get_feed_later(world.users[0], limit=2)
+    deadline = time.monotonic() + 10
+    while not batches and time.monotonic() < deadline:  # the loader holds the first miss at the gate
+        time.sleep(0.01)
+    waiting = [
+        service.get_feed_later(u, limit=2, offset=1) for u in [*world.users[1:6], world.users[1], world.cold_user]
+    ]
+    before = service.clickhouse_queries
+    gate.set()
+    pages = [f.result(timeout=10) for f in [first, *waiting]]
+    assert batches == [[str(world.users[0])], sorted(str(u) for u in [*world.users[1:6], world.cold_user])]
+    assert service.clickhouse_queries == before + 2
+    assert [p.posts[0]["rank"] for p in pages] == [1] + [2] * 7
+    assert [p.source for p in pages] == ["clickhouse"] * 7 + ["trending"]
+    assert pages[1].user_id == pages[6].user_id == str(world.users[1])
 
 
 def test_bad_requests_are_clear(service: FeedService) -> None:

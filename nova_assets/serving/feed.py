@@ -265,6 +265,10 @@ class FeedService:
         self._loader.submit([user])[0].add_done_callback(done)
         return page
 
+    def prime(self) -> None:
+        """Open ClickHouse and load trending now, so the first requests do not pay for it."""
+        self._from_clickhouse([])
+
     def close(self) -> None:
         self._loader.close()
         self._stop.set()
@@ -333,15 +337,16 @@ class FeedService:
         trending = feeds.get(NIL_USER, b"[]")
         out: dict[str, tuple[Cached, str]] = {}
         writes: list[tuple[bytes, bytes, int]] = []
+        raw_trending = feed_value("trending", version, trending, "trending")
+        trending_value = Cached.from_raw(raw_trending)  # decoded once, shared by every cold user
         if NIL_USER in feeds:  # keep the fallback list fresh for when ClickHouse is away
-            raw_trending = feed_value("trending", version, trending, "trending")
-            self.l1.put("trending", Cached.from_raw(raw_trending))
+            self.l1.put("trending", trending_value)
             writes.append((trending_key().encode(), raw_trending, self.redis_ttl_s * 12))
         for user in users:
             posts = feeds.get(user)
             source = "clickhouse" if posts else "trending"
             raw = feed_value(user, version, posts or trending, "personal" if posts else "trending")
-            value = Cached.from_raw(raw)
+            value = Cached.from_raw(raw) if posts else trending_value
             self.l1.put(str(user), value)
             writes.append((feed_key(user).encode(), raw, self.redis_ttl_s))
             out[str(user)] = (value, source)

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nova-installed
 
-.PHONY: install dev test lint stack-up stack-down clean
+.PHONY: install dev test lint stack-up stack-down clean bench-tools
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install lint
 lint: install
 	$(BIN)/ruff check nova_assets nova_assets_tests bench
 	$(BIN)/ruff format --check nova_assets nova_assets_tests bench
+
+## make bench-tools: wrk, the HTTP load generator of `nova bench feed` (Debian; PyPI has none)
+bench-tools:
+	@command -v wrk >/dev/null || { apt-get install -y -q wrk || sudo apt-get install -y -q wrk; }
 
 stack-up: install
 	$(BIN)/nova stack up

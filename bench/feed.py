@@ -202,6 +202,8 @@ def run(as_json: bool = False) -> dict[str, float]:
             )
             assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
             wrk = shutil.which("wrk")
+            if not wrk:
+                print("wrk not on PATH (make bench-tools): using the slower Python load generator", file=sys.stderr)
             samples: list[tuple[float, str]] = []
             wrk_figures: dict[str, dict] = {}
             if wrk:

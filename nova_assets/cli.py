@@ -240,7 +240,9 @@ def _feed_service() -> object:
     from nova_assets.serving import FeedService
 
     clickhouse = ClickHouseResource(url=_env(settings.CLICKHOUSE_URL))
-    redis_client = RedisResource(url=_env(settings.REDIS_URL)).client()
+    redis_client = RedisResource(
+        url=_env(settings.REDIS_URL), cluster=settings.env_bool(settings.REDIS_CLUSTER)
+    ).client()
     return FeedService(clickhouse, redis_client)
 
 

@@ -22,7 +22,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar(settings.KAFKA_BOOTSTRAP)),
         "redis": RedisResource(
             url=dg.EnvVar(settings.REDIS_URL),
-            cluster=os.environ.get(settings.REDIS_CLUSTER, "").lower() in ("1", "true", "yes"),
+            cluster=settings.env_bool(settings.REDIS_CLUSTER),
         ),
         "postgres": PostgresResource(dsn=dg.EnvVar(settings.POSTGRES_DSN)),
     }

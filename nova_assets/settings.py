@@ -64,3 +64,16 @@ def port_for(service: str) -> int:
     """The port the local stack uses for a service, from `NOVA_<SERVICE>_PORT`."""
     name, default = PORT_SETTINGS[service]
     return env_int(name, default, minimum=1024)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Read a yes/no setting (1/true/yes or 0/false/no), naming the variable and value otherwise."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, raw, "is not one of 1/true/yes/on or 0/false/no/off")

@@ -7,10 +7,10 @@ import orjson
 
 from nova_assets.defs.cache.assets import feed_cache
 from nova_assets.defs.cache.keys import feed_key, trending_key
-from nova_assets.defs.cache.warming import invalidate_followers
+from nova_assets.defs.cache.warming import invalidate_followers, warm
 from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import RedisResource
-from nova_assets_tests.world import World
+from nova_assets_tests.world import EVENT_COLUMNS, World
 
 
 def test_feed_cache_warms_active_users_with_ttl(world: World, redis_resource: RedisResource) -> None:
@@ -52,3 +52,24 @@ def test_invalidation_unlinks_only_followers(world: World, redis_resource: Redis
         assert invalidate_followers(client, r, [author], max_fanout=1) == 0  # already gone
     assert not any(r.exists(feed_key(u)) for u in followers)
     assert all(r.exists(feed_key(u)) for u in others)
+
+
+def test_active_user_without_a_personal_feed_is_warmed_with_trending(
+    world: World, redis_resource: RedisResource
+) -> None:
+    with world.ch.session() as client:
+        version = recompute(client, ScoringParams(feed_size=10))["version"]
+    # the cold user becomes the most active user after the recompute: no personal feed yet
+    post = world.posts[world.authors[1]][1]
+    world.ch.insert(
+        "events", [world.event(world.cold_user, world.authors[1], post, "like", 0.1) for _ in range(200)], EVENT_COLUMNS
+    )
+    r = redis_resource.client()
+    with world.ch.session() as client:
+        figures = warm(client, r, users=9)
+    assert figures["users_warmed"] == 9
+    cached = orjson.loads(r.get(feed_key(world.cold_user)))
+    trending = orjson.loads(r.get(trending_key()))
+    assert cached["source"] == "trending" and cached["version"] == version
+    assert cached["posts"] == trending["posts"] and cached["posts"]
+    assert orjson.loads(r.get(feed_key(world.users[0])))["source"] == "personal"

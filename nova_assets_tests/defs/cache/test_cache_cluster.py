@@ -1,0 +1,60 @@
+"""Warming, invalidation and the read path against a real three-node Redis Cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+
+from nova_assets.defs.cache.keys import feed_key, stats_key, trending_key
+from nova_assets.defs.cache.warming import invalidate_followers, warm
+from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.resources import RedisResource
+from nova_assets.serving import FeedService
+from nova_assets_tests.redis_cluster import start_cluster
+from nova_assets_tests.world import World
+
+
+@pytest.fixture(scope="module")
+def cluster_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisResource]:
+    nodes = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield RedisResource(url=f"redis://127.0.0.1:{nodes[0].port}/0", cluster=True)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_warm_invalidate_and_read_across_cluster_nodes(world: World, cluster_resource: RedisResource) -> None:
+    client = cluster_resource.client()
+    assert isinstance(client, redis.cluster.RedisCluster)
+    with world.ch.session() as ch:
+        version = recompute(ch, ScoringParams(feed_size=10))["version"]
+        figures = warm(ch, client, users=8)
+    assert figures["users_warmed"] == 8 and figures["version"] == version
+    # the keys really are spread over the masters, one key per user, TTL set
+    owners = {client.get_node_from_key(feed_key(u)).port for u in world.users}
+    assert len(owners) > 1
+    for user in world.users:
+        feed = orjson.loads(client.get(feed_key(user)))
+        assert feed["user_id"] == str(user) and feed["version"] == version
+        assert 270 <= client.ttl(feed_key(user)) <= 330
+    assert client.exists(trending_key())
+
+    service = FeedService(world.ch, client, stats_flush_s=0.1)
+    try:
+        pages = service.get_feeds(world.users, limit=3)  # one pipelined read across the nodes
+        assert {p.source for p in pages.values()} == {"redis"}
+        cold = service.get_feed(world.cold_user)  # miss: ClickHouse, then written back to its node
+        assert cold.source == "trending" and client.exists(feed_key(world.cold_user))
+    finally:
+        service.close()
+    assert int(client.hget(stats_key(), "hits_redis") or 0) == len(world.users)
+
+    # user 1 follows author 5: a new post by author 5 drops exactly that cached feed
+    with world.ch.session() as ch:
+        assert invalidate_followers(ch, client, [world.authors[5]]) == 1
+    assert not client.exists(feed_key(world.users[1]))
+    assert client.exists(feed_key(world.users[0]))

@@ -255,7 +255,12 @@ class ClickHouseResource(dg.ConfigurableResource):
                 yield client
             return
         try:
-            client = clickhouse_connect.get_client(dsn=self.url, connect_timeout=self.connect_timeout_s)
+            # On a cluster the queries' IN/JOIN subqueries read Distributed tables; "global" makes
+            # ClickHouse run each subquery once and ship its result, as written for one node.
+            cluster = {"distributed_product_mode": "global"} if self.cluster else {}
+            client = clickhouse_connect.get_client(
+                dsn=self.url, connect_timeout=self.connect_timeout_s, settings=cluster
+            )
         except ClickHouseError as exc:
             raise ServiceUnavailable(
                 "ClickHouse",

@@ -33,24 +33,36 @@ class RedisClusterNode(RedisService):
 
 
 def start_cluster(home: Path, size: int = 3, timeout_s: float = 30.0) -> list[RedisClusterNode]:
-    """Start `size` masters, split the slots between them, introduce them, wait for state ok."""
+    """Start `size` masters, split the slots between them, introduce them, wait for state ok.
+
+    On any failure every node started so far is stopped again.
+    """
     nodes = [RedisClusterNode(home, free_port()) for _ in range(size)]
+    try:
+        _form(nodes, timeout_s)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+def _form(nodes: list[RedisClusterNode], timeout_s: float) -> None:
     for node in nodes:
         node.start_and_wait()
     clients = [redis.Redis(host=HOST, port=n.port) for n in nodes]
-    step = SLOTS // size
+    step = SLOTS // len(nodes)
     for i, client in enumerate(clients):
-        last = SLOTS - 1 if i == size - 1 else (i + 1) * step - 1
+        last = SLOTS - 1 if i == len(nodes) - 1 else (i + 1) * step - 1
         client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
     for node in nodes[1:]:
         clients[0].execute_command("CLUSTER", "MEET", HOST, node.port, node.bus_port)
     deadline = time.monotonic() + timeout_s
+    text: list[str] = []
     while time.monotonic() < deadline:
         infos = [c.execute_command("CLUSTER", "INFO") for c in clients]
         text = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
-        if all("cluster_state:ok" in t and f"cluster_known_nodes:{size}" in t for t in text):
-            return nodes
+        if all("cluster_state:ok" in t and f"cluster_known_nodes:{len(nodes)}" in t for t in text):
+            return
         time.sleep(0.1)
-    for node in nodes:
-        node.stop()
     raise RuntimeError(f"the local Redis Cluster did not reach cluster_state:ok in {timeout_s} s: {text}")

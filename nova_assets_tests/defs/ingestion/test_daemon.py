@@ -1,0 +1,133 @@
+"""The deployed shape, live: dagster-daemon runs the project's sensor, which launches ingestion
+runs; a run's process is killed with SIGKILL mid-run, and the next run still loads every event
+exactly once.
+
+Everything is real: Tansu, chDB, the daemon with the project's dagster.yaml and workspace, runs
+launched by Dagster's default launcher. Only the sensor interval and heartbeat staleness are
+shortened (through their NOVA_* settings) to keep the test near a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG
+from nova_assets.generate.events import produce_events
+from nova_assets.resources import ClickHouseResource, KafkaResource
+from nova_assets.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _ingestion_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(dg.RunsFilter(job_name="kafka_ingestion")))
+
+
+def _wait(what: str, check, timeout_s: float, daemon: subprocess.Popen, log: Path):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if daemon.poll() is not None:
+            pytest.fail(
+                f"dagster-daemon exited ({daemon.returncode}) while waiting for {what}:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}\n{log.read_text()[-3000:]}")
+
+
+def _run_pids(instance: dg.DagsterInstance, run_id: str) -> set[int]:
+    """The run worker and the step worker, as the run's own events record them (not the daemon
+    or code server, which log the enqueue and launch events of the same run)."""
+    kinds = {dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START}
+    events = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event is not None]
+    pids = {e.pid for e in events if e.event_type in kinds and e.pid}
+    return pids if len(pids) == 2 else set()
+
+
+def test_daemon_sensor_runs_survive_kill_9_exactly_once(
+    tmp_path: Path, stack: Stack, kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> None:
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        **stack.env(),  # Redis and Postgres of the session stack
+        "DAGSTER_HOME": str(home),
+        "NOVA_CLICKHOUSE_URL": clickhouse.url,
+        "NOVA_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "NOVA_INGEST_SENSOR_INTERVAL": "2",
+        "NOVA_INGEST_HEARTBEAT_STALE": "5",
+    }
+    # the instance's storage is created here, before the daemon and its code server open it
+    # concurrently (two first openers of a fresh SQLite storage race on its migrations)
+    instance = dg.DagsterInstance.from_config(str(home))
+    # a steady stream, until shortly after the kill, keeps the first run loading when it dies
+    produced: list[int] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            produced.append(produce_events(kafka, rate=2_000, duration_s=1)["valid"])
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        first = _wait(
+            "a sensor-launched ingestion run loading rows",
+            lambda: next(
+                (
+                    r
+                    for r in _ingestion_runs(instance)
+                    if r.status == dg.DagsterRunStatus.STARTED and HEARTBEAT_TAG in r.tags
+                    and clickhouse.query("SELECT count() FROM events").result_rows[0][0] > 0
+                ),
+                None,
+            ),
+            120, daemon, log,
+        )  # fmt: skip
+        # the machine dies under the run: its run worker and step worker go at once (SIGKILL)
+        pids = _wait("the run's processes", lambda: _run_pids(instance, first.run_id), 30, daemon, log)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(3)
+        stop.set()
+        producer.join(60)
+        expected = sum(produced)
+        _wait(
+            "every produced event in ClickHouse",
+            lambda: clickhouse.query("SELECT count() FROM events").result_rows[0][0] >= expected,
+            150, daemon, log,
+        )  # fmt: skip
+        total, unique = clickhouse.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
+        assert (total, unique) == (expected, expected)
+        runs = {r.run_id: r for r in _ingestion_runs(instance)}
+        assert runs[first.run_id].status == dg.DagsterRunStatus.FAILURE  # marked by the sensor: stale heartbeat
+        assert len(runs) >= 2  # the next run finished the job
+    finally:
+        stop.set()
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
+        instance.dispose()

@@ -22,3 +22,23 @@ def test_redis_cluster_flag_is_read_and_checked(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("NOVA_REDIS_CLUSTER", "maybe")
     with pytest.raises(ConfigError, match="NOVA_REDIS_CLUSTER='maybe'"):
         definitions.build_resources()
+
+
+def test_one_kafka_loader_at_a_time_under_the_project_instance(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """dagster.yaml's run queue keeps an ingestion run and a replay run from overlapping."""
+    import shutil
+    from pathlib import Path
+
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    from nova_assets.defs.ingestion.jobs import kafka_ingestion_job, kafka_replay_job
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        ingest = instance.create_run_for_job(kafka_ingestion_job, tags=kafka_ingestion_job.tags)
+        replay = instance.create_run_for_job(kafka_replay_job, tags=kafka_replay_job.tags)
+        another = instance.create_run_for_job(kafka_ingestion_job, tags=kafka_ingestion_job.tags)
+    for running, queued in ((ingest, replay), (replay, another), (ingest, another)):
+        assert TagConcurrencyLimitsCounter(limits, [running]).is_blocked(queued)
+    assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(replay)

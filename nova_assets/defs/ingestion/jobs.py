@@ -21,6 +21,7 @@ from nova_assets.resources.kafka import KafkaResource
 from nova_assets.resources.redis import RedisResource
 
 PIPELINE_TAG = "nova/pipeline"
+LOADER_TAG = "nova/kafka-loader"  # dagster.yaml runs at most one run with this tag at a time
 HEARTBEAT_TAG = "nova/heartbeat"
 RANGES_TAG = "nova/offsets"
 
@@ -107,7 +108,7 @@ def ingest_kafka(
     _report(context, loader.run(), "ingestion")
 
 
-@dg.job(name="kafka_ingestion", tags={PIPELINE_TAG: "ingestion"})
+@dg.job(name="kafka_ingestion", tags={PIPELINE_TAG: "ingestion", LOADER_TAG: "kafka"})
 def kafka_ingestion_job() -> None:
     """Micro-batch ingestion of Kafka into ClickHouse, exactly once (launched by kafka_ingestion_sensor)."""
     ingest_kafka()
@@ -176,7 +177,7 @@ def replay_kafka(
     )
 
 
-@dg.job(name="kafka_replay", tags={PIPELINE_TAG: "replay"})
+@dg.job(name="kafka_replay", tags={PIPELINE_TAG: "replay", LOADER_TAG: "kafka"})
 def kafka_replay_job() -> None:
     """Re-ingest a Kafka topic range (offsets or timestamps) without duplicates."""
     replay_kafka()

@@ -13,7 +13,8 @@ Exactly once, and why this way:
   table and for the materialized views.
 - CDC mirrors are ReplacingMergeTree with version = LSN: re-applying a change is idempotent.
 - Runs `assign()` their partitions (no group join: instant start, no rebalances) and commit under
-  the group id; the sensor and the `nova/pipeline=ingestion` concurrency limit keep one run at a time.
+  the group id; the sensor and the `nova/kafka-loader` concurrency limit (dagster.yaml; ingestion
+  and replay runs alike) keep one loader at a time.
 """
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ DEFAULT_CRON = "*/5 * * * *"
 class FeedCacheConfig(dg.Config):
     """How many users to warm and for how long (TTL 300 s with jitter, as the guide's L2 cache)."""
 
-    users: int = 10_000
-    active_days: int = 1
+    users: int = 10_000  # the N most active users (all interactions) are warmed
+    active_days: int = 1  # activity window for picking them
     ttl_seconds: int = 300
-    jitter_seconds: int = 30
-    chunk: int = 5_000
+    jitter_seconds: int = 30  # each key's TTL is ttl_seconds ± jitter_seconds, so they do not expire together
+    chunk: int = 5_000  # SETs per Redis write
 
 
 @dg.asset(

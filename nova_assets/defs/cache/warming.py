@@ -99,7 +99,8 @@ def warm(
     jitter_s: int = 30,
     chunk: int = 5_000,
 ) -> dict[str, Any]:
-    """Write the feeds of the `users` most active users (plus trending), pipelined in chunks."""
+    """Write the feeds of the `users` most active users (plus trending) as ClickHouse streams them,
+    `chunk` SETs per Redis write."""
     started = time.perf_counter()
     version = latest_version(client)
     if version is None:

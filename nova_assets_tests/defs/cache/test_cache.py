@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 import orjson
+import pytest
 
 from nova_assets.defs.cache.assets import feed_cache
 from nova_assets.defs.cache.keys import feed_key, trending_key
@@ -73,3 +74,26 @@ def test_active_user_without_a_personal_feed_is_warmed_with_trending(
     assert cached["source"] == "trending" and cached["version"] == version
     assert cached["posts"] == trending["posts"] and cached["posts"]
     assert orjson.loads(r.get(feed_key(world.users[0])))["source"] == "personal"
+
+
+def test_set_many_reports_refused_writes_and_keeps_the_connection(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Redis that refuses writes (out of memory, no eviction) is an error with a count, not silence."""
+    import redis as redis_lib
+
+    from nova_assets.defs.cache.warming import set_many
+    from nova_assets.stack.manager import RedisService
+    from nova_assets.stack.process import free_port
+
+    service = RedisService(tmp_path, free_port())
+    service.start_and_wait()
+    try:
+        r = RedisResource(url=service.url()).client()
+        set_many(r, [(b"k%d" % i, b"v" * 100, 60) for i in range(50)])
+        assert r.get(b"k49") == b"v" * 100 and 50 <= r.ttl(b"k49") <= 60
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", str(int(r.info("memory")["used_memory"]) + 200_000))
+        with pytest.raises(redis_lib.ResponseError, match=r"\d+ of 40 SETs failed; first: .*maxmemory"):
+            set_many(r, [(b"big%d" % i, b"x" * 50_000, 60) for i in range(40)])
+        assert r.ping() and r.get(b"k0") == b"v" * 100  # the pooled connection is still in step
+    finally:
+        service.stop()

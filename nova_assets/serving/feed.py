@@ -39,6 +39,7 @@ from nova_assets.serving.metrics import FeedMetrics
 HIT_BUCKETS_MS = (5, 10, 25, 50, 100, 150, 300, 1000)
 MAX_LIMIT = 200
 MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
+MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
 
 
 class InvalidRequest(ValueError):
@@ -169,7 +170,11 @@ class _MissLoader:
                 future.set_exception(exc)
             return
         for user, future in batch:
-            future.set_result(found[str(user)])
+            loaded = found.get(str(user))
+            if loaded is None:  # a bug, not a miss: fail this request rather than hang it
+                future.set_exception(LookupError(f"the feed loader returned nothing for {user}"))
+            else:
+                future.set_result(loaded)
 
 
 def _check_page(limit: int, offset: int) -> None:
@@ -241,7 +246,8 @@ class FeedService:
             users = [u for u in users if str(u) in found]
         elif missing:
             unique = list(dict.fromkeys(missing))
-            found.update({str(u): f.result() for u, f in zip(unique, self._loader.submit(unique), strict=True)})
+            futures = self._loader.submit(unique)
+            found.update({str(u): f.result(timeout=MISS_TIMEOUT_S) for u, f in zip(unique, futures, strict=True)})
         return {str(u): self._page(str(u), *found[str(u)], limit, offset, started, len(users)) for u in users}
 
     def get_feed_later(

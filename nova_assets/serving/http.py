@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from nova_assets.serving.feed import FeedService, InvalidRequest
+from nova_assets.serving.feed import MISS_TIMEOUT_S, FeedService, InvalidRequest
 
 MAX_HEADER_BYTES = 16_384
 
@@ -71,7 +71,8 @@ class FeedServer:
             started = time.perf_counter()
             page = self.service.get_feed_cached(parts[1], limit=limit, offset=offset)
             if page is None:
-                page = await asyncio.wrap_future(self.service.get_feed_later(parts[1], limit, offset, started))
+                later = self.service.get_feed_later(parts[1], limit, offset, started)
+                page = await asyncio.wait_for(asyncio.wrap_future(later), MISS_TIMEOUT_S)
         except InvalidRequest as exc:
             return _error(HTTPStatus.BAD_REQUEST, str(exc))
         except Exception:  # never a stack trace to the client

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -127,14 +128,16 @@ class _MissLoader:
     join the next batch instead of queueing behind each other.
     """
 
-    def __init__(self, load: Any, max_batch: int = MAX_MISS_BATCH) -> None:
+    def __init__(
+        self, load: Callable[[list[uuid.UUID]], dict[str, tuple[Cached, str]]], max_batch: int = MAX_MISS_BATCH
+    ) -> None:
         self.load, self.max_batch = load, max_batch
         self.queue: queue.SimpleQueue[_Misses | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="feed-miss-loader", daemon=True)
         self.thread.start()
 
     def submit(self, users: list[uuid.UUID]) -> list[Future[tuple[Cached, str]]]:
-        """Futures of the users' feeds; the users of one call always share a query."""
+        """Futures of the users' feeds; the users of one call are always loaded in the same batch."""
         request: _Misses = [(user, Future()) for user in users]
         self.queue.put(request)
         return [future for _, future in request]

@@ -66,10 +66,9 @@ def set_many(cache: redis.Redis | redis.cluster.RedisCluster, items: Sequence[tu
             pipe.set(key, value, ex=ttl)
         pipe.execute()
         return
-    ttls: dict[int, bytes] = {}
     frames = []
     for key, value, ttl in items:
-        seconds = ttls.get(ttl) or ttls.setdefault(ttl, b"%d" % ttl)
+        seconds = b"%d" % ttl
         frames.append(SET_COMMAND % (len(key), key, len(value), value, len(seconds), seconds))
     pool = cache.connection_pool
     conn = pool.get_connection()
@@ -109,7 +108,7 @@ def warm(
     trending = fetch_feeds_json(client, version, [NIL_USER]).get(NIL_USER, b"[]")
     trending_value = feed_value("trending", version, trending, "trending")
     cache.set(trending_key(), trending_value, ex=ttl_s + jitter_s)  # the cold-start list outlives user feeds
-    keys, bytes_written, warmed = 1, len(trending_value), 0
+    bytes_written, warmed = len(trending_value), 0
     # ClickHouse streams blocks of (user_id, posts) while one writer thread sends the previous
     # block to Redis in chunks of `chunk` SETs.
     pending: queue.Queue[Sequence[Sequence[Any]] | None] = queue.Queue(maxsize=2)
@@ -140,7 +139,6 @@ def warm(
                 if failure:
                     break
                 pending.put(block)
-                keys += len(block)
                 warmed += len(block)
     finally:
         pending.put(None)
@@ -150,7 +148,7 @@ def warm(
     elapsed = time.perf_counter() - started
     return {
         "users_warmed": warmed,
-        "keys": keys,
+        "keys": warmed + 1,  # one per user, plus trending
         "bytes": bytes_written,
         "feeds_per_s": round(warmed / elapsed, 1) if elapsed else 0.0,
         "version": version,

@@ -114,46 +114,18 @@ def dev(port: int, traffic: float) -> None:
     env["DAGSTER_HOME"] = str(dagster_home)
     children: list[subprocess.Popen[bytes]] = []
     if traffic > 0:
-        log = open(local.home / "demo-traffic.log", "ab")  # noqa: SIM115 - lives as long as the child
-        children.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "nova_assets.cli",
-                    "generate",
-                    "events",
-                    "--rate",
-                    str(traffic),
-                    "--duration",
-                    "31536000",
-                    "--malformed",
-                    "0.002",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        log = open(local.home / "demo-traffic.log", "ab")  # noqa: SIM115 - lives as long as the children
+
+        def generate(kind: str, rate: float, *extra: str) -> subprocess.Popen[bytes]:
+            """`nova generate <kind>` for a year (until `nova dev` stops), into the demo log."""
+            args = ["generate", kind, "--rate", str(rate), "--duration", "31536000", *extra]
+            return subprocess.Popen(
+                [sys.executable, "-m", "nova_assets.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        )
+
+        children.append(generate("events", traffic, "--malformed", "0.002"))
         if "cdc" in local.services:  # app changes in Postgres, flowing through Debezium
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "nova_assets.cli",
-                        "generate",
-                        "app",
-                        "--rate",
-                        str(max(1.0, traffic / 10)),
-                        "--duration",
-                        "31536000",
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+            children.append(generate("app", max(1.0, traffic / 10)))
         click.echo(f"demo traffic: {traffic:g} events/s to nova.events (log: {local.home / 'demo-traffic.log'})")
     cmd = [
         sys.executable, "-m", "dagster", "dev",

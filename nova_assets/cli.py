@@ -77,15 +77,15 @@ def stack_env() -> None:
 @main.command("sql")
 @click.argument("query")
 def sql(query: str) -> None:
-    """Run a query on ClickHouse (honours the embedded lock) and print the server's formatting."""
+    """Run a query on ClickHouse and print the server's formatting."""
     from nova_assets.resources.clickhouse import ClickHouseResource
 
     url = os.environ.get(settings.CLICKHOUSE_URL)
     if not url:
         from nova_assets.stack import Stack
 
-        url = Stack().clickhouse.url()
-    resource = ClickHouseResource(url=url, cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""))
+        url = Stack().env()[settings.CLICKHOUSE_URL]
+    resource = ClickHouseResource.from_env(url)
     try:
         out = resource.raw(query)
     except NovaError as exc:
@@ -152,7 +152,7 @@ def _apply_schema(url: str) -> None:
     from nova_assets.defs.schema.sql_files import Renderer
     from nova_assets.resources.clickhouse import ClickHouseResource
 
-    clickhouse = ClickHouseResource(url=url, cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""))
+    clickhouse = ClickHouseResource.from_env(url)
     with clickhouse.session() as client:
         applied = apply_all(client, Renderer(clickhouse.database, clickhouse.cluster))
         created = [name for name, result in applied.items() if result.created]
@@ -211,7 +211,7 @@ def _feed_service() -> object:
     from nova_assets.resources import ClickHouseResource, RedisResource
     from nova_assets.serving import FeedService
 
-    clickhouse = ClickHouseResource(url=_env(settings.CLICKHOUSE_URL))
+    clickhouse = ClickHouseResource.from_env(_env(settings.CLICKHOUSE_URL))
     redis_client = RedisResource(
         url=_env(settings.REDIS_URL), cluster=settings.env_bool(settings.REDIS_CLUSTER)
     ).client()

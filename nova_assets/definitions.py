@@ -16,8 +16,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "clickhouse": ClickHouseResource(
             url=dg.EnvVar(settings.CLICKHOUSE_URL),
+            database=os.environ.get(settings.CLICKHOUSE_DATABASE) or "nova",
             cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""),
-            lock_timeout_s=settings.env_float(settings.CLICKHOUSE_LOCK_TIMEOUT, 30.0, minimum=0.1),
         ),
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar(settings.KAFKA_BOOTSTRAP)),
         "redis": RedisResource(

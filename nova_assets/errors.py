@@ -30,7 +30,3 @@ class ServiceUnavailable(NovaError):
             f"{service} at {address} ({setting}) did not answer within {timeout_s:g} s: {detail} "
             "— is `nova stack up` running, or does the setting point at the right server?"
         )
-
-
-class LockTimeout(NovaError):
-    """The embedded ClickHouse directory stayed locked by another process for too long."""

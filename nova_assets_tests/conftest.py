@@ -1,4 +1,4 @@
-"""Test fixtures: one real local stack (Tansu, valkey, Postgres, chDB) for the whole session.
+"""Test fixtures: one real local stack (ClickHouse server over chDB, Tansu, valkey, Postgres) for the session.
 
 It runs under a temporary NOVA_HOME on free ports, started and stopped by the project's own
 stack code, so tests never touch a developer's `.nova` or a system service.
@@ -7,6 +7,7 @@ stack code, so tests never touch a developer's `.nova` or a system service.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,13 +23,13 @@ from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
 # The session stack runs without CDC (its JVM costs ~15 s); the CDC tests start `nova cdc` themselves.
-os.environ["NOVA_STACK_SERVICES"] = "kafka,redis,postgres"
+os.environ["NOVA_STACK_SERVICES"] = "clickhouse,kafka,redis,postgres"
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("nova-home")
-    ports = {name: free_port() for name in ("kafka", "redis", "postgres")}
+    ports = {name: free_port() for name in ("clickhouse", "kafka", "redis", "postgres")}
     local = Stack(home=home, ports=ports)
     local.up(echo=lambda _msg: None)
     saved = {k: os.environ.get(k) for k in local.env()}
@@ -46,8 +47,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def chdb_url(tmp_path: Path) -> str:
-    """A fresh embedded ClickHouse directory for one test."""
+    """A private chDB directory for one test (single-process use only)."""
     return f"chdb://{tmp_path / 'clickhouse'}"
+
+
+@pytest.fixture
+def fresh_clickhouse(stack: Stack) -> Iterator[ClickHouseResource]:
+    """The session's ClickHouse server with a fresh, empty database for one test."""
+    resource = ClickHouseResource(url=stack.env()["NOVA_CLICKHOUSE_URL"], database=f"test_{uuid.uuid4().hex[:12]}")
+    yield resource
+    resource.command(f"DROP DATABASE IF EXISTS {resource.database} SYNC")
 
 
 @pytest.fixture
@@ -59,11 +68,11 @@ def redis_resource(stack: Stack) -> RedisResource:
 
 
 @pytest.fixture
-def world(chdb_url: str) -> World:
-    """A fresh chDB with the schema and a small known social graph."""
-    ch = ClickHouseResource(url=chdb_url)
+def world(fresh_clickhouse: ClickHouseResource) -> World:
+    """A fresh database with the schema and a small known social graph."""
+    ch = fresh_clickhouse
     with ch.session() as client:
-        apply_all(client, Renderer("nova"))
+        apply_all(client, Renderer(ch.database))
     w = World(ch)
     w.populate()
     return w
@@ -81,10 +90,11 @@ def kafka(tmp_path: Path) -> Iterator[KafkaResource]:
 
 
 @pytest.fixture
-def clickhouse(chdb_url: str) -> ClickHouseResource:
-    ch = ClickHouseResource(url=chdb_url, lock_timeout_s=10)
+def clickhouse(fresh_clickhouse: ClickHouseResource) -> ClickHouseResource:
+    """A fresh database on the session's ClickHouse server, with the schema applied."""
+    ch = fresh_clickhouse
     with ch.session() as client:
-        apply_all(client, Renderer("nova"))
+        apply_all(client, Renderer(ch.database))
     return ch
 
 

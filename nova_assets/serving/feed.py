@@ -124,8 +124,8 @@ _Misses = list[tuple[uuid.UUID, "Future[tuple[Cached, str]]"]]
 class _MissLoader:
     """Coalesces misses from concurrent requests into one ClickHouse query (a DataLoader).
 
-    One thread: an embedded ClickHouse runs one query at a time anyway, and waiting misses
-    join the next batch instead of queueing behind each other.
+    One thread: misses that arrive while a query runs join the next batch instead of queueing
+    behind each other, and ClickHouse sees at most one feed query from this process at a time.
     """
 
     def __init__(
@@ -283,7 +283,6 @@ class FeedService:
         self._stop.set()
         self._flusher.join(timeout=5)
         self._flush_stats()
-        self.clickhouse.release()
 
     # --- tiers --------------------------------------------------------------------------------
 
@@ -323,14 +322,10 @@ class FeedService:
             return [None] * len(keys)
 
     def _query(self, users: list[uuid.UUID]) -> tuple[int, dict[uuid.UUID, str]]:
-        """Feeds (posts as JSON built by ClickHouse) of the users plus trending, in one query.
-
-        The session is sticky: an embedded engine stays open between reads and is handed over
-        when another process (an ingestion run, a schedule) asks for it.
-        """
+        """Feeds (posts as JSON built by ClickHouse) of the users plus trending, in one query."""
         self.clickhouse_queries += 1
         started = time.perf_counter()
-        with self.clickhouse.session(sticky=True) as client:
+        with self.clickhouse.session() as client:
             version = latest_version(client)
             if version is None:
                 return 0, {}

@@ -23,6 +23,7 @@ import orjson
 from nova_assets import settings
 from nova_assets.errors import ConfigError, NovaError
 from nova_assets.stack import process
+from nova_assets.stack.clickhouse_files import SERVER_NEEDLE, USER, password_for
 
 HOST = "127.0.0.1"
 STATE_FILE = "stack.json"
@@ -336,19 +337,34 @@ class PostgresService(Service):
             conn.execute("SELECT 1")
 
 
-class ClickHouseDir:
-    """The chDB data directory: nothing runs, the directory is prepared and exported."""
+class ClickHouseService(Service):
+    """The local ClickHouse server: one process owns the chDB directory, everything else uses HTTP."""
 
     name = "clickhouse"
+    needle = SERVER_NEEDLE
 
-    def __init__(self, home: Path) -> None:
-        self.dir = home / "clickhouse"
+    def command(self) -> list[str]:
+        pool = settings.env_int(settings.CLICKHOUSE_POOL, 8, minimum=1, maximum=64)
+        return [
+            sys.executable, "-m", "nova_assets.stack.clickhouse_server",
+            "--path", str(self.dir), "--port", str(self.port), "--host", HOST, "--pool", str(pool),
+        ]  # fmt: skip
+
+    def password(self) -> str:
+        return password_for(self.dir)
 
     def url(self) -> str:
-        return f"chdb://{self.dir}"
+        return f"http://{USER}:{self.password()}@{self.address}"
 
     def env(self) -> dict[str, str]:
         return {settings.CLICKHOUSE_URL: self.url()}
+
+    def probe(self) -> None:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{self.address}/ping", timeout=1) as response:
+            if response.read() != b"Ok.\n":
+                raise StackError("/ping did not answer Ok.")
 
 
 class CdcService(Service):
@@ -387,6 +403,7 @@ class CdcService(Service):
 
 
 SERVICES: dict[str, type[Service]] = {
+    "clickhouse": ClickHouseService,
     "kafka": KafkaService,
     "redis": RedisService,
     "postgres": PostgresService,
@@ -412,7 +429,6 @@ class Stack:
         network = [n for n in names if n != "cdc"]
         chosen = {name: (ports or {}).get(name) or saved.get(name) or settings.port_for(name) for name in network}
         self.services: dict[str, Service] = {name: SERVICES[name](self.home, chosen[name]) for name in network}
-        self.clickhouse = ClickHouseDir(self.home)
         if "cdc" in names:
             env = {settings.NOVA_HOME: str(self.home)}
             for name, port in (("kafka", settings.port_for("kafka")), ("postgres", settings.port_for("postgres"))):
@@ -444,7 +460,6 @@ class Stack:
     ) -> None:
         """Start what is not running and wait until each service answers; idempotent."""
         self.home.mkdir(parents=True, exist_ok=True)
-        self.clickhouse.dir.mkdir(parents=True, exist_ok=True)
         self._save()
         for svc in self._select(only):
             if svc.pid() is not None:
@@ -489,7 +504,6 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         values = {settings.NOVA_HOME: str(self.home)}
-        values.update(self.clickhouse.env())
         for svc in self.services.values():
             values.update(svc.env())
         return values

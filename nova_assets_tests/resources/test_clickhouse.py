@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from nova_assets.errors import ConfigError, LockTimeout
+from nova_assets.errors import ConfigError
 from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.stack import Stack
 
 WRITER = """
 import sys, time
 from nova_assets.resources.clickhouse import ClickHouseResource
-ch = ClickHouseResource(url=sys.argv[1], lock_timeout_s=60)
+ch = ClickHouseResource(url=sys.argv[1], database=sys.argv[3])
 ch.command("CREATE TABLE IF NOT EXISTS t (worker UInt8, i UInt32) ENGINE = MergeTree ORDER BY (worker, i)")
 for i in range(20):
     ch.insert("t", [[int(sys.argv[2]), i]], ["worker", "i"])
@@ -23,8 +24,8 @@ print("done")
 """
 
 
-def test_create_insert_select_with_bound_parameters(chdb_url: str) -> None:
-    ch = ClickHouseResource(url=chdb_url)
+def test_create_insert_select_with_bound_parameters(fresh_clickhouse: ClickHouseResource) -> None:
+    ch = fresh_clickhouse
     assert ch.ping().startswith("26.")
     ch.command("CREATE TABLE IF NOT EXISTS kv (k String, v UInt32) ENGINE = MergeTree ORDER BY k")
     assert ch.insert("kv", [["a", 1], ["b", 2], ["x' OR 1=1 --", 3]], ["k", "v"]) == 3
@@ -32,19 +33,20 @@ def test_create_insert_select_with_bound_parameters(chdb_url: str) -> None:
     rows = ch.query("SELECT k, v FROM kv WHERE k = {k:String}", parameters={"k": hostile}).result_rows
     assert rows == [(hostile, 3)]
     db = ch.query("SELECT database FROM system.tables WHERE name = 'kv'").result_rows
-    assert db == [("nova",)]
+    assert db == [(ch.database,)]
 
 
-def test_raw_honours_format(chdb_url: str) -> None:
-    ch = ClickHouseResource(url=chdb_url)
-    assert ch.raw("SELECT 1 AS a, 'x' AS b FORMAT JSONEachRow") == b'{"a":1,"b":"x"}\n'
-    assert ch.raw("SELECT 1, 'x'") == b"1\tx\n"
+def test_raw_honours_format(fresh_clickhouse: ClickHouseResource) -> None:
+    assert fresh_clickhouse.raw("SELECT 1 AS a, 'x' AS b FORMAT JSONEachRow") == b'{"a":1,"b":"x"}\n'
+    assert fresh_clickhouse.raw("SELECT 1, 'x'") == b"1\tx\n"
 
 
-def test_two_processes_share_one_directory(chdb_url: str) -> None:
+def test_two_processes_write_through_the_server(fresh_clickhouse: ClickHouseResource) -> None:
+    ch = fresh_clickhouse
+    ch.ping()  # creates the database
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, chdb_url, str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [sys.executable, "-c", WRITER, ch.url, str(w), ch.database], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for w in (1, 2)
     ]
@@ -52,39 +54,12 @@ def test_two_processes_share_one_directory(chdb_url: str) -> None:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
         assert out.strip() == b"done"
-    ch = ClickHouseResource(url=chdb_url)
     counts = ch.query("SELECT worker, count() FROM t GROUP BY worker ORDER BY worker").result_rows
     assert counts == [(1, 20), (2, 20)]
 
 
-def test_lock_wait_names_the_holder(chdb_url: str) -> None:
-    holder = ClickHouseResource(url=chdb_url)
-    hold = """
-import sys, time
-from nova_assets.resources.clickhouse import ClickHouseResource
-with ClickHouseResource(url=sys.argv[1]).session() as c:
-    print("holding", flush=True)
-    time.sleep(8)
-"""
-    holder.ping()
-    proc = subprocess.Popen([sys.executable, "-c", hold, chdb_url], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"holding"
-        waiter = ClickHouseResource(url=chdb_url, lock_timeout_s=0.5)
-        with pytest.raises(LockTimeout) as info:
-            waiter.ping()
-        message = str(info.value)
-        assert f"pid {proc.pid}" in message
-        assert "NOVA_CLICKHOUSE_LOCK_TIMEOUT" in message
-        assert "Cannot lock file" not in message
-    finally:
-        proc.kill()
-        proc.wait()
-    assert holder.ping()  # the lock of a killed holder is released by the kernel
-
-
-def test_threads_share_the_engine(chdb_url: str) -> None:
-    ch = ClickHouseResource(url=chdb_url)
+def test_threads_share_one_client(fresh_clickhouse: ClickHouseResource) -> None:
+    ch = fresh_clickhouse
     ch.command("CREATE TABLE IF NOT EXISTS th (i UInt32) ENGINE = MergeTree ORDER BY i")
     errors: list[BaseException] = []
 
@@ -104,38 +79,30 @@ def test_threads_share_the_engine(chdb_url: str) -> None:
     assert ch.query("SELECT count() FROM th").result_rows == [(40,)]
 
 
+def test_chdb_is_for_one_process(chdb_url: str) -> None:
+    ch = ClickHouseResource(url=chdb_url)
+    ch.command("CREATE TABLE IF NOT EXISTS one (i UInt32) ENGINE = MergeTree ORDER BY i")
+    assert ch.insert("one", [[1], [2]], ["i"]) == 2
+    assert ch.query("SELECT sum(i) FROM one").result_rows == [(3,)]
+
+
+def test_chdb_url_of_a_served_directory_names_the_server(stack: Stack) -> None:
+    served = stack.services["clickhouse"]
+    with pytest.raises(ConfigError) as info:
+        ClickHouseResource(url=f"chdb://{served.dir}").ping()
+    message = str(info.value)
+    assert "NOVA_CLICKHOUSE_URL" in message
+    assert f"http://127.0.0.1:{served.port}" in message
+    assert "password" not in message and served.password() not in message  # type: ignore[attr-defined]
+
+
 def test_bad_urls_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="NOVA_CLICKHOUSE_URL"):
         ClickHouseResource(url="clickhouse://host").ping()
     with pytest.raises(ConfigError, match="absolute path"):
         ClickHouseResource(url="chdb://relative/dir").ping()
     started = time.monotonic()
-    with pytest.raises(Exception, match=r"NOVA_CLICKHOUSE_URL"):
+    with pytest.raises(Exception, match=r"NOVA_CLICKHOUSE_URL") as info:
         ClickHouseResource(url="http://default:secret@127.0.0.1:1/", connect_timeout_s=1).ping()
+    assert "secret" not in str(info.value)
     assert time.monotonic() - started < 30
-
-
-STICKY_HOLDER = """
-import sys, time
-from nova_assets.resources.clickhouse import ClickHouseResource
-ch = ClickHouseResource(url=sys.argv[1])
-ch.command("CREATE TABLE IF NOT EXISTS s (i UInt32) ENGINE = MergeTree ORDER BY i")
-with ch.session(sticky=True) as client:
-    client.command("INSERT INTO s VALUES (1)")
-print("idle", flush=True)  # the engine stays open, idle, in this process
-time.sleep(30)
-"""
-
-
-def test_sticky_engine_is_handed_over_to_a_waiting_process(chdb_url: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", STICKY_HOLDER, chdb_url], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"idle"
-        started = time.monotonic()
-        other = ClickHouseResource(url=chdb_url, lock_timeout_s=10)
-        assert other.query("SELECT count() FROM s").result_rows == [(1,)]
-        assert time.monotonic() - started < 2.0  # handed over in milliseconds, not at the holder's exit
-        assert proc.poll() is None  # the holder is still alive
-    finally:
-        proc.kill()
-        proc.wait()

@@ -20,7 +20,7 @@ def _nova(home: Path, *args: str, env: dict[str, str] | None = None) -> subproce
 
 
 def test_up_twice_status_down_up(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("kafka", "redis", "postgres")}
+    ports = {name: free_port() for name in ("clickhouse", "kafka", "redis", "postgres")}
     env = {f"NOVA_{name.upper()}_PORT": str(port) for name, port in ports.items()}
     home = tmp_path / "home"
     try:
@@ -29,11 +29,11 @@ def test_up_twice_status_down_up(tmp_path: Path) -> None:
         assert "started" in first.stdout
         second = _nova(home, "stack", "up", env=env)
         assert second.returncode == 0, second.stderr
-        assert second.stdout.count("already running") == 3
+        assert second.stdout.count("already running") == 4
 
         status = _nova(home, "stack", "status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("healthy") == 3
+        assert status.stdout.count("healthy") == 4
 
         # every service listens on loopback only
         for port in ports.values():
@@ -50,8 +50,9 @@ def test_up_twice_status_down_up(tmp_path: Path) -> None:
             f"127.0.0.1:{ports['kafka']}",
             f"redis://127.0.0.1:{ports['redis']}/0",
             f"postgresql://postgres@127.0.0.1:{ports['postgres']}/nova",
-            f"chdb://{home.resolve() / 'clickhouse'}",
+            f"http://default:{(home / 'clickhouse' / 'password').read_text().strip()}@127.0.0.1:{ports['clickhouse']}",
         ]
+        assert (home / "clickhouse" / "password").stat().st_mode & 0o077 == 0  # the secret is the owner's only
 
         only = _nova(home, "stack", "down", "--only", "redis")
         assert only.returncode == 0 and "redis: stopped" in only.stdout
@@ -59,14 +60,14 @@ def test_up_twice_status_down_up(tmp_path: Path) -> None:
         assert partial.returncode == 1
         assert "redis      down" in partial.stdout
         back = _nova(home, "stack", "up")
-        assert "redis: started" in back.stdout and back.stdout.count("already running") == 2
+        assert "redis: started" in back.stdout and back.stdout.count("already running") == 3
 
         down = _nova(home, "stack", "down")
         assert down.returncode == 0
         assert _nova(home, "stack", "status").returncode == 1
         again = _nova(home, "stack", "up")
         assert again.returncode == 0, again.stderr
-        assert again.stdout.count("started") == 3
+        assert again.stdout.count("started") == 4
     finally:
         _nova(home, "stack", "down")
 

@@ -286,7 +286,6 @@ class Loader:
             self._loop(consumer, stats, pending, stop, open_ended)
         finally:
             consumer.close()
-            self.clickhouse.release()
             stats.finished = time.time()
         return stats
 
@@ -447,7 +446,7 @@ class Loader:
         """Write one batch (idempotent under its token); returns when it became visible (epoch s)."""
         token = batch.token()
         dedup = {"deduplicate_blocks_in_dependent_materialized_views": 1}
-        with self.clickhouse.session(sticky=True) as client:
+        with self.clickhouse.session() as client:
             if len(batch.events):
                 client.raw_insert(
                     "events",

@@ -67,6 +67,7 @@ def test_daemon_sensor_runs_survive_kill_9_exactly_once(
         **stack.env(),  # Redis and Postgres of the session stack
         "DAGSTER_HOME": str(home),
         "NOVA_CLICKHOUSE_URL": clickhouse.url,
+        "NOVA_CLICKHOUSE_DATABASE": clickhouse.database,
         "NOVA_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
         "NOVA_INGEST_SENSOR_INTERVAL": "2",
         "NOVA_INGEST_HEARTBEAT_STALE": "5",

@@ -17,6 +17,7 @@ from nova_assets.defs.ingestion.loader import IngestionFailed, IngestSettings, L
 from nova_assets.defs.ingestion.sensors import kafka_ingestion_sensor
 from nova_assets.generate.events import MALFORMED_KINDS, produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
+from nova_assets.stack.process import free_port
 
 FAST = {"idle_exit_seconds": 1.0, "max_run_seconds": 120.0}
 
@@ -133,7 +134,7 @@ WORKER = """
 import os, sys
 from nova_assets.defs.ingestion.loader import IngestSettings, Loader
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
-ch = ClickHouseResource(url=sys.argv[1])
+ch = ClickHouseResource(url=sys.argv[1], database=sys.argv[3])
 kafka = KafkaResource(bootstrap_servers=sys.argv[2])
 Loader(ch, kafka, IngestSettings(max_batch_rows=2000, flush_interval_ms=50, idle_exit_seconds=30)).run()
 """
@@ -141,7 +142,9 @@ Loader(ch, kafka, IngestSettings(max_batch_rows=2000, flush_interval_ms=50, idle
 
 def test_kill_9_mid_run_then_rerun_is_exact(kafka: KafkaResource, clickhouse: ClickHouseResource) -> None:
     counts = produce_events(kafka, rate=0, duration_s=60, total=60_000)
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, clickhouse.url, kafka.bootstrap_servers])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, clickhouse.url, kafka.bootstrap_servers, clickhouse.database]
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -159,32 +162,17 @@ def test_kill_9_mid_run_then_rerun_is_exact(kafka: KafkaResource, clickhouse: Cl
     assert _committed(kafka) == counts["valid"]
 
 
-HOLDER = """
-import sys, time
-from nova_assets.resources import ClickHouseResource
-with ClickHouseResource(url=sys.argv[1]).session():
-    print("holding", flush=True)
-    time.sleep(float(sys.argv[2]))
-"""
-
-
 def test_clickhouse_failure_commits_nothing_then_rerun_completes(
     kafka: KafkaResource, clickhouse: ClickHouseResource
 ) -> None:
     counts = produce_events(kafka, rate=0, duration_s=60, total=2000)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, clickhouse.url, "30"], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
-        blocked = ClickHouseResource(url=clickhouse.url, lock_timeout_s=0.2)
-        loader = Loader(blocked, kafka, IngestSettings(insert_attempts=3, retry_max_wait_s=0.2, **FAST))
-        loader.shapes = {}
-        loader._mirror_shapes = lambda: {}  # type: ignore[method-assign]  # setup reads need the lock too
-        loader._already_loaded = lambda starts, ends: {}  # type: ignore[method-assign]
-        with pytest.raises(IngestionFailed, match="offsets not committed"):
-            loader.run()
-    finally:
-        holder.kill()
-        holder.wait()
+    # a ClickHouse that does not answer: nothing listens on the port
+    down = ClickHouseResource(url=f"http://default:x@127.0.0.1:{free_port()}", connect_timeout_s=0.2)
+    loader = Loader(down, kafka, IngestSettings(insert_attempts=3, retry_max_wait_s=0.2, **FAST))
+    loader._mirror_shapes = lambda: {}  # type: ignore[method-assign]  # set-up reads would fail first
+    loader._already_loaded = lambda starts, ends: {}  # type: ignore[method-assign]
+    with pytest.raises(IngestionFailed, match="offsets not committed"):
+        loader.run()
     assert _committed(kafka) < 0
     Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
     assert _counts(clickhouse) == (counts["valid"], counts["valid"], 0)

@@ -36,8 +36,8 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
 
 
 @pytest.fixture
-def ch(chdb_url: str) -> ClickHouseResource:
-    return ClickHouseResource(url=chdb_url)
+def ch(fresh_clickhouse: ClickHouseResource) -> ClickHouseResource:
+    return fresh_clickhouse
 
 
 @pytest.fixture
@@ -54,18 +54,21 @@ def test_materialize_twice_changes_nothing(ch: ClickHouseResource) -> None:
     assert set(meta) == names
     assert all(m["created"] for m in meta.values())
     assert meta["events"]["dagster/row_count"] == 0
-    assert "CREATE TABLE IF NOT EXISTS `nova`.events" in str(meta["events"]["ddl"])
+    assert f"CREATE TABLE IF NOT EXISTS `{ch.database}`.events" in str(meta["events"]["ddl"])
     checks = _checks(first)
     assert set(checks) == names and all(c.passed for c in checks.values())
 
     with ch.session() as client:
-        before = {o.name: describe(client, "nova", o.name) for o in load_objects()}
+        before = {o.name: describe(client, ch.database, o.name) for o in load_objects()}
     second = _materialize(ch)
     assert second.success
     assert not any(m["created"] for m in _metadata(second).values())
     with ch.session() as client:
-        after = {o.name: describe(client, "nova", o.name) for o in load_objects()}
-        leftovers = client.query("SELECT name FROM system.databases WHERE name LIKE 'nova__expected%'").result_rows
+        after = {o.name: describe(client, ch.database, o.name) for o in load_objects()}
+        leftovers = client.query(
+            "SELECT name FROM system.databases WHERE name LIKE {scratch:String}",
+            parameters={"scratch": f"{ch.database}__expected%"},
+        ).result_rows
     assert before == after
     assert leftovers == []
     assert all(c.passed for c in _checks(second).values())
@@ -203,7 +206,7 @@ def test_forward_migration_applied_once(ch: ClickHouseResource, tmp_path: Path) 
         "ADD COLUMN IF NOT EXISTS country LowCardinality(String) DEFAULT '';\n"
     )
     objects = load_objects(sql_dir)
-    renderer = Renderer("nova")
+    renderer = Renderer(ch.database)
     with ch.session() as client:
         for obj in objects:
             apply_object(client, obj, renderer)
@@ -212,8 +215,8 @@ def test_forward_migration_applied_once(ch: ClickHouseResource, tmp_path: Path) 
         assert again.migrations == [] and not again.created
         ledger = client.query("SELECT name, object FROM schema_migrations").result_rows
         assert ledger == [("0001_events__add_country", "events")]
-        expected = expected_descriptions(client, "nova", [events], objects)
-        assert expected["events"] == describe(client, "nova", "events")
+        expected = expected_descriptions(client, ch.database, [events], objects)
+        assert expected["events"] == describe(client, ch.database, "events")
         assert "country LowCardinality(String) DEFAULT ''" in expected["events"]["columns"]
 
 

@@ -1,0 +1,41 @@
+"""What the local ClickHouse server keeps beside its chDB directory: its password and who serves it.
+
+Kept apart from the server module so the stack and the resources read them without importing
+chDB or the HTTP server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from nova_assets.stack.process import alive
+
+USER = "default"
+PASSWORD_FILE = "password"
+SERVER_FILE = "server.json"
+SERVER_NEEDLE = "clickhouse_server"
+
+
+def password_for(directory: Path) -> str:
+    """The server's password, generated (mode 0600) on first start."""
+    path = directory / PASSWORD_FILE
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def serving(directory: Path) -> dict[str, Any] | None:
+    """What a running server of this directory wrote about itself (url without password, pid), or None."""
+    try:
+        info = orjson.loads((directory / SERVER_FILE).read_bytes())
+    except (FileNotFoundError, NotADirectoryError, orjson.JSONDecodeError):
+        return None
+    return info if alive(int(info.get("pid") or 0), SERVER_NEEDLE) else None

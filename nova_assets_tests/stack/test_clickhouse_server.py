@@ -1,0 +1,199 @@
+"""The local ClickHouse server speaks ClickHouse's HTTP interface: clickhouse-connect and plain HTTP."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from nova_assets.resources import ClickHouseResource
+from nova_assets.stack import Stack
+
+
+@pytest.fixture
+def server(stack: Stack) -> tuple[str, str]:
+    """(address, password) of the session's ClickHouse server."""
+    svc = stack.services["clickhouse"]
+    return svc.address, svc.password()  # type: ignore[attr-defined]
+
+
+def _client(server: tuple[str, str], database: str, compress: bool | str) -> Client:
+    address, password = server
+    client = clickhouse_connect.get_client(
+        dsn=f"http://default:{password}@{address}", compress=compress, autogenerate_session_id=False
+    )
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.database = database
+    return client
+
+
+def _http(
+    server: tuple[str, str],
+    params: dict[str, str],
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    auth: bool = True,
+) -> tuple[int, dict[str, str], bytes]:
+    address, password = server
+    request = urllib.request.Request(
+        f"http://{address}/?{urllib.parse.urlencode(params)}", data=body, headers=dict(headers or {})
+    )
+    if auth:
+        token = base64.b64encode(f"default:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+@pytest.fixture
+def database(fresh_clickhouse: ClickHouseResource) -> Iterator[str]:
+    fresh_clickhouse.ping()  # creates it; the fixture drops it afterwards
+    yield fresh_clickhouse.database
+
+
+@pytest.mark.parametrize("compress", [False, True, "lz4", "zstd", "gzip"])
+def test_clickhouse_connect_round_trip(server: tuple[str, str], database: str, compress: bool | str) -> None:
+    client = _client(server, database, compress)
+    client.command(
+        "CREATE TABLE t (id UUID, n UInt32, s String, ts DateTime64(3), tags Array(String)) "
+        "ENGINE = MergeTree ORDER BY n"
+    )
+    rows = [[uuid.uuid4(), i, f"s{i}'\t\n", dt.datetime(2026, 1, 1, 12), ["a", "b"]] for i in range(5000)]
+    summary = client.insert("t", rows, column_names=["id", "n", "s", "ts", "tags"])  # Native, compressed
+    assert summary.written_rows == 5000
+    client.raw_insert(
+        "t",
+        ["id", "n", "s", "ts", "tags"],
+        insert_block=b'{"id":"00000000-0000-0000-0000-000000000001","n":99999,"s":"j","ts":"2026-01-01 00:00:00",'
+        b'"tags":[]}\n',
+        fmt="JSONEachRow",
+    )
+    found = client.query(
+        "SELECT count(), max(n) FROM t WHERE n > {low:UInt32} AND s != {s:String} AND has(tags, {tag:String})",
+        parameters={"low": 10, "s": "x' OR 1=1 --", "tag": "a"},
+    ).result_rows
+    assert found == [(4989, 4999)]
+    back = client.query("SELECT id, s, ts FROM t WHERE n = 7").result_rows
+    assert back == [(rows[7][0], rows[7][2], rows[7][3])]
+    # a streamed result larger than one block comes back whole
+    with client.query_rows_stream("SELECT number FROM numbers(300000)") as stream:
+        assert sum(1 for _ in stream) == 300000
+    assert client.query_df("SELECT n FROM t ORDER BY n LIMIT 3")["n"].tolist() == [0, 1, 2]
+
+
+def test_settings_apply_to_their_request_only(server: tuple[str, str], database: str) -> None:
+    client = _client(server, database, False)
+    sql = "SELECT value FROM system.settings WHERE name = 'max_threads'"
+    default = client.query(sql).result_rows
+    for _ in range(10):  # every pooled connection ends up asked both ways
+        assert client.query(sql, settings={"max_threads": 1}).result_rows == [("1",)]
+        assert client.query(sql).result_rows == default
+    with pytest.raises(DatabaseError, match="115"):
+        client.query("SELECT 1", settings={"no_such_setting_here": 1})
+    assert client.query("SELECT 1").result_rows == [(1,)]
+
+
+def test_errors_carry_code_status_and_header(server: tuple[str, str], database: str) -> None:
+    client = _client(server, database, True)
+    with pytest.raises(DatabaseError) as info:
+        client.query("SELECT * FROM missing_table")
+    assert "Code: 60" in str(info.value) and "UNKNOWN_TABLE" in str(info.value)
+    status, headers, body = _http(server, {"query": "SELECT * FROM missing_table", "database": database})
+    assert status == 404
+    assert headers["x-clickhouse-exception-code"] == "60"
+    assert body.startswith(b"Code: 60. DB::Exception:")
+    status, _, body = _http(server, {"query": "SELEC 1"})
+    assert status == 400 and b"SYNTAX_ERROR" in body
+    # an error after the first rows of a stream is marked as ClickHouse marks it
+    stream = client.query_rows_stream(
+        "SELECT number, throwIf(number = 250000) FROM numbers(300000)", settings={"max_block_size": 10000}
+    )
+    with pytest.raises(DatabaseError, match="395"), stream:
+        list(stream)
+
+
+def test_plain_http_like_curl(server: tuple[str, str], database: str) -> None:
+    address, password = server
+    with urllib.request.urlopen(f"http://{address}/ping", timeout=5) as response:
+        assert response.read() == b"Ok.\n"
+    status, headers, body = _http(server, {"query": "SELECT 1, 'a\tb'"})  # GET, TabSeparated
+    assert (status, body) == (200, b"1\ta\\tb\n")
+    assert headers["x-clickhouse-format"] == "TabSeparated" and "x-clickhouse-query-id" in headers
+    status, _, _ = _http(server, {"database": database}, b"CREATE TABLE kv (k String, v UInt8) ENGINE = Log")
+    assert status == 200
+    status, headers, _ = _http(server, {"query": "INSERT INTO kv FORMAT CSV", "database": database}, b"a,1\nb,2\n")
+    assert status == 200 and '"written_rows":"2"' in headers["x-clickhouse-summary"]
+    status, _, _ = _http(server, {"database": database}, b"INSERT INTO kv FORMAT TSV\nc\t3\n")
+    assert status == 200
+    body = gzip.compress(b"INSERT INTO kv VALUES ('d', 4)")
+    status, _, _ = _http(server, {"database": database}, body, {"Content-Encoding": "gzip"})
+    assert status == 200
+    params = {"query": "SELECT k FROM kv WHERE v >= {v:UInt8} ORDER BY k", "param_v": "2", "database": database}
+    assert _http(server, params)[2] == b"b\nc\nd\n"
+    params = {**params, "enable_http_compression": "1", "default_format": "JSONEachRow"}
+    status, headers, body = _http(server, params, headers={"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip" and gzip.decompress(body) == b'{"k":"b"}\n{"k":"c"}\n{"k":"d"}\n'
+    # GET only reads
+    status, headers, _ = _http(server, {"query": "DROP TABLE kv", "database": database})
+    assert status == 403 and headers["x-clickhouse-exception-code"] == "164"
+    # no or wrong credentials
+    status, headers, body = _http(server, {"query": "SELECT 1"}, auth=False)
+    assert status == 403 and headers["x-clickhouse-exception-code"] == "516"
+    assert password.encode() not in body
+    address_only = f"http://{address}/?" + urllib.parse.urlencode(
+        {"query": "SELECT 1", "user": "default", "password": password}
+    )
+    with urllib.request.urlopen(address_only, timeout=5) as response:
+        assert response.read() == b"1\n"
+
+
+def test_inserts_stay_fast_during_a_long_query(server: tuple[str, str], database: str) -> None:
+    """One heavy query (10 s of full CPU) must not hold up the small inserts of ingestion."""
+    client = _client(server, database, True)
+    client.command("CREATE TABLE small (i UInt32) ENGINE = MergeTree ORDER BY i")
+    heavy = _client(server, database, True)
+    done = threading.Event()
+    heavy_seconds: list[float] = []
+
+    def long_query() -> None:
+        started = time.monotonic()
+        heavy.query(
+            "SELECT count() FROM numbers(1000000000000) WHERE sipHash64(number) % 7 = 1",
+            settings={"max_execution_time": 10, "timeout_overflow_mode": "break"},
+        )
+        heavy_seconds.append(time.monotonic() - started)
+        done.set()
+
+    thread = threading.Thread(target=long_query)
+    thread.start()
+    time.sleep(0.5)
+    latencies = []
+    i = 0
+    while not done.is_set():
+        started = time.perf_counter()
+        client.insert("small", [[i], [i + 1]], column_names=["i"])
+        latencies.append(time.perf_counter() - started)
+        i += 2
+        time.sleep(0.02)
+    thread.join()
+    assert heavy_seconds and heavy_seconds[0] >= 9
+    assert len(latencies) >= 100
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    assert p99 < 0.2, f"insert P99 {p99 * 1000:.0f} ms during the long query"
+    assert client.query("SELECT count() FROM small").result_rows == [(i,)]

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
+
+from nova_assets.resources import ClickHouseResource
+from nova_assets.stack.manager import ClickHouseService
+from nova_assets.stack.process import free_port
+
+
+@contextlib.contextmanager
+def clickhouse_server(home: Path) -> Iterator[ClickHouseResource]:
+    """A private local ClickHouse server (the stack's own) under `home`, for a benchmark's processes."""
+    service = ClickHouseService(home, free_port())
+    service.start_and_wait()
+    try:
+        yield ClickHouseResource(url=service.url())
+    finally:
+        service.stop()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -22,12 +22,12 @@ import numpy as np
 import orjson
 import redis
 
-from bench.common import percentile, report
+from bench.common import clickhouse_server, percentile, report
 from nova_assets.defs.cache.warming import warm
 from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
 from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
-from nova_assets.resources import ClickHouseResource, RedisResource
+from nova_assets.resources import RedisResource
 from nova_assets.stack.manager import RedisService
 from nova_assets.stack.process import free_port
 
@@ -164,13 +164,12 @@ def _client(port: int, users: list[str], deadline: float, seed: int, out: mp.Que
 
 
 def run(as_json: bool = False) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="nova-bench-feed-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nova-bench-feed-") as tmp, clickhouse_server(Path(tmp)) as ch:
         redis_svc = RedisService(Path(tmp), free_port())
         redis_svc.start_and_wait()
         server = None
         try:
-            url = f"chdb://{tmp}/clickhouse"
-            ch = ClickHouseResource(url=url)
+            url = ch.url
             params = ScoringParams(feed_size=50)
             with ch.session() as client:
                 apply_all(client, Renderer("nova"))

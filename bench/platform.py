@@ -1,0 +1,408 @@
+"""`nova bench platform`: the whole local platform at once, on one stack, as a user runs it.
+
+One stack (the ClickHouse server, Tansu, valkey, Postgres, Debezium) and the real Dagster
+daemon with the project's sensor and schedules: ingestion runs are launched by
+`kafka_ingestion_sensor`, `feed_recommendations` and `feed_cache` by their schedules, the SLO
+checks every minute. First each load alone (events, CDC changes, feed reads), then everything
+together for NOVA_BENCH_PLATFORM_SECONDS (default 300): events at 10,000/s, app changes at
+1,000/s through Debezium, `nova serve` read at a fixed rate (90% warmed users, 10% cold), the
+recompute and the cache warm during the window. Every together-figure is printed beside its
+alone-figure from the same run.
+
+Latencies are read where users read them: event-to-visible is `ingested_at - event_time` of the
+events in ClickHouse, CDC lag `ingested_at - source_ts` of the mirrors (the same columns the SLO
+checks read), reads are timed by the client.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import orjson
+import redis
+
+from bench.common import report
+from bench.feed import FOLLOWS, GENERATE
+from nova_assets.defs.schema.ddl import apply_all
+from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.resources import ClickHouseResource
+from nova_assets.stack import Stack
+from nova_assets.stack.process import free_port, terminate
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT_RATE, CHANGE_RATE, READ_RATE = 10_000, 1_000, 500
+ALONE_S, WARMUP_S = 40, 10
+USERS, POSTS, AUTHORS, EVENTS = 20_000, 50_000, 10_000, 1_000_000
+MIRRORS = ("users", "posts", "likes", "comments", "follows")
+
+READER = """
+import http.client, random, sys, threading, time, orjson
+port, rate, seconds, users_file = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+warm = [u for u in open(users_file).read().split() if u]
+rng = random.Random(7)
+THREADS = 16
+out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
+lock = threading.Lock()
+start = time.monotonic() + 0.2
+def work(k):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    local = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
+    i = 0
+    while True:
+        due = start + (i * THREADS + k) / rate  # open loop: a fixed schedule, not as fast as answers come
+        if due - start > seconds:
+            break
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        i += 1
+        user = rng.choice(warm) if rng.random() < 0.9 else "00000000-0000-4000-8000-%012d" % rng.randrange(10**12)
+        t0 = time.perf_counter()
+        local["sent"] += 1
+        try:
+            conn.request("GET", "/feed/" + user + "?limit=20")
+            response = conn.getresponse()
+            body = response.read()
+            ms = (time.perf_counter() - t0) * 1000 + max(0.0, -delay) * 1000  # late starts count
+            if response.status != 200:
+                local["errors"] += 1
+                continue
+            source = orjson.loads(body)["source"]
+            local["hit" if source in ("l1", "redis") else "miss"].append(ms)
+        except TimeoutError:
+            local["timeouts"] += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        except Exception:
+            local["errors"] += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    with lock:
+        for key in ("hit", "miss"):
+            out[key].extend(local[key])
+        for key in ("errors", "timeouts", "sent"):
+            out[key] += local[key]
+threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(orjson.dumps(out).decode())
+"""
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(max(values)), "n": len(values)}
+
+
+class Platform:
+    """The stack, `nova serve` and the Dagster daemon under one temporary NOVA_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        ports = {name: free_port() for name in ("clickhouse", "kafka", "redis", "postgres")}
+        os.environ["NOVA_STACK_SERVICES"] = "clickhouse,kafka,redis,postgres,cdc"
+        for name, port in ports.items():
+            os.environ[f"NOVA_{name.upper()}_PORT"] = str(port)
+        self.stack = Stack(home=home, ports=ports)
+        self.serve_port = free_port()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
+        self.log = open(home / "platform.log", "ab")  # noqa: SIM115 - closed in stop()
+
+    def start(self) -> ClickHouseResource:
+        self.stack.up(echo=lambda m: print(f"  {m}", file=sys.stderr))
+        dagster_home = self.home / "dagster"
+        dagster_home.mkdir()
+        shutil.copyfile(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        self.env = {**os.environ, **self.stack.env(), "DAGSTER_HOME": str(dagster_home)}
+        os.environ.update(self.stack.env())
+        ch = ClickHouseResource(url=self.env["NOVA_CLICKHOUSE_URL"])
+        with ch.session() as client:
+            apply_all(client, Renderer(ch.database))
+        return ch
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            list(args), env={**self.env, **(env or {})}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def nova(self, *args: str) -> subprocess.Popen[bytes]:
+        return self.spawn(sys.executable, "-m", "nova_assets.cli", *args)
+
+    def start_daemon(self, schedules: dict[str, str]) -> None:
+        """dagster-daemon with the project's workspace; `schedules` sets the crons (NOVA_*_CRON)."""
+        self.stop_daemon()
+        daemon = str(Path(sys.executable).parent / "dagster-daemon")
+        self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"), env=schedules)
+
+    def stop_daemon(self) -> None:
+        if self.daemon is not None:
+            terminate(self.daemon.pid, timeout_s=30)
+            self.daemon.wait(10)
+            self.daemon = None
+
+    def stop(self) -> None:
+        self.stop_daemon()
+        for proc in self.procs:
+            if proc.poll() is None:
+                terminate(proc.pid, timeout_s=15)
+        self.stack.down(echo=lambda _m: None)
+        self.log.close()
+
+
+NEVER = "0 0 1 1 *"
+
+
+def _e2v(ch: ClickHouseResource, start: float, end: float) -> dict[str, float]:
+    """Event-to-visible of the events produced in [start, end): what the SLO check reads."""
+    rows = ch.query(
+        "SELECT dateDiff('millisecond', event_time, ingested_at) / 1000.0 FROM events "
+        "WHERE event_time >= fromUnixTimestamp64Milli({a:Int64}) AND event_time < fromUnixTimestamp64Milli({b:Int64})",
+        parameters={"a": int(start * 1000), "b": int(end * 1000)},
+    ).result_rows
+    return _quantiles([r[0] for r in rows])
+
+
+def _cdc_lag(ch: ClickHouseResource, start: float, end: float) -> dict[str, float]:
+    """Commit in Postgres → visible in ClickHouse, for the changes committed in [start, end)."""
+    union = " UNION ALL ".join(
+        f"SELECT dateDiff('millisecond', source_ts, ingested_at) / 1000.0 AS lag FROM {t} "
+        "WHERE source_ts >= fromUnixTimestamp64Milli({a:Int64}) AND source_ts < fromUnixTimestamp64Milli({b:Int64})"
+        for t in MIRRORS
+    )
+    rows = ch.query(union, parameters={"a": int(start * 1000), "b": int(end * 1000)}).result_rows
+    return _quantiles([r[0] for r in rows])
+
+
+def _reads(platform: Platform, users_file: Path, seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", READER, str(platform.serve_port), str(READ_RATE), str(seconds), str(users_file)],
+        stdout=subprocess.PIPE,
+        env=platform.env,
+    )
+
+
+def _read_figures(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=600)
+    raw = orjson.loads(out.strip().splitlines()[-1])
+    return {
+        "hit": _quantiles(raw["hit"]),
+        "miss": _quantiles(raw["miss"]),
+        "errors": raw["errors"],
+        "timeouts": raw["timeouts"],
+        "sent": raw["sent"],
+    }
+
+
+def _wait_until(what: str, check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def _failed_checks(dagster_home: Path, since: float) -> tuple[int, int, list[str]]:
+    """(evaluations, evaluations that did not pass, their names) recorded since `since`."""
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        records = instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_timestamp=since),
+            limit=100_000,
+        )
+        evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]  # type: ignore[union-attr]
+    finally:
+        instance.dispose()
+    failed = [e for e in evaluations if not e.passed]
+    names = sorted({f"{e.asset_key.to_user_string()}/{e.check_name} ({e.severity.value})" for e in failed})
+    return len(evaluations), len(failed), names
+
+
+def _failed_runs(dagster_home: Path, since: float) -> list[str]:
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        return [r.dagster_run.job_name for r in records if (r.create_timestamp.timestamp() >= since)]
+    finally:
+        instance.dispose()
+
+
+def run(as_json: bool = False) -> dict[str, Any]:
+    together_s = float(os.environ.get("NOVA_BENCH_PLATFORM_SECONDS", "300"))
+    with tempfile.TemporaryDirectory(prefix="nova-bench-platform-") as tmp:
+        home = Path(tmp)
+        platform = Platform(home)
+        try:
+            return _run(platform, home, together_s, as_json)
+        finally:
+            platform.stop()
+
+
+def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> dict[str, Any]:
+    t_setup = time.monotonic()
+    ch = platform.start()
+    # a world to recommend from: 1M events over 3 days, follows; then one recompute and warm
+    with ch.session() as client:
+        client.command(GENERATE, parameters={"users": USERS, "posts": POSTS, "authors": AUTHORS, "n": EVENTS})
+        client.command(FOLLOWS, parameters={"users": USERS, "authors": AUTHORS, "n": USERS * 10})
+    from nova_assets.definitions import defs
+
+    job = defs.get_implicit_global_asset_job_def()
+    with dg.DagsterInstance.from_config(platform.env["DAGSTER_HOME"]) as instance:
+        done = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("feed_recommendations"), dg.AssetKey("feed_cache")]
+        )
+        assert done.success, "feed_recommendations / feed_cache did not materialize"
+    cache = redis.Redis.from_url(platform.env["NOVA_REDIS_URL"])
+    warmed = [k.decode()[6:-1] for k in cache.scan_iter(match="feed:{*}", count=5000) if b"trending" not in k]
+    users_file = home / "warm-users.txt"
+    users_file.write_text("\n".join(warmed) + "\n")
+    platform.nova("serve", "--port", str(platform.serve_port))
+    # the daemon with no schedule firing (the alone phases); ingestion through the sensor only
+    platform.start_daemon({"NOVA_RECOMMENDATIONS_CRON": NEVER, "NOVA_CACHE_CRON": NEVER, "NOVA_SLO_CRON": NEVER})
+    # a trickle keeps one ingestion run alive from here on (a run start costs seconds)
+    platform.nova("generate", "events", "--rate", "20", "--duration", "3600")
+    _wait_until(
+        "the first ingestion run loading events",
+        lambda: ch.query("SELECT count() FROM events WHERE ingested_at > now() - 5").result_rows[0][0] > 0,
+        180,
+    )
+    print(f"  set-up {time.monotonic() - t_setup:.0f} s; {len(warmed):,} warmed users", file=sys.stderr)
+
+    # --- alone -----------------------------------------------------------------------------------
+    alone: dict[str, Any] = {}
+    start = time.time()
+    platform.nova("generate", "events", "--rate", str(EVENT_RATE), "--duration", str(ALONE_S)).wait(ALONE_S + 60)
+    time.sleep(5)
+    alone["e2v"] = _e2v(ch, start + WARMUP_S, start + ALONE_S)
+    start = time.time()
+    platform.nova("generate", "app", "--rate", str(CHANGE_RATE), "--duration", str(ALONE_S), "--users", "2000").wait(
+        ALONE_S + 120
+    )
+    time.sleep(5)
+    alone["cdc"] = _cdc_lag(ch, start + WARMUP_S, start + ALONE_S)
+    alone["reads"] = _read_figures(_reads(platform, users_file, ALONE_S))
+    print(f"  alone: {orjson.dumps(alone).decode()}", file=sys.stderr)
+
+    # --- together ---------------------------------------------------------------------------------
+    # schedules on: checks every minute, a recompute and a cache warm during the window
+    platform.start_daemon(
+        {"NOVA_RECOMMENDATIONS_CRON": "*/2 * * * *", "NOVA_CACHE_CRON": "1-59/2 * * * *", "NOVA_SLO_CRON": "* * * * *"}
+    )
+    time.sleep(15)  # the daemon and its code server start
+    start = time.time()
+    events = platform.nova("generate", "events", "--rate", str(EVENT_RATE), "--duration", str(together_s))
+    changes = platform.nova(
+        "generate", "app", "--rate", str(CHANGE_RATE), "--duration", str(together_s), "--users", "2000"
+    )
+    reader = _reads(platform, users_file, together_s)
+    reads = _read_figures(reader)
+    events.wait(120)
+    changes.wait(120)
+    end = start + together_s
+    time.sleep(10)
+    together = {
+        "e2v": _e2v(ch, start + WARMUP_S, end),
+        "cdc": _cdc_lag(ch, start + WARMUP_S, end),
+        "reads": reads,
+    }
+    dagster_home = Path(platform.env["DAGSTER_HOME"])
+    evaluations, failed, failed_names = _failed_checks(dagster_home, start)
+    failed_runs = _failed_runs(dagster_home, start)
+    return _report(alone, together, evaluations, failed, failed_names, failed_runs, together_s, as_json)
+
+
+def _trio(q: dict[str, float], unit: str) -> str:
+    digits = 2 if unit == "s" else 1
+    return f"{q['p50']:.{digits}f}/{q['p95']:.{digits}f}/{q['p99']:.{digits}f} {unit}"
+
+
+def _vs(together: dict[str, float], alone: dict[str, float], unit: str) -> str:
+    """The together P95 as a ratio of the alone P95 (goal: within 1.5x)."""
+    ratio = together["p95"] / alone["p95"] if alone["p95"] and alone["p95"] == alone["p95"] else float("nan")
+    return f"P95 {ratio:.2f}x alone ({alone['p95']:.2f} {unit})"
+
+
+def _report(
+    alone: dict[str, Any],
+    together: dict[str, Any],
+    evaluations: int,
+    failed: int,
+    failed_names: list[str],
+    failed_runs: list[str],
+    seconds: float,
+    as_json: bool,
+) -> dict[str, Any]:
+    e, ea = together["e2v"], alone["e2v"]
+    c, ca = together["cdc"], alone["cdc"]
+    h, ha = together["reads"]["hit"], alone["reads"]["hit"]
+    m, ma = together["reads"]["miss"], alone["reads"]["miss"]
+    errors = together["reads"]["errors"] + len(failed_runs)
+    timeouts = together["reads"]["timeouts"]
+    summary = {
+        "seconds": seconds,
+        "event_rate": EVENT_RATE,
+        "change_rate": CHANGE_RATE,
+        "read_rate": READ_RATE,
+        "events_measured": e["n"],
+        "changes_measured": c["n"],
+        "reads": together["reads"]["sent"],
+        "e2v_p50_s": round(e["p50"], 3),
+        "e2v_p95_s": round(e["p95"], 3),
+        "e2v_p99_s": round(e["p99"], 3),
+        "e2v_max_s": round(e["max"], 3),
+        "cdc_lag_p50_s": round(c["p50"], 3),
+        "cdc_lag_p95_s": round(c["p95"], 3),
+        "cdc_lag_p99_s": round(c["p99"], 3),
+        "hit_p50_ms": round(h["p50"], 2),
+        "hit_p95_ms": round(h["p95"], 2),
+        "hit_p99_ms": round(h["p99"], 2),
+        "miss_p50_ms": round(m["p50"], 2),
+        "miss_p95_ms": round(m["p95"], 2),
+        "miss_p99_ms": round(m["p99"], 2),
+        "errors": errors,
+        "timeouts": timeouts,
+        "failed_runs": len(failed_runs),
+        "check_evaluations": evaluations,
+        "failed_checks": failed,
+        "failed_check_names": failed_names,
+        "e2v_p95_alone_s": round(ea["p95"], 3),
+        "e2v_p99_alone_s": round(ea["p99"], 3),
+        "cdc_lag_p95_alone_s": round(ca["p95"], 3),
+        "hit_p95_alone_ms": round(ha["p95"], 2),
+        "miss_p95_alone_ms": round(ma["p95"], 2),
+    }
+    report(
+        f"nova bench platform: everything at once for {seconds:g} s — events {EVENT_RATE:,}/s, "
+        f"app changes {CHANGE_RATE:,}/s via Debezium, reads {READ_RATE}/s (90% warmed), schedules on",
+        [
+            ("e2v P50/P95/P99", _trio(e, "s"), f"goal P95<=1, P99<=2; {_vs(e, ea, 's')}"),
+            ("e2v max", f"{e['max']:.2f} s", f"alone {ea['max']:.2f} s; {e['n']:,} events measured"),
+            ("CDC lag P50/P95/P99", _trio(c, "s"), f"goal P95<=2; {_vs(c, ca, 's')}; {c['n']:,} changes"),
+            ("read hit P50/P95/P99", _trio(h, "ms"), f"goal P95<=10; {_vs(h, ha, 'ms')}"),
+            ("read miss P50/P95/P99", _trio(m, "ms"), _vs(m, ma, "ms")),
+            ("errors / time-outs", f"{errors} / {timeouts}", f"goal 0 / 0; failed runs {failed_runs or 'none'}"),
+            ("failed checks", f"{failed} of {evaluations}", ", ".join(failed_names) or "goal 0"),
+        ],
+        summary,
+        as_json,
+    )  # fmt: skip
+    return summary

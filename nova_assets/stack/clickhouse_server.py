@@ -38,6 +38,7 @@ from typing import Any
 import chdb
 import orjson
 from starlette.applications import Starlette
+from starlette.datastructures import MultiDict
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -92,6 +93,8 @@ CONTENT_TYPES = {
     "jsoncompact": "application/json; charset=UTF-8",
     "pretty": "text/plain; charset=UTF-8",
 }
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MAX_FORM_PART = 256 << 20  # a form field may hold a long query or a large bound array
 INSERT_CHUNK = 1 << 20  # bytes handed to chDB per append (fewer engine calls than per network read)
 
 
@@ -363,8 +366,10 @@ class Server:
 
     # --- parsing ---
 
-    def _parse(self, request: Request, body_head: bytes, body_is_data: bool) -> _Query:
-        args = request.query_params
+    def _parse(
+        self, request: Request, body_head: bytes, body_is_data: bool, form: list[tuple[str, str]] | None = None
+    ) -> _Query:
+        args = MultiDict([*request.query_params.multi_items(), *(form or [])])
         text = args.get("query", "")
         insert_format = ""
         head = b""
@@ -455,6 +460,8 @@ class Server:
     async def _execute(self, request: Request) -> Response:
         decompress = _decompressor(request.headers.get("content-encoding", ""))
         stream = request.stream()
+        if request.method == "POST" and request.headers.get("content-type", "").startswith(FORM_TYPES):
+            return await self._execute_form(request)
         has_query_param = "query" in request.query_params
         first = b""
         if request.method == "POST":
@@ -475,6 +482,22 @@ class Server:
         compressor = None
         if request.query_params.get("enable_http_compression") in ("1", "true"):
             compressor = _compressor(request.headers.get("accept-encoding", ""))
+        return await self._select(query, compressor)
+
+    async def _execute_form(self, request: Request) -> Response:
+        """The query and its parameters as form fields (clickhouse-connect sends long parameters so)."""
+        form = await request.form(max_part_size=MAX_FORM_PART)
+        fields: list[tuple[str, str]] = []
+        for name, value in form.multi_items():
+            if not isinstance(value, str):
+                raise ClickHouseError(48, "external tables (form files) are not supported here", "NOT_IMPLEMENTED")
+            fields.append((name, value))
+        query = self._parse(request, b"", False, fields)
+        compressor = None
+        if request.query_params.get("enable_http_compression") in ("1", "true"):
+            compressor = _compressor(request.headers.get("accept-encoding", ""))
+        if _statement(query.sql) in ("set", "use"):
+            return Response(b"", headers=self._headers(query, query.fmt))
         return await self._select(query, compressor)
 
     async def _read_head(

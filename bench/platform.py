@@ -16,11 +16,14 @@ checks read), reads are timed by the client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +39,7 @@ from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.resources import ClickHouseResource
 from nova_assets.stack import Stack
-from nova_assets.stack.process import free_port, terminate
+from nova_assets.stack.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_RATE, CHANGE_RATE, READ_RATE = 10_000, 1_000, 500
@@ -48,7 +51,7 @@ READER = """
 import http.client, random, sys, threading, time, orjson
 port, rate, seconds, users_file = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 warm = [u for u in open(users_file).read().split() if u]
-rng = random.Random(7)
+rng = random.Random()  # fresh cold ids every run: a repeated id would be an L1 hit
 THREADS = 16
 out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
 lock = threading.Lock()
@@ -96,6 +99,78 @@ for t in threads: t.start()
 for t in threads: t.join()
 print(orjson.dumps(out).decode())
 """
+
+
+#: how a process's command line names its part of the platform (first match wins)
+PARTS = (
+    ("clickhouse_server", "clickhouse server"),
+    ("tansu", "kafka (tansu)"),
+    ("postgres", "postgres"),
+    ("-server", "redis (valkey)"),
+    ("nova_assets.cli cdc", "debezium (nova cdc)"),
+    ("nova_assets.cli serve", "nova serve"),
+    ("generate events", "event generator"),
+    ("generate app", "app generator"),
+    ("dagster-daemon", "dagster daemon"),
+    ("api grpc", "dagster code servers"),
+    ("execute_run", "dagster runs"),
+    ("multiprocessing", "dagster runs"),
+    ("dagster", "dagster runs"),
+    ("http.client", "read load (client)"),
+)
+
+
+class CpuSampler:
+    """CPU seconds per part of the platform over a window, from /proc every second."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, float] = {}
+        self.parts: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.started = 0.0
+
+    @staticmethod
+    def _read() -> dict[int, tuple[str, float]]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            part = next((name for needle, name in PARTS if needle in cmd), "")
+            if part:
+                out[int(entry.name)] = (part, (int(fields[11]) + int(fields[12])) / ticks)
+        return out
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            self._sample()
+
+    def _sample(self) -> None:
+        for pid, (part, seconds) in self._read().items():
+            self.parts[part] = self.parts.get(part, 0.0) + seconds - self.last.get(pid, 0.0)
+            self.last[pid] = seconds
+
+    def __enter__(self) -> CpuSampler:
+        self.last = {pid: seconds for pid, (_part, seconds) in self._read().items()}
+        self.started = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        self.elapsed = time.monotonic() - self.started
+
+    def shares(self) -> dict[str, float]:
+        """Each part's CPU as a share of one core, over the window (2 cores = 2.0 in all)."""
+        return {k: round(v / self.elapsed, 3) for k, v in sorted(self.parts.items(), key=lambda kv: -kv[1])}
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:
@@ -152,17 +227,29 @@ class Platform:
         daemon = str(Path(sys.executable).parent / "dagster-daemon")
         self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"), env=schedules)
 
+    @staticmethod
+    def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+        """Stop a spawned process and everything it started (its session): the daemon's runs too."""
+        for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their leader
+
     def stop_daemon(self) -> None:
         if self.daemon is not None:
-            terminate(self.daemon.pid, timeout_s=30)
-            self.daemon.wait(10)
+            self._stop_group(self.daemon)
             self.daemon = None
 
     def stop(self) -> None:
         self.stop_daemon()
         for proc in self.procs:
-            if proc.poll() is None:
-                terminate(proc.pid, timeout_s=15)
+            self._stop_group(proc)
         self.stack.down(echo=lambda _m: None)
         self.log.close()
 
@@ -247,7 +334,7 @@ def _failed_runs(dagster_home: Path, since: float) -> list[str]:
 
 def run(as_json: bool = False) -> dict[str, Any]:
     together_s = float(os.environ.get("NOVA_BENCH_PLATFORM_SECONDS", "300"))
-    with tempfile.TemporaryDirectory(prefix="nova-bench-platform-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nova-bench-platform-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp)
         platform = Platform(home)
         try:
@@ -313,16 +400,18 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
     changes = platform.nova(
         "generate", "app", "--rate", str(CHANGE_RATE), "--duration", str(together_s), "--users", "2000"
     )
-    reader = _reads(platform, users_file, together_s)
-    reads = _read_figures(reader)
-    events.wait(120)
-    changes.wait(120)
+    with CpuSampler() as cpu:
+        reader = _reads(platform, users_file, together_s)
+        reads = _read_figures(reader)
+        events.wait(120)
+        changes.wait(120)
     end = start + together_s
     time.sleep(10)
     together = {
         "e2v": _e2v(ch, start + WARMUP_S, end),
         "cdc": _cdc_lag(ch, start + WARMUP_S, end),
         "reads": reads,
+        "cpu": cpu.shares(),
     }
     dagster_home = Path(platform.env["DAGSTER_HOME"])
     evaluations, failed, failed_names = _failed_checks(dagster_home, start)
@@ -384,6 +473,7 @@ def _report(
         "check_evaluations": evaluations,
         "failed_checks": failed,
         "failed_check_names": failed_names,
+        "cpu_cores_by_part": together["cpu"],
         "e2v_p95_alone_s": round(ea["p95"], 3),
         "e2v_p99_alone_s": round(ea["p99"], 3),
         "cdc_lag_p95_alone_s": round(ca["p95"], 3),
@@ -401,6 +491,7 @@ def _report(
             ("read miss P50/P95/P99", _trio(m, "ms"), _vs(m, ma, "ms")),
             ("errors / time-outs", f"{errors} / {timeouts}", f"goal 0 / 0; failed runs {failed_runs or 'none'}"),
             ("failed checks", f"{failed} of {evaluations}", ", ".join(failed_names) or "goal 0"),
+            *[(f"CPU {part}", f"{cores:.2f} cores", "") for part, cores in together["cpu"].items()],
         ],
         summary,
         as_json,

@@ -11,8 +11,6 @@ slo_checks_job = dg.define_asset_job(
     "slo_checks",
     selection=dg.AssetSelection.checks(*slo_checks),
     description="Every SLO and data-quality check (cheap queries over the last minutes).",
-    # one process for all checks: a subprocess per check would cost seconds each on every run
-    executor_def=dg.in_process_executor,
 )
 
 SCHEDULE = "NOVA_SLO_CRON"

@@ -17,6 +17,7 @@ checks read), reads are timed by the client.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import signal
@@ -323,6 +324,31 @@ def _failed_checks(dagster_home: Path, since: float) -> tuple[int, int, list[str
     return len(evaluations), len(failed), names
 
 
+def _timeline(ch: ClickHouseResource, dagster_home: Path, start: float, end: float) -> None:
+    """Event-to-visible and ingestion by 10 s of event time, beside the runs that ran then (stderr)."""
+    rows = ch.query(
+        "SELECT toUnixTimestamp(toStartOfInterval(event_time, INTERVAL 10 SECOND)) AS t, count(), "
+        "quantile(0.95)(dateDiff('millisecond', event_time, ingested_at)) / 1000.0 FROM events "
+        "WHERE event_time >= fromUnixTimestamp64Milli({a:Int64}) AND event_time < fromUnixTimestamp64Milli({b:Int64}) "
+        "GROUP BY t ORDER BY t",
+        parameters={"a": int(start * 1000), "b": int(end * 1000)},
+    ).result_rows
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        runs = [
+            (r.start_time or 0.0, r.end_time or end, r.dagster_run.job_name)
+            for r in instance.get_run_records(
+                dg.RunsFilter(created_after=dt.datetime.fromtimestamp(start - 60, dt.UTC))
+            )
+        ]
+    finally:
+        instance.dispose()
+    print("  timeline (10 s of event time): events, e2v P95, runs in progress", file=sys.stderr)
+    for t, count, p95 in rows:
+        during = sorted({name for s, e, name in runs if s < t + 10 and e > t and name != "kafka_ingestion"})
+        print(f"    +{t - start:5.0f} s  {count:>7,}  {p95:6.2f} s  {' '.join(during)}", file=sys.stderr)
+
+
 def _failed_runs(dagster_home: Path, since: float) -> list[str]:
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:
@@ -377,16 +403,20 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
     # --- alone -----------------------------------------------------------------------------------
     alone: dict[str, Any] = {}
     start = time.time()
-    platform.nova("generate", "events", "--rate", str(EVENT_RATE), "--duration", str(ALONE_S)).wait(ALONE_S + 60)
+    with CpuSampler() as cpu_events:
+        platform.nova("generate", "events", "--rate", str(EVENT_RATE), "--duration", str(ALONE_S)).wait(ALONE_S + 60)
     time.sleep(5)
     alone["e2v"] = _e2v(ch, start + WARMUP_S, start + ALONE_S)
     start = time.time()
-    platform.nova("generate", "app", "--rate", str(CHANGE_RATE), "--duration", str(ALONE_S), "--users", "2000").wait(
-        ALONE_S + 120
-    )
+    with CpuSampler() as cpu_changes:
+        platform.nova(
+            "generate", "app", "--rate", str(CHANGE_RATE), "--duration", str(ALONE_S), "--users", "2000"
+        ).wait(ALONE_S + 120)
     time.sleep(5)
     alone["cdc"] = _cdc_lag(ch, start + WARMUP_S, start + ALONE_S)
-    alone["reads"] = _read_figures(_reads(platform, users_file, ALONE_S))
+    with CpuSampler() as cpu_reads:
+        alone["reads"] = _read_figures(_reads(platform, users_file, ALONE_S))
+    alone["cpu"] = {"events": cpu_events.shares(), "changes": cpu_changes.shares(), "reads": cpu_reads.shares()}
     print(f"  alone: {orjson.dumps(alone).decode()}", file=sys.stderr)
 
     # --- together ---------------------------------------------------------------------------------
@@ -416,6 +446,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
     dagster_home = Path(platform.env["DAGSTER_HOME"])
     evaluations, failed, failed_names = _failed_checks(dagster_home, start)
     failed_runs = _failed_runs(dagster_home, start)
+    _timeline(ch, dagster_home, start, end)
     return _report(alone, together, evaluations, failed, failed_names, failed_runs, together_s, as_json)
 
 

@@ -28,11 +28,11 @@ def main() -> None:
 
 @main.group()
 def stack() -> None:
-    """Local services: Tansu (Kafka), valkey (Redis), Postgres, and the chDB directory."""
+    """Local services: ClickHouse server (chDB), Tansu (Kafka), valkey (Redis), Postgres, Debezium."""
 
 
 @stack.command("up")
-@click.option("--only", "only", multiple=True, help="Act on one service (kafka, redis, postgres).")
+@click.option("--only", "only", multiple=True, help="Act on one service (clickhouse, kafka, redis, postgres, cdc).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each service.")
 def stack_up(only: tuple[str, ...], timeout: float) -> None:
     """Start what is not running (idempotent) and wait until it answers."""

@@ -68,26 +68,29 @@ class Population:
         actions = rng.choice(len(ACTIONS), size=n, p=ACTION_P)
         dwell = rng.gamma(2.0, 4000.0, size=n).astype(np.int64)
         devices = rng.integers(0, 3, size=n)
-        base = now_ms if now_ms is not None else int(time.time() * 1000)
-        out = []
-        for i in range(n):
-            post = int(posts[i])
-            out.append(
-                orjson.dumps(
-                    {
-                        "event_id": str(uuid.uuid4()),
-                        "user_id": self.users[int(users[i])],
-                        "post_id": self.posts[post],
-                        "author_id": self.authors[post],
-                        "event_time": iso_ms(base if now_ms is not None else int(time.time() * 1000)),
-                        "action": str(ACTIONS[actions[i]]),
-                        "dwell_ms": int(dwell[i]),
-                        "device": str(DEVICES[devices[i]]),
-                        "app_ver": "5.2.0",
-                    }
-                )
+        # the events of one call happen now: one timestamp for all (a paced generator calls every few ms)
+        when = iso_ms(now_ms if now_ms is not None else int(time.time() * 1000))
+        names, kinds = ACTIONS.tolist(), DEVICES.tolist()
+        dumps, new_id = orjson.dumps, uuid.uuid4
+        all_users, all_posts, all_authors = self.users, self.posts, self.authors
+        return [
+            dumps(
+                {
+                    "event_id": str(new_id()),
+                    "user_id": all_users[u],
+                    "post_id": all_posts[p],
+                    "author_id": all_authors[p],
+                    "event_time": when,
+                    "action": names[a],
+                    "dwell_ms": d,
+                    "device": kinds[k],
+                    "app_ver": "5.2.0",
+                }
             )
-        return out
+            for u, p, a, d, k in zip(
+                users.tolist(), posts.tolist(), actions.tolist(), dwell.tolist(), devices.tolist(), strict=True
+            )
+        ]
 
 
 def malformed(kind: str, good: bytes) -> bytes:

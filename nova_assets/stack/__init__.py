@@ -1,4 +1,4 @@
-"""The local stack: Tansu (Kafka), valkey (Redis), embedded Postgres and the chDB directory."""
+"""The local stack: the ClickHouse server over chDB, Tansu (Kafka), valkey (Redis), Postgres, Debezium."""
 
 from nova_assets.stack.manager import SERVICES, Stack, StackError
 

@@ -143,7 +143,8 @@ def stream(rate: float, duration_s: float, chunk: int = 1000) -> Iterator[int]:
             return
         due = int(rate * elapsed) if rate > 0 else sent + chunk
         if due <= sent:
-            time.sleep(min(0.005, 1.0 / max(rate, 1.0)))
+            # wake every few ms and send what is due then: sleeping 1/rate (0.1 ms at 10k/s) spun a core
+            time.sleep(max(0.002, min(0.05, 1.0 / max(rate, 1.0))))
             continue
         n = min(due - sent, chunk)
         sent += n

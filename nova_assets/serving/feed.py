@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import pybreaker
 import redis
+from clickhouse_connect.driver.client import Client
 
 from nova_assets.defs.cache.keys import STATS_TTL_S, feed_key, stats_key, trending_key
 from nova_assets.defs.cache.warming import feed_value, fetch_feeds_json, set_many
@@ -209,6 +210,7 @@ class FeedService:
         breaker_fail_max: int = 5,
         breaker_reset_s: float = 30,
         stats_flush_s: float = 1.0,
+        version_ttl_s: float = 1.0,
     ) -> None:
         self.clickhouse = clickhouse
         self.cache = cache
@@ -219,6 +221,10 @@ class FeedService:
         )
         self.metrics = FeedMetrics()
         self.clickhouse_queries = 0
+        # the published version changes every few minutes: asking ClickHouse once a second is
+        # enough, and saves a round trip on every miss
+        self._version_ttl_s = version_ttl_s
+        self._version: tuple[float, int] | None = None
         self._tally: Tally[str] = Tally()
         self._tally_lock = threading.Lock()
         self._stats_flush_s = stats_flush_s
@@ -321,12 +327,21 @@ class FeedService:
         except redis.RedisError:
             return [None] * len(keys)
 
+    def _published(self, client: Client) -> int | None:
+        """The newest published version, read at most once per `version_ttl_s`."""
+        now = time.monotonic()
+        if self._version is not None and now - self._version[0] < self._version_ttl_s:
+            return self._version[1]
+        version = latest_version(client)
+        self._version = (now, version) if version is not None else None
+        return version
+
     def _query(self, users: list[uuid.UUID]) -> tuple[int, dict[uuid.UUID, str]]:
         """Feeds (posts as JSON built by ClickHouse) of the users plus trending, in one query."""
         self.clickhouse_queries += 1
         started = time.perf_counter()
         with self.clickhouse.session() as client:
-            version = latest_version(client)
+            version = self._published(client)
             if version is None:
                 return 0, {}
             feeds = fetch_feeds_json(client, version, [*users, NIL_USER])

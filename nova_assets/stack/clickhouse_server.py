@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import hmac
 import logging
@@ -93,9 +94,10 @@ CONTENT_TYPES = {
     "jsoncompact": "application/json; charset=UTF-8",
     "pretty": "text/plain; charset=UTF-8",
 }
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+FORM_TYPES = ("multipart/form-data",)  # curl and urllib label a plain body urlencoded: that is the query
 MAX_FORM_PART = 256 << 20  # a form field may hold a long query or a large bound array
 INSERT_CHUNK = 1 << 20  # bytes handed to chDB per append (fewer engine calls than per network read)
+STREAM_BUFFER = 1 << 20  # results up to this size go out as one response, larger ones stream
 
 
 class ClickHouseError(Exception):
@@ -239,13 +241,36 @@ class _Connection:
         self.prepare(query.database, query.settings)
         return self.run(query.sql, query.fmt, query.params)
 
-    def begin_stream(self, query: _Query) -> tuple[Any, bytes]:
-        """Start a streamed query and fetch its first block, so early errors get their status."""
+    def begin_stream(self, query: _Query) -> tuple[Any, bytes, bool]:
+        """Start a streamed query and read its first blocks (up to STREAM_BUFFER bytes).
+
+        Returns the stream, what was read, and whether that was all: a small result then goes
+        out as one plain response, and an early error gets its HTTP status.
+        """
         self.prepare(query.database, query.settings)
         try:
             streaming = self.conn.send_query(query.sql, query.fmt, params=query.params)
-            return streaming, _fetch(streaming)
+            head = bytearray()
+            while len(head) < STREAM_BUFFER:
+                block = _fetch(streaming)
+                if not block:
+                    streaming.close()
+                    return streaming, bytes(head), True
+                head += block
+            return streaming, bytes(head), False
         except Exception as exc:
+            raise ClickHouseError.from_engine(exc) from None
+
+    def insert(self, query: _Query, data: bytes) -> Any:
+        """A whole insert in one call: open, append the data, commit."""
+        inserter = self.begin_insert(query)
+        try:
+            if data:
+                inserter.append(data)
+            return inserter.finish()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                inserter.cancel()
             raise ClickHouseError.from_engine(exc) from None
 
     def begin_insert(self, query: _Query) -> Any:
@@ -334,13 +359,19 @@ class Server:
         self.path = path
         self.password = password
         self.pool = Pool(path, pool_size)
+        # engine calls run here: one thread per pooled connection plus streams being written out
+        self.executor = concurrent.futures.ThreadPoolExecutor(pool_size * 2, thread_name_prefix="chdb")
         self.version = version
         self.timezone = "UTC"
         self.display_name = "nova-local"
 
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A blocking engine call on the server's threads (chDB releases the GIL while it works)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
     async def start(self) -> None:
         async with self.pool.connection() as conn:
-            row = await asyncio.to_thread(conn.run, "SELECT version(), timezone()")
+            row = await self.run(conn.run, "SELECT version(), timezone()")
         self.version, self.timezone = row.bytes().decode().strip().split("\t")
 
     # --- authentication ---
@@ -525,22 +556,33 @@ class Server:
         decompress: Callable[[bytes], bytes] | None,
     ) -> Response:
         started = time.perf_counter()
+        # the body up to INSERT_CHUNK is read first: a typical insert is then one engine call
+        pending = bytearray(first)
+        more = True
+        while len(pending) < INSERT_CHUNK:
+            chunk = await anext(stream, None)
+            if chunk is None:
+                more = False
+                break
+            pending += decompress(chunk) if decompress else chunk
         async with self.pool.connection() as conn:
-            inserter = await asyncio.to_thread(conn.begin_insert, query)
-            try:
-                pending = bytearray(first)
-                async for chunk in stream:
-                    pending += decompress(chunk) if decompress else chunk
-                    if len(pending) >= INSERT_CHUNK:
-                        await asyncio.to_thread(inserter.append, bytes(pending))
-                        pending.clear()
-                if pending:
-                    await asyncio.to_thread(inserter.append, bytes(pending))
-                result = await asyncio.to_thread(inserter.finish)
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    inserter.cancel()
-                raise ClickHouseError.from_engine(exc) from None
+            if not more:
+                result = await self.run(conn.insert, query, bytes(pending))
+            else:  # a large body streams into chDB chunk by chunk, in constant memory
+                inserter = await self.run(conn.begin_insert, query)
+                try:
+                    async for chunk in stream:
+                        pending += decompress(chunk) if decompress else chunk
+                        if len(pending) >= INSERT_CHUNK:
+                            await self.run(inserter.append, bytes(pending))
+                            pending.clear()
+                    if pending:
+                        await self.run(inserter.append, bytes(pending))
+                    result = await self.run(inserter.finish)
+                except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        inserter.cancel()
+                    raise ClickHouseError.from_engine(exc) from None
         summary = {
             "written_rows": result.rows_written,
             "written_bytes": result.bytes_written,
@@ -552,7 +594,7 @@ class Server:
         started = time.perf_counter()
         if query.fmt.lower() not in STREAMABLE or _statement(query.sql) not in ("select", "with"):
             async with self.pool.connection() as conn:
-                result = await asyncio.to_thread(conn.execute, query)
+                result = await self.run(conn.execute, query)
             body = result.bytes()
             summary = {
                 "read_rows": result.rows_read(),
@@ -569,10 +611,18 @@ class Server:
         pool_cm = self.pool.connection()
         conn = await pool_cm.__aenter__()
         try:
-            streaming, first = await asyncio.to_thread(conn.begin_stream, query)
+            streaming, first, complete = await self.run(conn.begin_stream, query)
         except BaseException:
             await pool_cm.__aexit__(None, None, None)
             raise
+        if complete:
+            await pool_cm.__aexit__(None, None, None)
+            summary = {"result_bytes": len(first), "elapsed_ns": int((time.perf_counter() - started) * 1e9)}
+            headers = self._headers(query, query.fmt, summary)
+            if compressor is not None:
+                first = compressor.compress(first) + compressor.flush()
+                headers["Content-Encoding"] = compressor.encoding
+            return Response(first, headers=headers)
         tag = secrets.token_hex(8)
         headers = self._headers(query, query.fmt)
         headers["X-ClickHouse-Exception-Tag"] = tag
@@ -585,7 +635,7 @@ class Server:
                 while chunk:
                     yield compressor.compress(chunk) if compressor else chunk
                     try:
-                        chunk = await asyncio.to_thread(_fetch, streaming)
+                        chunk = await self.run(_fetch, streaming)
                     except Exception as exc:  # mid-stream: ClickHouse's tagged exception block
                         error = ClickHouseError.from_engine(exc)
                         log.info("query %s failed while streaming: %s", query.query_id, str(error)[:300])
@@ -596,7 +646,7 @@ class Server:
                     yield compressor.flush()
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(streaming.close)
+                    await self.run(streaming.close)
                 await pool_cm.__aexit__(None, None, None)
 
         return StreamingResponse(body(), headers=headers)

@@ -197,3 +197,14 @@ def test_inserts_stay_fast_during_a_long_query(server: tuple[str, str], database
     p99 = statistics.quantiles(latencies, n=100)[98]
     assert p99 < 0.2, f"insert P99 {p99 * 1000:.0f} ms during the long query"
     assert client.query("SELECT count() FROM small").result_rows == [(i,)]
+
+
+def test_long_parameters_sent_as_a_form(server: tuple[str, str], database: str) -> None:
+    """clickhouse-connect moves the query and its parameters into a multipart form when they are long."""
+    client = _client(server, database, True)
+    wanted = [str(uuid.uuid4()) for _ in range(20_000)]  # ~750 KB of parameter: too long for a URL
+    found = client.query(
+        "SELECT length({ids:Array(UUID)}), has({ids:Array(UUID)}, toUUID({last:String}))",
+        parameters={"ids": wanted, "last": wanted[-1]},
+    ).result_rows
+    assert found == [(20_000, 1)]

@@ -204,7 +204,7 @@ class Platform:
         dagster_home = self.home / "dagster"
         dagster_home.mkdir()
         shutil.copyfile(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-        self.env = {**os.environ, **self.stack.env(), "DAGSTER_HOME": str(dagster_home)}
+        self.env = {**os.environ, **self.stack.env(), "DAGSTER_HOME": str(dagster_home), **CRONS}
         os.environ.update(self.stack.env())
         ch = ClickHouseResource(url=self.env["NOVA_CLICKHOUSE_URL"])
         with ch.session() as client:
@@ -222,11 +222,19 @@ class Platform:
     def nova(self, *args: str) -> subprocess.Popen[bytes]:
         return self.spawn(sys.executable, "-m", "nova_assets.cli", *args)
 
-    def start_daemon(self, schedules: dict[str, str]) -> None:
-        """dagster-daemon with the project's workspace; `schedules` sets the crons (NOVA_*_CRON)."""
-        self.stop_daemon()
+    def start_daemon(self) -> None:
+        """dagster-daemon with the project's workspace; the crons put a recompute and a warm in the window."""
         daemon = str(Path(sys.executable).parent / "dagster-daemon")
-        self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"), env=schedules)
+        self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"))
+
+    def schedules(self, action: str) -> None:
+        """`dagster schedule start|stop` for the project's schedules (as the UI's toggle does)."""
+        dagster = str(Path(sys.executable).parent / "dagster")
+        for name in SCHEDULES:
+            subprocess.run(
+                [dagster, "schedule", action, name, "-w", str(ROOT / "workspace.yaml")],
+                env=self.env, cwd=ROOT, capture_output=True, check=True, timeout=120,
+            )  # fmt: skip
 
     @staticmethod
     def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -255,7 +263,8 @@ class Platform:
         self.log.close()
 
 
-NEVER = "0 0 1 1 *"
+SCHEDULES = ("feed_recommendations_schedule", "feed_cache_schedule", "slo_checks_every_minute")
+CRONS = {"NOVA_RECOMMENDATIONS_CRON": "*/2 * * * *", "NOVA_CACHE_CRON": "1-59/2 * * * *", "NOVA_SLO_CRON": "* * * * *"}
 
 
 def _e2v(ch: ClickHouseResource, start: float, end: float) -> dict[str, float]:
@@ -389,8 +398,10 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
     users_file = home / "warm-users.txt"
     users_file.write_text("\n".join(warmed) + "\n")
     platform.nova("serve", "--port", str(platform.serve_port))
-    # the daemon with no schedule firing (the alone phases); ingestion through the sensor only
-    platform.start_daemon({"NOVA_RECOMMENDATIONS_CRON": NEVER, "NOVA_CACHE_CRON": NEVER, "NOVA_SLO_CRON": NEVER})
+    # one daemon for the whole run (a restart would kill the ingestion run under it); its
+    # schedules stay off for the alone phases: ingestion through the sensor only
+    platform.schedules("stop")
+    platform.start_daemon()
     # a trickle keeps one ingestion run alive from here on (a run start costs seconds)
     platform.nova("generate", "events", "--rate", "20", "--duration", "3600")
     _wait_until(
@@ -421,10 +432,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
 
     # --- together ---------------------------------------------------------------------------------
     # schedules on: checks every minute, a recompute and a cache warm during the window
-    platform.start_daemon(
-        {"NOVA_RECOMMENDATIONS_CRON": "*/2 * * * *", "NOVA_CACHE_CRON": "1-59/2 * * * *", "NOVA_SLO_CRON": "* * * * *"}
-    )
-    time.sleep(15)  # the daemon and its code server start
+    platform.schedules("start")
     start = time.time()
     events = platform.nova("generate", "events", "--rate", str(EVENT_RATE), "--duration", str(together_s))
     changes = platform.nova(

@@ -387,7 +387,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
         client.command(FOLLOWS, parameters={"users": USERS, "authors": AUTHORS, "n": USERS * 10})
     from nova_assets.definitions import defs
 
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.from_config(platform.env["DAGSTER_HOME"]) as instance:
         done = job.execute_in_process(
             instance=instance, asset_selection=[dg.AssetKey("feed_recommendations"), dg.AssetKey("feed_cache")]

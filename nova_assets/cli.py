@@ -112,6 +112,7 @@ def dev(port: int, traffic: float) -> None:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
+    _run(lambda: _first_feeds(env))
     children: list[subprocess.Popen[bytes]] = []
     if traffic > 0:
         log = open(local.home / "demo-traffic.log", "ab")  # noqa: SIM115 - lives as long as the children
@@ -144,6 +145,23 @@ def dev(port: int, traffic: float) -> None:
             child.terminate()
             child.wait(10)
     sys.exit(code)
+
+
+def _first_feeds(env: dict[str, str]) -> None:
+    """Materialize feed_recommendations and feed_cache once, as a Dagster run the UI shows, so the
+    demo starts with feeds (and their checks measure something) instead of waiting for the schedule."""
+    import dagster as dg
+
+    os.environ.update(env)
+    from nova_assets.definitions import defs
+
+    click.echo("materializing feed_recommendations and feed_cache once (the schedules take over from here)")
+    job = defs.resolve_implicit_global_asset_job_def()
+    keys = [dg.AssetKey("feed_recommendations"), dg.AssetKey("feed_cache")]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
+    if not result.success:
+        raise NovaError("the first feed_recommendations / feed_cache run failed: see it in the Dagster UI")
 
 
 def _apply_schema(url: str) -> None:

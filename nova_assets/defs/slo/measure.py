@@ -102,15 +102,26 @@ def feed_query(client: Client) -> Measurement:
 
 
 def coverage(client: Client) -> Measurement:
-    active, covered = client.query(
-        "SELECT count(), countIf(has_feed) FROM ("
-        " SELECT a.user_id, a.user_id IN (SELECT user_id FROM feed_recommendations"
-        "   WHERE version = (SELECT max(version) FROM feed_versions)) AS has_feed"
-        " FROM (SELECT DISTINCT user_id FROM user_author_daily WHERE day >= today() - 1) AS a)"
+    """Share of the users active in the last day, and visible before the published version was
+    computed, who have a personal feed in it.
+
+    A user first seen after the recompute started cannot be in it: counting them would fail the
+    check between two scheduled recomputes while a growing demo or a launch brings new users.
+    """
+    version, active, covered = client.query(
+        "WITH (SELECT max(version) FROM feed_versions) AS v "
+        "SELECT v, count(), countIf(has_feed) FROM ("
+        " SELECT a.user_id, a.user_id IN (SELECT user_id FROM feed_recommendations WHERE version = v) AS has_feed"
+        " FROM (SELECT DISTINCT user_id FROM events WHERE event_time >= now() - INTERVAL 1 DAY"
+        "       AND ingested_at < fromUnixTimestamp64Milli(toInt64(v))) AS a)"
     ).result_rows[0]
+    if not version:  # nothing published: every active user goes without a feed
+        active = client.query("SELECT uniq(user_id) FROM events WHERE event_time >= now() - INTERVAL 1 DAY").result_rows
+        n = int(active[0][0])
+        return Measurement(value=0.0 if n else None, sample_size=n, covered=0, note="no published version")
     if not active:
-        return Measurement(value=None, sample_size=0, note="no active users")
-    return Measurement(value=covered / active, sample_size=int(active), covered=int(covered))
+        return Measurement(value=None, sample_size=0, note="no users active before the published version")
+    return Measurement(value=covered / active, sample_size=int(active), covered=int(covered), version=int(version))
 
 
 def cache_stats(cache: redis.Redis, minutes: int = 5) -> tuple[Measurement, Measurement]:

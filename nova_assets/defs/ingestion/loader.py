@@ -2,7 +2,8 @@
 
 Exactly once, and why this way:
 - Offsets are committed to the consumer group only after ClickHouse accepted the batch, so a
-  crash never loses messages; it can only leave a loaded-but-uncommitted tail.
+  crash never loses messages; it can only leave a loaded-but-uncommitted tail. Commits are sent
+  asynchronously (a slow broker never stalls loading); a run awaits only its last one.
 - Every event and dead letter row carries its Kafka coordinates. A run starts by asking
   ClickHouse which offsets at or after the committed ones are already there, and skips them,
   so that tail is never loaded twice however the new run cuts its batches (a token alone would
@@ -219,6 +220,7 @@ class Loader:
         self.after_flush = after_flush
         self.shapes: dict[str, MirrorShape] = {}
         self.skip: dict[TP, set[int]] = {}
+        self.committed: dict[TP, int] = {}  # next offset per partition, as last committed (async)
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -339,7 +341,20 @@ class Loader:
             if len(batch):
                 writer.submit(batch)
         finally:
-            writer.close()
+            try:
+                writer.close()
+            finally:
+                self._commit_final(consumer)
+
+    def _commit_final(self, consumer: Consumer) -> None:
+        """Commit the run's last loaded offsets and wait for the answer (bounded by the broker's timeout)."""
+        if not self.settings.commit or not self.committed:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.committed.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # loaded rows are safe: the next run skips them in ClickHouse
+            self.log(f"final offset commit failed ({exc}); the next run re-reads and skips what is loaded")
 
     def _absorb(
         self, messages: list[Any], batch: _Batch, stats: IngestStats, pending: dict[TP, int] | None, consumer: Consumer
@@ -496,10 +511,16 @@ class Loader:
                     f"({', '.join(f'{t}:{p}:{a}-{b}' for (t, p), (a, b) in sorted(batch.ranges.items()))}): {cause}"
                 ) from cause
         if s.commit:
+            # Asynchronous: the loader never waits on a commit response (a broker under load took
+            # 30 s to answer one). A commit that is late or lost costs nothing but a re-read: the
+            # next run asks ClickHouse which offsets are loaded and skips them. The run's last
+            # offsets are committed synchronously when it ends (`_commit_final`).
             offsets = [TopicPartition(t, p, last + 1) for (t, p), (_first, last) in batch.ranges.items()]
             began = time.monotonic()
-            consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(offsets=offsets, asynchronous=True)
             stats.slowest_commit_s = max(stats.slowest_commit_s, time.monotonic() - began)
+            for tp in offsets:
+                self.committed[(tp.topic, tp.partition)] = tp.offset
         visible_ms = visible * 1000.0
         if len(batch.events):
             stats.e2v_ms.append(visible_ms - np.asarray(batch.events.event_ms, dtype=np.float64))

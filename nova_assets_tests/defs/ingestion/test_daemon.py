@@ -48,12 +48,13 @@ def _wait(what: str, check, timeout_s: float, daemon: subprocess.Popen, log: Pat
 
 
 def _run_pids(instance: dg.DagsterInstance, run_id: str) -> set[int]:
-    """The run worker and the step worker, as the run's own events record them (not the daemon
-    or code server, which log the enqueue and launch events of the same run)."""
-    kinds = {dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START}
+    """The run worker, which executes the step in its own process (in-process executor), as the
+    run's own events record it (not the daemon or code server, which log the enqueue and launch
+    events of the same run); empty until the step has started."""
     events = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event is not None]
-    pids = {e.pid for e in events if e.event_type in kinds and e.pid}
-    return pids if len(pids) == 2 else set()
+    started = {e.pid for e in events if e.event_type == dg.DagsterEventType.RUN_START and e.pid}
+    steps = {e.pid for e in events if e.event_type == dg.DagsterEventType.STEP_START and e.pid}
+    return started | steps if steps else set()
 
 
 def test_daemon_sensor_runs_survive_kill_9_exactly_once(
@@ -105,7 +106,7 @@ def test_daemon_sensor_runs_survive_kill_9_exactly_once(
             ),
             120, daemon, log,
         )  # fmt: skip
-        # the machine dies under the run: its run worker and step worker go at once (SIGKILL)
+        # the machine dies under the run: its worker goes at once (SIGKILL)
         pids = _wait("the run's processes", lambda: _run_pids(instance, first.run_id), 30, daemon, log)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

@@ -461,6 +461,11 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
     return _report(alone, together, evaluations, failed, failed_names, failed_runs, together_s, as_json)
 
 
+def _keys(name: str, q: dict[str, float], unit: str, which: tuple[str, ...] = ("p50", "p95", "p99")) -> dict:
+    """JSON keys such as e2v_p95_s or hit_p99_ms for the quantiles of one figure."""
+    return {f"{name}_{k}_{unit}": round(q[k], 3 if unit == "s" else 2) for k in which}
+
+
 def _trio(q: dict[str, float], unit: str) -> str:
     digits = 2 if unit == "s" else 1
     return f"{q['p50']:.{digits}f}/{q['p95']:.{digits}f}/{q['p99']:.{digits}f} {unit}"
@@ -496,19 +501,10 @@ def _report(
         "events_measured": e["n"],
         "changes_measured": c["n"],
         "reads": together["reads"]["sent"],
-        "e2v_p50_s": round(e["p50"], 3),
-        "e2v_p95_s": round(e["p95"], 3),
-        "e2v_p99_s": round(e["p99"], 3),
-        "e2v_max_s": round(e["max"], 3),
-        "cdc_lag_p50_s": round(c["p50"], 3),
-        "cdc_lag_p95_s": round(c["p95"], 3),
-        "cdc_lag_p99_s": round(c["p99"], 3),
-        "hit_p50_ms": round(h["p50"], 2),
-        "hit_p95_ms": round(h["p95"], 2),
-        "hit_p99_ms": round(h["p99"], 2),
-        "miss_p50_ms": round(m["p50"], 2),
-        "miss_p95_ms": round(m["p95"], 2),
-        "miss_p99_ms": round(m["p99"], 2),
+        **_keys("e2v", e, "s", ("p50", "p95", "p99", "max")),
+        **_keys("cdc_lag", c, "s"),
+        **_keys("hit", h, "ms"),
+        **_keys("miss", m, "ms"),
         "errors": errors,
         "timeouts": timeouts,
         "failed_runs": len(failed_runs),

@@ -113,29 +113,33 @@ def dev(port: int, traffic: float) -> None:
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
     _run(lambda: _first_feeds(env))
-    children: list[subprocess.Popen[bytes]] = []
-    if traffic > 0:
-        log = open(local.home / "demo-traffic.log", "ab")  # noqa: SIM115 - lives as long as the children
-
-        def generate(kind: str, rate: float, *extra: str) -> subprocess.Popen[bytes]:
-            """`nova generate <kind>` for a year (until `nova dev` stops), into the demo log."""
-            args = ["generate", kind, "--rate", str(rate), "--duration", "31536000", *extra]
-            return subprocess.Popen(
-                [sys.executable, "-m", "nova_assets.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-        children.append(generate("events", traffic, "--malformed", "0.002"))
-        if "cdc" in local.services:  # app changes in Postgres, flowing through Debezium
-            children.append(generate("app", max(1.0, traffic / 10)))
-        click.echo(f"demo traffic: {traffic:g} events/s to nova.events (log: {local.home / 'demo-traffic.log'})")
     cmd = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(REPO_ROOT / "workspace.yaml"),
         "-h", "127.0.0.1", "-p", str(port),
     ]  # fmt: skip
-    click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
+    click.echo(f"starting Dagster on http://127.0.0.1:{port} ...")
     proc = subprocess.Popen(cmd, env=env, cwd=dagster_home)
+    children: list[subprocess.Popen[bytes]] = []
     try:
+        # Traffic starts once Dagster is up: events sent while it boots would wait for the first
+        # ingestion run, and that backlog would fill the SLO checks' 5-minute window.
+        _wait_for_dagster(port, proc)
+        if traffic > 0:
+            log = open(local.home / "demo-traffic.log", "ab")  # noqa: SIM115 - lives as long as the children
+
+            def generate(kind: str, rate: float, *extra: str) -> subprocess.Popen[bytes]:
+                """`nova generate <kind>` for a year (until `nova dev` stops), into the demo log."""
+                args = ["generate", kind, "--rate", str(rate), "--duration", "31536000", *extra]
+                return subprocess.Popen(
+                    [sys.executable, "-m", "nova_assets.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+
+            children.append(generate("events", traffic, "--malformed", "0.002"))
+            if "cdc" in local.services:  # app changes in Postgres, flowing through Debezium
+                children.append(generate("app", max(1.0, traffic / 10)))
+            click.echo(f"demo traffic: {traffic:g} events/s to nova.events (log: {local.home / 'demo-traffic.log'})")
+        click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
         code = proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
@@ -145,6 +149,20 @@ def dev(port: int, traffic: float) -> None:
             child.terminate()
             child.wait(10)
     sys.exit(code)
+
+
+def _wait_for_dagster(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:
+    """Until the Dagster webserver answers (its daemon starts beside it), or `dagster dev` exits."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
 
 
 def _first_feeds(env: dict[str, str]) -> None:

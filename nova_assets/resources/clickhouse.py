@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 import dagster as dg
@@ -29,6 +30,7 @@ from nova_assets.resources._util import quote_identifier, redact
 from nova_assets.stack.clickhouse_files import serving
 
 CHDB_SCHEME = "chdb://"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def chdb_path(url: str) -> Path | None:
@@ -96,6 +98,8 @@ def _open(url: str, database: str, cluster: str, connect_timeout_s: float) -> Cl
                 connect_timeout=connect_timeout_s,
                 settings={"distributed_product_mode": "global"} if cluster else {},
                 autogenerate_session_id=False,
+                # on loopback, compressing costs CPU on both sides and saves nothing
+                compress=urlsplit(url).hostname not in LOOPBACK,
             )
         except ClickHouseError as exc:
             raise ServiceUnavailable(

@@ -36,6 +36,7 @@ import redis
 
 from bench.common import report
 from bench.feed import FOLLOWS, GENERATE
+from nova_assets.cli import first_feeds
 from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.resources import ClickHouseResource
@@ -388,14 +389,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
     with ch.session() as client:
         client.command(GENERATE, parameters={"users": USERS, "posts": POSTS, "authors": AUTHORS, "n": EVENTS})
         client.command(FOLLOWS, parameters={"users": USERS, "authors": AUTHORS, "n": USERS * 10})
-    from nova_assets.definitions import defs
-
-    job = defs.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.from_config(platform.env["DAGSTER_HOME"]) as instance:
-        done = job.execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey("feed_recommendations"), dg.AssetKey("feed_cache")]
-        )
-        assert done.success, "feed_recommendations / feed_cache did not materialize"
+    first_feeds(platform.env)  # as `nova dev` starts: one recompute and warm, a run the UI shows
     cache = redis.Redis.from_url(platform.env["NOVA_REDIS_URL"])
     warmed = [k.decode()[6:-1] for k in cache.scan_iter(match="feed:{*}", count=5000) if b"trending" not in k]
     users_file = home / "warm-users.txt"

@@ -112,7 +112,7 @@ def dev(port: int, traffic: float) -> None:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
-    _run(lambda: _first_feeds(env))
+    _run(lambda: first_feeds(env))
     cmd = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(REPO_ROOT / "workspace.yaml"),
@@ -165,7 +165,7 @@ def _wait_for_dagster(port: int, proc: subprocess.Popen[bytes], timeout_s: float
             time.sleep(1)
 
 
-def _first_feeds(env: dict[str, str]) -> None:
+def first_feeds(env: dict[str, str]) -> None:
     """Materialize feed_recommendations and feed_cache once, as a Dagster run the UI shows, so the
     demo starts with feeds (and their checks measure something) instead of waiting for the schedule."""
     import dagster as dg

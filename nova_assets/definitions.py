@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from nova_assets import settings
@@ -14,11 +12,7 @@ from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresRes
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     """One resource per external system, configured from NOVA_* environment variables at run time."""
     return {
-        "clickhouse": ClickHouseResource(
-            url=dg.EnvVar(settings.CLICKHOUSE_URL),
-            database=os.environ.get(settings.CLICKHOUSE_DATABASE) or "nova",
-            cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""),
-        ),
+        "clickhouse": ClickHouseResource.from_env(dg.EnvVar(settings.CLICKHOUSE_URL)),
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar(settings.KAFKA_BOOTSTRAP)),
         "redis": RedisResource(
             url=dg.EnvVar(settings.REDIS_URL),

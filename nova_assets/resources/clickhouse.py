@@ -144,8 +144,9 @@ class ClickHouseResource(dg.ConfigurableResource):
         return self.url.startswith(CHDB_SCHEME)
 
     @classmethod
-    def from_env(cls, url: str | None = None) -> ClickHouseResource:
-        """The resource as the NOVA_CLICKHOUSE_* settings describe it (CLI commands, subprocesses)."""
+    def from_env(cls, url: str | dg.EnvVar | None = None) -> ClickHouseResource:
+        """The resource as the NOVA_CLICKHOUSE_* settings describe it (Definitions, CLI commands,
+        subprocesses); `url` overrides NOVA_CLICKHOUSE_URL (an EnvVar reads it at run time)."""
         return cls(
             url=url if url is not None else os.environ.get(settings.CLICKHOUSE_URL, ""),
             database=os.environ.get(settings.CLICKHOUSE_DATABASE) or "nova",

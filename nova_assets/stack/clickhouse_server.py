@@ -506,14 +506,7 @@ class Server:
             rest = await self._read_all(stream, decompress)
             if rest:  # a long query: parse again with the whole body
                 query = self._parse(request, first + rest, False)
-        if request.method == "GET" and _statement(query.sql) in WRITE_STATEMENTS:
-            raise ClickHouseError(164, "Cannot execute query in readonly mode: a GET request only reads", "READONLY")
-        if _statement(query.sql) in ("set", "use"):  # no sessions: affects nothing after this request
-            return Response(b"", headers=self._headers(query, query.fmt))
-        compressor = None
-        if request.query_params.get("enable_http_compression") in ("1", "true"):
-            compressor = _compressor(request.headers.get("accept-encoding", ""))
-        return await self._select(query, compressor)
+        return await self._answer(request, query)
 
     async def _execute_form(self, request: Request) -> Response:
         """The query and its parameters as form fields (clickhouse-connect sends long parameters so)."""
@@ -523,12 +516,18 @@ class Server:
             if not isinstance(value, str):
                 raise ClickHouseError(48, "external tables (form files) are not supported here", "NOT_IMPLEMENTED")
             fields.append((name, value))
-        query = self._parse(request, b"", False, fields)
+        return await self._answer(request, self._parse(request, b"", False, fields))
+
+    async def _answer(self, request: Request, query: _Query) -> Response:
+        """Run a query that is not an insert with data, compressed as the client asked."""
+        statement = _statement(query.sql)
+        if request.method == "GET" and statement in WRITE_STATEMENTS:
+            raise ClickHouseError(164, "Cannot execute query in readonly mode: a GET request only reads", "READONLY")
+        if statement in ("set", "use"):  # no sessions: affects nothing after this request
+            return Response(b"", headers=self._headers(query, query.fmt))
         compressor = None
         if request.query_params.get("enable_http_compression") in ("1", "true"):
             compressor = _compressor(request.headers.get("accept-encoding", ""))
-        if _statement(query.sql) in ("set", "use"):
-            return Response(b"", headers=self._headers(query, query.fmt))
         return await self._select(query, compressor)
 
     async def _read_head(

@@ -243,7 +243,7 @@ def _env(name: str) -> str:
     return Stack().env()[name]
 
 
-def _feed_service() -> object:
+def _feed_service(listen_invalidations: bool = True) -> object:
     from nova_assets.resources import ClickHouseResource, RedisResource
     from nova_assets.serving import FeedService
 
@@ -251,7 +251,7 @@ def _feed_service() -> object:
     redis_client = RedisResource(
         url=_env(settings.REDIS_URL), cluster=settings.env_bool(settings.REDIS_CLUSTER)
     ).client()
-    return FeedService(clickhouse, redis_client)
+    return FeedService(clickhouse, redis_client, listen_invalidations=listen_invalidations)
 
 
 @main.command("feed")
@@ -262,7 +262,7 @@ def feed(user_id: str, limit: int, offset: int) -> None:
     """Print a user's feed page as JSON (L1 → Redis → ClickHouse → trending)."""
     from nova_assets.serving import InvalidRequest
 
-    service = _feed_service()
+    service = _feed_service(listen_invalidations=False)  # one read: nothing to keep fresh
     try:
         page = service.get_feed(user_id, limit=limit, offset=offset)  # type: ignore[attr-defined]
     except InvalidRequest as exc:
@@ -274,19 +274,22 @@ def feed(user_id: str, limit: int, offset: int) -> None:
 
 @main.command("serve")
 @click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
-def serve(port: int) -> None:
+@click.option("--max-connections", default=1024, show_default=True, help="Open connections; more get 503.")
+@click.option("--head-timeout", default=5.0, show_default=True, help="Seconds for a client to send a request head.")
+@click.option("--keep-alive", default=5.0, show_default=True, help="Seconds an idle keep-alive connection stays.")
+def serve(port: int, max_connections: int, head_timeout: float, keep_alive: float) -> None:
     """Serve GET /feed/{user_id}?limit&offset and GET /metrics on 127.0.0.1."""
-    from nova_assets.serving.http import make_server
+    from nova_assets.serving.http import Limits, make_server
 
     service = _feed_service()
-    server = make_server(service, port)  # type: ignore[arg-type]
+    limits = Limits(max_connections=max_connections, head_timeout_s=head_timeout, keep_alive_s=keep_alive)
+    server = make_server(service, port, limits=limits)  # type: ignore[arg-type]
     click.echo(f"serving http://127.0.0.1:{port}/feed/<user_id> and /metrics (Ctrl-C stops)")
     try:
-        server.serve_forever()
+        server.serve_forever()  # uvicorn: SIGINT and SIGTERM stop it gracefully
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
         service.close()  # type: ignore[attr-defined]
 
 

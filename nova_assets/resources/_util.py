@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from nova_assets.errors import redact_secrets
 
 
 def quote_identifier(name: str) -> str:
@@ -11,9 +11,5 @@ def quote_identifier(name: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, safe for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL with its password, `?password=` and tokens masked, safe for logs and error messages."""
+    return redact_secrets(url)

@@ -61,12 +61,17 @@ def extra_config_from_env() -> dict[str, Any]:
     raw = os.environ.get(KAFKA_CONFIG, "")
     if not raw:
         return {}
+    shown = f"<{len(raw)} characters, not shown: it may hold secrets>"  # never quoted, even redacted
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ConfigError(KAFKA_CONFIG, raw, f"is not JSON ({exc})", 'e.g. {"security.protocol": "SASL_SSL"}') from None
+        raise ConfigError(
+            KAFKA_CONFIG, shown, f"is not JSON ({exc})", 'e.g. {"security.protocol": "SASL_SSL"}'
+        ) from None
     if not isinstance(value, dict):
-        raise ConfigError(KAFKA_CONFIG, raw, "must be a JSON object of librdkafka settings")
+        raise ConfigError(
+            KAFKA_CONFIG, shown, f"must be a JSON object of librdkafka settings, not {type(value).__name__}"
+        )
     return value
 
 

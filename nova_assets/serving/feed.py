@@ -9,6 +9,11 @@ into one query, so 10 clients missing at once cost one ~4 ms query instead of te
 pybreaker opens after 5 ClickHouse failures in a row, half-opens after 30 s, and closes on
 the next success; while it is open the read path serves trending from the caches.
 
+Users without a personal feed (cold or unknown ids) share the one trending entry: their ids go
+to a small bounded negative cache beside L1, never to Redis or L1 themselves, so random ids
+cannot grow Redis or evict real feeds. Invalidations published by ingestion on a Redis channel
+drop the followers' entries from L1 at once.
+
 Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
 other processes can read the hit rate and the hit latency.
 """
@@ -23,7 +28,7 @@ import uuid
 from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +37,7 @@ import pybreaker
 import redis
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.defs.cache.keys import STATS_TTL_S, feed_key, stats_key, trending_key
+from nova_assets.defs.cache.keys import INVALIDATE_CHANNEL, STATS_TTL_S, feed_key, stats_key, trending_key
 from nova_assets.defs.cache.warming import feed_value, fetch_feeds_json, set_many
 from nova_assets.defs.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -42,6 +47,8 @@ HIT_BUCKETS_MS = (5, 10, 25, 50, 100, 150, 300, 1000)
 MAX_LIMIT = 200
 MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
 MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
+NEGATIVE_CAPACITY = 50_000  # ids known to have no personal feed (bounded: random ids recycle it)
+NEGATIVE_TTL_S = 60.0  # a new user's first feed shows up within a minute of being recommended
 
 
 class InvalidRequest(ValueError):
@@ -114,30 +121,71 @@ class _L1:
             while len(self.items) > self.capacity:
                 self.items.popitem(last=False)
 
+    def pop(self, key: str) -> None:
+        with self.lock:
+            self.items.pop(key, None)
+
     def clear(self) -> None:
         with self.lock:
             self.items.clear()
 
 
-_Misses = list[tuple[uuid.UUID, "Future[tuple[Cached, str]]"]]
+class _Negative:
+    """Bounded set of ids without a personal feed, each for `ttl_s`; the oldest are forgotten first."""
+
+    def __init__(self, capacity: int, ttl_s: float) -> None:
+        self.capacity, self.ttl_s = capacity, ttl_s
+        self.items: OrderedDict[str, float] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def __contains__(self, key: str) -> bool:
+        with self.lock:
+            expires = self.items.get(key)
+            if expires is None:
+                return False
+            if expires < time.monotonic():
+                del self.items[key]
+                return False
+            return True
+
+    def add(self, key: str) -> None:
+        with self.lock:
+            self.items[key] = time.monotonic() + self.ttl_s
+            self.items.move_to_end(key)
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        with self.lock:
+            self.items.pop(key, None)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
 
 
-class _MissLoader:
-    """Coalesces misses from concurrent requests into one ClickHouse query (a DataLoader).
+_Loaded = tuple[Cached, str]
+_Misses = list[tuple[uuid.UUID, "Future[_Loaded | None]"]]
 
-    One thread: misses that arrive while a query runs join the next batch instead of queueing
-    behind each other, and ClickHouse sees at most one feed query from this process at a time.
+
+class _Coalescer:
+    """Coalesces lookups from concurrent requests into one round trip (a DataLoader).
+
+    One thread per tier (Redis, ClickHouse): lookups that arrive while one runs join the next
+    batch instead of queueing behind each other, the server's event loop never waits on the
+    tier, and the tier sees at most one feed query from this process at a time. A user the
+    tier does not have resolves to None.
     """
 
     def __init__(
-        self, load: Callable[[list[uuid.UUID]], dict[str, tuple[Cached, str]]], max_batch: int = MAX_MISS_BATCH
+        self, load: Callable[[list[uuid.UUID]], dict[str, _Loaded]], name: str, max_batch: int = MAX_MISS_BATCH
     ) -> None:
         self.load, self.max_batch = load, max_batch
         self.queue: queue.SimpleQueue[_Misses | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="feed-miss-loader", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
-    def submit(self, users: list[uuid.UUID]) -> list[Future[tuple[Cached, str]]]:
+    def submit(self, users: list[uuid.UUID]) -> list[Future[_Loaded | None]]:
         """Futures of the users' feeds; the users of one call are always loaded in the same batch."""
         request: _Misses = [(user, Future()) for user in users]
         self.queue.put(request)
@@ -166,22 +214,20 @@ class _MissLoader:
     def _load(self, batch: _Misses) -> None:
         users = list(dict.fromkeys(user for user, _ in batch))
         try:
-            found: dict[str, tuple[Cached, str]] = {}
+            found: dict[str, _Loaded] = {}
             for start in range(0, len(users), self.max_batch):
                 found.update(self.load(users[start : start + self.max_batch]))
         except BaseException as exc:  # handed to every waiting request
             for _, future in batch:
-                future.set_exception(exc)
+                with contextlib.suppress(InvalidStateError):  # cancelled by a caller's time-out
+                    future.set_exception(exc)
             return
         for user, future in batch:
-            loaded = found.get(str(user))
-            if loaded is None:  # a bug, not a miss: fail this request rather than hang it
-                future.set_exception(LookupError(f"the feed loader returned nothing for {user}"))
-            else:
-                future.set_result(loaded)
+            with contextlib.suppress(InvalidStateError):
+                future.set_result(found.get(str(user)))
 
 
-def _check_page(limit: int, offset: int) -> None:
+def check_page(limit: int, offset: int) -> None:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit={limit} must be between 1 and {MAX_LIMIT}")
     if offset < 0:
@@ -211,16 +257,24 @@ class FeedService:
         breaker_reset_s: float = 30,
         stats_flush_s: float = 1.0,
         version_ttl_s: float = 1.0,
+        negative_capacity: int = NEGATIVE_CAPACITY,
+        negative_ttl_s: float = NEGATIVE_TTL_S,
+        listen_invalidations: bool = True,
     ) -> None:
         self.clickhouse = clickhouse
         self.cache = cache
         self.redis_ttl_s = redis_ttl_s
         self.l1 = _L1(l1_capacity, l1_ttl_s, l1_idle_s)
+        self.negative = _Negative(negative_capacity, negative_ttl_s)
+        self.trending: Cached | None = None  # what every user without a personal feed is shown
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=breaker_fail_max, reset_timeout=breaker_reset_s, name="clickhouse"
         )
         self.metrics = FeedMetrics()
+        self.metrics.entries.labels("l1").set_function(lambda: len(self.l1.items))
+        self.metrics.entries.labels("negative").set_function(lambda: len(self.negative.items))
         self.clickhouse_queries = 0
+        self.invalidations = 0
         # the published version changes every few minutes: asking ClickHouse once a second is
         # enough, and saves a round trip on every miss
         self._version_ttl_s = version_ttl_s
@@ -228,57 +282,114 @@ class FeedService:
         self._tally: Tally[str] = Tally()
         self._tally_lock = threading.Lock()
         self._stats_flush_s = stats_flush_s
-        self._flusher = threading.Thread(target=self._flush_loop, name="feed-stats", daemon=True)
         self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="feed-stats", daemon=True)
         self._flusher.start()
-        self._loader = _MissLoader(self._from_clickhouse)
+        self._writes: queue.Queue[list[tuple[bytes, bytes, int]] | None] = queue.Queue(maxsize=256)
+        self._writer = threading.Thread(target=self._write_loop, name="feed-redis-writer", daemon=True)
+        self._writer.start()
+        self._redis_loader = _Coalescer(self._from_redis, "feed-redis-loader")
+        self._loader = _Coalescer(self._from_clickhouse, "feed-miss-loader")
+        self._listener: threading.Thread | None = None
+        if listen_invalidations:
+            self._listener = threading.Thread(target=self._listen, name="feed-invalidations", daemon=True)
+            self._listener.start()
 
     # --- public -------------------------------------------------------------------------------
 
     def get_feed(self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0) -> FeedPage:
         return self.get_feeds([user_id], limit, offset)[str(parse_user_id(str(user_id)))]
 
-    def get_feed_cached(self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0) -> FeedPage | None:
-        """The page from L1 or Redis only, None on a miss: the non-blocking first step of a server."""
-        return self.get_feeds([user_id], limit, offset, cache_only=True).get(str(parse_user_id(str(user_id))))
-
-    def get_feeds(
-        self, user_ids: list[str | uuid.UUID], limit: int = 20, offset: int = 0, cache_only: bool = False
-    ) -> dict[str, FeedPage]:
-        """Pages for many users; misses in both caches are fetched in one ClickHouse query."""
-        _check_page(limit, offset)
+    def get_feeds(self, user_ids: list[str | uuid.UUID], limit: int = 20, offset: int = 0) -> dict[str, FeedPage]:
+        """Pages for many users (blocking): L1, one Redis round trip, then one ClickHouse query."""
+        check_page(limit, offset)
         started = time.perf_counter()
         users = [parse_user_id(str(u)) for u in user_ids]
-        found = self._cached(users)
-        missing = [u for u in users if str(u) not in found]
-        if missing and cache_only:
-            users = [u for u in users if str(u) in found]
-        elif missing:
-            unique = list(dict.fromkeys(missing))
-            futures = self._loader.submit(unique)
-            found.update({str(u): f.result(timeout=MISS_TIMEOUT_S) for u, f in zip(unique, futures, strict=True)})
-        return {str(u): self._page(str(u), *found[str(u)], limit, offset, started, len(users)) for u in users}
+        found: dict[str, _Loaded] = {}
+        for user in users:
+            local = self.local(str(user))
+            if local is not None:
+                found[str(user)] = local
+        pending = list(dict.fromkeys(u for u in users if str(u) not in found))
+        if pending:
+            found.update(self._from_redis(pending))
+        missing = [u for u in pending if str(u) not in found]
+        if missing:
+            futures = self._loader.submit(missing)
+            for user, future in zip(missing, futures, strict=True):
+                loaded = future.result(timeout=MISS_TIMEOUT_S)
+                if loaded is None:  # a bug, not a miss: fail the request rather than hang it
+                    raise LookupError(f"the feed loader returned nothing for {user}")
+                found[str(user)] = loaded
+        return {str(u): self.page(str(u), *found[str(u)], limit, offset, started, len(users)) for u in users}
+
+    def local(self, user: str) -> _Loaded | None:
+        """The user's feed from this process's memory (L1, or trending for a known cold id); never blocks."""
+        value = self.l1.get(user)
+        if value is not None:
+            return value, "l1"
+        if self.trending is not None and user in self.negative:
+            return self.trending, "l1"
+        return None
+
+    def from_redis_later(self, user: uuid.UUID) -> Future[_Loaded | None]:
+        """The user's feed from the next coalesced Redis read (None when Redis has none)."""
+        return self._redis_loader.submit([user])[0]
+
+    def from_clickhouse_later(self, user: uuid.UUID) -> Future[_Loaded | None]:
+        """The user's feed (or trending) from the next coalesced ClickHouse query."""
+        return self._loader.submit([user])[0]
 
     def get_feed_later(
         self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0, started: float | None = None
     ) -> Future[FeedPage]:
-        """The page of a user who missed both caches, from the next coalesced ClickHouse query.
-
-        For a server's event loop (`asyncio.wrap_future`): nothing here blocks.
-        """
-        _check_page(limit, offset)
+        """The page of a user who missed L1: Redis, then ClickHouse; nothing here blocks."""
+        check_page(limit, offset)
         user = parse_user_id(str(user_id))
         started = started if started is not None else time.perf_counter()
         page: Future[FeedPage] = Future()
 
-        def done(loaded: Future[tuple[Cached, str]]) -> None:
+        def answer(loaded: Future[_Loaded | None]) -> None:
             try:
-                page.set_result(self._page(str(user), *loaded.result(), limit, offset, started, 1))
+                value = loaded.result()
+                if value is None:
+                    raise LookupError(f"the feed loader returned nothing for {user}")
+                page.set_result(self.page(str(user), *value, limit, offset, started, 1))
             except BaseException as exc:
                 page.set_exception(exc)
 
-        self._loader.submit([user])[0].add_done_callback(done)
+        def after_redis(cached: Future[_Loaded | None]) -> None:
+            try:
+                value = cached.result()
+            except BaseException:  # Redis failing: ClickHouse still answers
+                value = None
+            if value is not None:
+                answer(cached)
+            else:
+                self.from_clickhouse_later(user).add_done_callback(answer)
+
+        local = self.local(str(user))
+        if local is not None:
+            page.set_result(self.page(str(user), *local, limit, offset, started, 1))
+        else:
+            self.from_redis_later(user).add_done_callback(after_redis)
         return page
+
+    def page(
+        self, user: str, value: Cached, source: str, limit: int, offset: int, started: float, share: int = 1
+    ) -> FeedPage:
+        """The requested slice, counted with its share of the request's latency."""
+        self._count(source, (time.perf_counter() - started) * 1000 / max(1, share))
+        posts = value.posts
+        return FeedPage(user, source, value.version, len(posts), posts[offset : offset + limit])
+
+    def drop(self, users: list[str]) -> None:
+        """Forget users' feeds in this process (after an invalidation)."""
+        for user in users:
+            self.l1.pop(user)
+            self.negative.discard(user)
+        self.invalidations += len(users)
+        self.metrics.invalidations.inc(len(users))
 
     def prime(self) -> None:
         """Open ClickHouse and load trending now, so the first requests do not pay for it."""
@@ -286,35 +397,27 @@ class FeedService:
 
     def close(self) -> None:
         self._loader.close()
+        self._redis_loader.close()
+        with contextlib.suppress(queue.Full):
+            self._writes.put(None, timeout=5)
+        self._writer.join(timeout=5)
         self._stop.set()
         self._flusher.join(timeout=5)
+        if self._listener is not None:
+            self._listener.join(timeout=5)
         self._flush_stats()
 
     # --- tiers --------------------------------------------------------------------------------
 
-    def _cached(self, users: list[uuid.UUID]) -> dict[str, tuple[Cached, str]]:
-        """L1, then one Redis round trip for the rest."""
-        found: dict[str, tuple[Cached, str]] = {}
-        for user in users:
-            value = self.l1.get(str(user))
-            if value is not None:
-                found[str(user)] = (value, "l1")
-        pending = [u for u in users if str(u) not in found]
-        if pending:
-            for user, raw in zip(pending, self._redis_mget([feed_key(u) for u in pending]), strict=True):
-                if raw is not None:
-                    value = Cached.from_raw(raw)
-                    self.l1.put(str(user), value)
-                    found[str(user)] = (value, "redis")
+    def _from_redis(self, users: list[uuid.UUID]) -> dict[str, _Loaded]:
+        """One Redis round trip for users that missed L1; what it finds goes to L1."""
+        found: dict[str, _Loaded] = {}
+        for user, raw in zip(users, self._redis_mget([feed_key(u) for u in users]), strict=True):
+            if raw is not None:
+                value = Cached.from_raw(raw)
+                self.l1.put(str(user), value)
+                found[str(user)] = (value, "redis")
         return found
-
-    def _page(
-        self, user: str, value: Cached, source: str, limit: int, offset: int, started: float, share: int
-    ) -> FeedPage:
-        """The requested slice, counted with its share of the request's latency."""
-        self._count(source, (time.perf_counter() - started) * 1000 / max(1, share))
-        posts = value.posts
-        return FeedPage(user, source, value.version, len(posts), posts[offset : offset + limit])
 
     def _redis_mget(self, keys: list[str]) -> list[bytes | None]:
         try:
@@ -348,40 +451,76 @@ class FeedService:
         self.metrics.clickhouse.labels("feed_ranking").observe((time.perf_counter() - started) * 1000)
         return version, feeds
 
-    def _from_clickhouse(self, users: list[uuid.UUID]) -> dict[str, tuple[Cached, str]]:
+    def _from_clickhouse(self, users: list[uuid.UUID]) -> dict[str, _Loaded]:
         try:
             version, feeds = self.breaker.call(self._query, users)
         except Exception as exc:  # breaker open or ClickHouse failing: serve trending from the caches
             return self._degraded(users, exc)
-        trending = feeds.get(NIL_USER, b"[]")
-        out: dict[str, tuple[Cached, str]] = {}
+        out: dict[str, _Loaded] = {}
         writes: list[tuple[bytes, bytes, int]] = []
-        raw_trending = feed_value("trending", version, trending, "trending")
-        trending_value = Cached.from_raw(raw_trending)  # decoded once, shared by every cold user
-        if NIL_USER in feeds:  # keep the fallback list fresh for when ClickHouse is away
-            self.l1.put("trending", trending_value)
+        if NIL_USER in feeds or self.trending is None:  # keep the fallback list fresh for when ClickHouse is away
+            raw_trending = feed_value("trending", version, feeds.get(NIL_USER, b"[]"), "trending")
+            self.trending = Cached.from_raw(raw_trending)  # decoded once, shared by every cold user
             writes.append((trending_key().encode(), raw_trending, self.redis_ttl_s * 12))
         for user in users:
             posts = feeds.get(user)
-            source = "clickhouse" if posts else "trending"
-            raw = feed_value(user, version, posts or trending, "personal" if posts else "trending")
-            value = Cached.from_raw(raw) if posts else trending_value
+            if not posts:  # no personal feed: the shared trending entry, and no per-user cache entry
+                self.negative.add(str(user))
+                out[str(user)] = (self.trending, "trending")
+                continue
+            raw = feed_value(user, version, posts, "personal")
+            value = Cached.from_raw(raw)
             self.l1.put(str(user), value)
             writes.append((feed_key(user).encode(), raw, self.redis_ttl_s))
-            out[str(user)] = (value, source)
-        with contextlib.suppress(redis.RedisError):  # the page is still served; the next read retries
-            set_many(self.cache, writes)
+            out[str(user)] = (value, "clickhouse")
+        if writes:
+            try:  # written behind the answer: a slow Redis never delays a page
+                self._writes.put_nowait(writes)
+            except queue.Full:
+                self.metrics.fallbacks.labels("writeback_dropped").inc()
         return out
 
-    def _degraded(self, users: list[uuid.UUID], exc: Exception) -> dict[str, tuple[Cached, str]]:
-        trending = self.l1.get("trending")
+    def _write_loop(self) -> None:
+        while (writes := self._writes.get()) is not None:
+            try:
+                set_many(self.cache, writes)
+            except redis.RedisError:  # the next read of these users retries
+                pass
+            finally:
+                self._writes.task_done()
+
+    def flush(self) -> None:
+        """Wait until feeds loaded from ClickHouse are written back to Redis."""
+        self._writes.join()
+
+    def _degraded(self, users: list[uuid.UUID], exc: Exception) -> dict[str, _Loaded]:
+        trending = self.trending
         if trending is None:
             raw = self._redis_mget([trending_key()])[0]
             trending = Cached.from_raw(raw) if raw else Cached(0, ())
-            self.l1.put("trending", trending)
+            if raw:
+                self.trending = trending
         reason = "breaker_open" if isinstance(exc, pybreaker.CircuitBreakerError) else "clickhouse_error"
         self.metrics.fallbacks.labels(reason).inc(len(users))
         return {str(u): (trending, "degraded") for u in users}
+
+    def _listen(self) -> None:
+        """Drop invalidated users from L1 as ingestion announces them (reconnects while open)."""
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self.cache.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(INVALIDATE_CHANNEL)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self.drop([str(u) for u in orjson.loads(message["data"])])
+            except (redis.RedisError, OSError, ValueError):
+                self._stop.wait(1.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        pubsub.close()
 
     # --- counters -----------------------------------------------------------------------------
 

@@ -1,10 +1,17 @@
 """`nova serve`: GET /feed/{user_id}?limit&offset (JSON), GET /metrics (Prometheus), GET /healthz.
 
-A small asyncio HTTP/1.1 server (keep-alive, no dependencies): cache hits are answered on the
-event loop without a thread switch; a miss waits for the FeedService's loader thread, which
-answers every miss waiting at that moment with one ClickHouse query, so misses never stall the
-hits behind them nor queue behind each other. One loop instead of a thread per connection keeps
-the latency tail short under many concurrent clients.
+HTTP is uvicorn (httptools' llhttp parser, uvloop) with a raw ASGI app, not hand-parsed. A few
+limits uvicorn does not have are added on its protocol, so the front holds against hostile
+clients: a connection cap, a deadline for each request head (a client trickling bytes is cut
+off), a head size limit (431), and no request bodies at all (only GET is served: a body,
+`Transfer-Encoding` or a non-GET method is refused and the connection closed before any body
+byte is read or buffered, so bytes that were a body never become a second request). llhttp
+refuses malformed or conflicting `Content-Length` with a 400. Idle keep-alive connections close
+after `keep_alive_s`.
+
+The event loop never waits on Redis or ClickHouse: hits in L1 are answered on the loop; the
+rest go to the FeedService's coalescing Redis and ClickHouse threads, with time-outs (a stalled
+Redis is skipped after `redis_wait_s`, ClickHouse answers).
 """
 
 from __future__ import annotations
@@ -14,28 +21,143 @@ import contextlib
 import gc
 import threading
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from nova_assets.serving.feed import MISS_TIMEOUT_S, FeedService, InvalidRequest
-
-MAX_HEADER_BYTES = 16_384
-
-
-def _response(status: int, body: bytes, content_type: str = "application/json", keep_alive: bool = True) -> bytes:
-    reason = HTTPStatus(status).phrase
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    )
-    return head.encode() + body
+from nova_assets.serving.feed import (
+    MISS_TIMEOUT_S,
+    FeedPage,
+    FeedService,
+    InvalidRequest,
+    check_page,
+    parse_user_id,
+)
 
 
-def _error(status: HTTPStatus, message: str) -> tuple[int, bytes, str]:
-    return int(status), orjson.dumps({"error": message, "status": int(status)}), "application/json"
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold; defaults sized for a 2-core host behind a load balancer."""
+
+    max_connections: int = 1_024
+    head_timeout_s: float = 5.0  # from connect (or the previous response) to a complete request head
+    keep_alive_s: float = 5.0  # idle keep-alive connections are closed after this
+    max_head_bytes: int = 16_384
+    redis_wait_s: float = 0.25  # a Redis slower than this is skipped: ClickHouse answers instead
+
+
+def _raw_response(status: HTTPStatus, message: str) -> bytes:
+    body = orjson.dumps({"error": message, "status": int(status)})
+    return (
+        f"HTTP/1.1 {int(status)} {status.phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class _GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap, a head deadline and size limit, and no bodies."""
+
+    limits: Limits = Limits()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._refused = False
+        self._head_bytes = 0
+        self._in_head = True
+        self._head_timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
+            return
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self._refuse(HTTPStatus.REQUEST_TIMEOUT, "request head not received in time")
+
+    def _refuse(self, status: HTTPStatus, message: str) -> None:
+        """Answer once and close: nothing after this on the connection is read as a request."""
+        self._refused = True
+        self._cancel_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(_raw_response(status, message))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_head_bytes:
+                self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large")
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        if not self._refused:
+            super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head = False
+        self._head_bytes = 0
+        self._cancel_head_timer()
+        method = self.parser.get_method()
+        if method != b"GET":
+            self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, f"{method.decode('latin-1')} is not supported; use GET")
+            return
+        for name, value in self.headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+                self._refuse(HTTPStatus.BAD_REQUEST, "a GET request has no body")
+                return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._in_head = True
+            self._head_bytes = 0
+            self._arm_head_timer()  # the next head must be complete in time, however slowly it trickles
+
+
+def _error(status: HTTPStatus, message: str) -> tuple[int, bytes, bytes]:
+    return int(status), orjson.dumps({"error": message, "status": int(status)}), b"application/json"
 
 
 def _int(query: dict[str, list[str]], name: str, default: int) -> int:
@@ -49,103 +171,119 @@ def _int(query: dict[str, list[str]], name: str, default: int) -> int:
 
 
 class FeedServer:
-    """The HTTP front of a FeedService."""
+    """The HTTP front of a FeedService (an ASGI app served by uvicorn)."""
 
-    def __init__(self, service: FeedService, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, service: FeedService, port: int, host: str = "127.0.0.1", limits: Limits | None = None) -> None:
         self.service, self.port, self.host = service, port, host
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.server: asyncio.AbstractServer | None = None
+        self.limits = limits or Limits()
+        protocol = type("FeedProtocol", (_GuardedProtocol,), {"limits": self.limits})
+        self.config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            http=protocol,  # type: ignore[arg-type]
+            loop="auto",  # uvloop when installed (uvicorn[standard])
+            lifespan="on",
+            interface="asgi3",
+            proxy_headers=False,
+            log_level="error",  # a warning per malformed request would let clients flood the log
+            access_log=False,
+            timeout_keep_alive=int(self.limits.keep_alive_s),
+            backlog=2048,
+            server_header=False,
+            date_header=False,
+        )
+        self.server = uvicorn.Server(self.config)
 
-    async def _route(self, target: str) -> tuple[int, bytes, str]:
-        url = urlsplit(target)
-        parts = [unquote(p) for p in url.path.split("/") if p]
-        if parts == ["metrics"]:
-            return 200, generate_latest(self.service.metrics.registry), CONTENT_TYPE_LATEST
-        if parts == ["healthz"]:
-            return 200, b'{"ok":true}', "application/json"
+    async def _feed(self, user_id: str, query_string: bytes) -> FeedPage:
+        """L1 on the loop; then Redis (skipped when slower than `redis_wait_s`), then ClickHouse."""
+        started = time.perf_counter()
+        query = parse_qs(query_string.decode("latin-1"))
+        limit, offset = _int(query, "limit", 20), _int(query, "offset", 0)
+        check_page(limit, offset)
+        service = self.service
+        user = parse_user_id(user_id)
+        key = str(user)
+        loaded = service.local(key)
+        if loaded is None:
+            with contextlib.suppress(Exception):  # slow or failing Redis: ClickHouse answers
+                loaded = await asyncio.wait_for(
+                    asyncio.wrap_future(service.from_redis_later(user)), self.limits.redis_wait_s
+                )
+        if loaded is None:
+            loaded = await asyncio.wait_for(asyncio.wrap_future(service.from_clickhouse_later(user)), MISS_TIMEOUT_S)
+            if loaded is None:
+                raise LookupError(f"the feed loader returned nothing for {user}")
+        return service.page(key, *loaded, limit, offset, started)
+
+    async def _route(self, path: str, query_string: bytes) -> tuple[int, bytes, bytes]:
+        if path == "/metrics":
+            return 200, generate_latest(self.service.metrics.registry), CONTENT_TYPE_LATEST.encode()
+        if path == "/healthz":
+            return 200, b'{"ok":true}', b"application/json"
+        parts = [p for p in path.split("/") if p]
         if len(parts) != 2 or parts[0] != "feed":
-            return _error(HTTPStatus.NOT_FOUND, f"no route for {url.path}; try /feed/<user_id>, /metrics")
+            return _error(HTTPStatus.NOT_FOUND, f"no route for {path[:200]}; try /feed/<user_id>, /metrics")
         try:
-            query = parse_qs(url.query)
-            limit, offset = _int(query, "limit", 20), _int(query, "offset", 0)
-            started = time.perf_counter()
-            page = self.service.get_feed_cached(parts[1], limit=limit, offset=offset)
-            if page is None:
-                later = self.service.get_feed_later(parts[1], limit, offset, started)
-                page = await asyncio.wait_for(asyncio.wrap_future(later), MISS_TIMEOUT_S)
+            page = await self._feed(parts[1], query_string)
         except InvalidRequest as exc:
             return _error(HTTPStatus.BAD_REQUEST, str(exc))
         except Exception:  # never a stack trace to the client
             return _error(HTTPStatus.SERVICE_UNAVAILABLE, "feed temporarily unavailable")
-        return 200, page.to_json(), "application/json"
+        return 200, page.to_json(), b"application/json"
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                    return
-                lines = head.decode("latin-1").split("\r\n")
-                try:
-                    method, target, version = lines[0].split(" ", 2)
-                except ValueError:
-                    writer.write(_response(400, b'{"error":"bad request line"}', keep_alive=False))
-                    return
-                headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-                length = int(headers.get("content-length", "0") or 0)
-                if length:
-                    await reader.readexactly(length)
-                keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
-                if method != "GET":
-                    status, body, ctype = _error(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not supported; use GET")
-                else:
-                    status, body, ctype = await self._route(target)
-                writer.write(_response(status, body, ctype, keep_alive))
-                await writer.drain()
-                # readuntil() and drain() complete without yielding when data is already there, so
-                # a busy keep-alive client could hold the loop; yield once per response (fairness)
-                await asyncio.sleep(0)
-                if not keep_alive:
-                    return
-        finally:
-            writer.close()
-
-    async def _serve(self, ready: threading.Event | None = None) -> None:
-        # The process's startup heap (dagster and friends: ~10^6 objects) is moved out of the
-        # collector's reach: a full collection walking it stalled requests ~100 ms (the miss P99).
-        self.loop = asyncio.get_running_loop()
-        await self.loop.run_in_executor(None, self.service.prime)
-        gc.collect()
-        gc.freeze()
-        self.server = await asyncio.start_server(
-            self._handle, self.host, self.port, limit=MAX_HEADER_BYTES, backlog=1024
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        status, body, ctype = await self._route(scope["path"], scope["query_string"])
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", ctype), (b"content-length", b"%d" % len(body))],
+            }
         )
-        if ready is not None:
-            ready.set()
-        async with self.server:
-            await self.server.serve_forever()
+        await send({"type": "http.response.body", "body": body})
 
-    def serve_forever(self, ready: threading.Event | None = None) -> None:
-        with contextlib.suppress(asyncio.CancelledError):  # shutdown() cancels serve_forever
-            asyncio.run(self._serve(ready))
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # The process's startup heap (dagster and friends: ~10^6 objects) is moved out of
+                # the collector's reach: a full collection walking it stalled requests ~100 ms.
+                await asyncio.get_running_loop().run_in_executor(None, self.service.prime)
+                gc.collect()
+                gc.freeze()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def serve_forever(self) -> None:
+        """Serve until SIGINT/SIGTERM (in the main thread) or `shutdown()`."""
+        self.server.run()
 
     def start_in_thread(self) -> threading.Thread:
-        ready = threading.Event()
-        thread = threading.Thread(target=self.serve_forever, args=(ready,), name="nova-serve", daemon=True)
+        thread = threading.Thread(target=self.serve_forever, name="nova-serve", daemon=True)
         thread.start()
-        ready.wait(10)
+        deadline = time.monotonic() + 30
+        while not self.server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.server.started:
+            raise RuntimeError(f"nova serve did not start on {self.host}:{self.port} (port taken?)")
         return thread
 
     def shutdown(self) -> None:
-        if self.loop is not None and self.server is not None:
-            self.loop.call_soon_threadsafe(self.server.close)
+        self.server.should_exit = True
 
 
-def make_server(service: FeedService, port: int, host: str = "127.0.0.1") -> FeedServer:
-    return FeedServer(service, port, host)
+def make_server(service: FeedService, port: int, host: str = "127.0.0.1", limits: Limits | None = None) -> FeedServer:
+    return FeedServer(service, port, host, limits)
 
 
-def serve_in_thread(service: FeedService, port: int) -> tuple[FeedServer, threading.Thread]:
-    server = FeedServer(service, port)
+def serve_in_thread(
+    service: FeedService, port: int, limits: Limits | None = None
+) -> tuple[FeedServer, threading.Thread]:
+    server = FeedServer(service, port, limits=limits)
     return server, server.start_in_thread()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 150, 250, 300, 500, 800, 1000, 2500, 5000)
 
@@ -26,4 +26,10 @@ class FeedMetrics:
             ["query_type"],
             buckets=LATENCY_BUCKETS_MS,
             registry=self.registry,
+        )
+        self.entries = Gauge(
+            "feed_memory_entries", "Entries held in this process's memory", ["cache"], registry=self.registry
+        )
+        self.invalidations = Counter(
+            "feed_invalidations_total", "Users dropped from L1 by an invalidation", registry=self.registry
         )

@@ -32,6 +32,7 @@ def test_tiers_l1_redis_clickhouse_and_trending(service: FeedService, world: Wor
     first = service.get_feed(user, limit=5)
     assert first.source == "clickhouse" and len(first.posts) == 5 and first.total == 18  # 6 authors x k=3
     assert service.get_feed(user, limit=5).source == "l1"
+    service.flush()
     service.l1.clear()
     second = service.get_feed(str(user), limit=5, offset=5)
     assert second.source == "redis"
@@ -85,6 +86,8 @@ def test_bad_requests_are_clear(service: FeedService) -> None:
 def test_circuit_breaker_opens_half_opens_and_closes(service: FeedService, world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
     good = service.clickhouse
     service.get_feed(world.cold_user)  # caches trending in Redis through the healthy path
+    service.flush()
+    service.trending = None  # forgotten: the degraded path must find it in Redis
     service.clickhouse = ClickHouseResource(url="http://default:x@127.0.0.1:1", connect_timeout_s=0.2)
     for user in world.users[:2]:
         assert service.get_feed(user).source == "degraded"
@@ -128,6 +131,7 @@ def test_http_endpoints(service: FeedService, world: World, redis_resource) -> N
         assert "feed_api_latency_ms_bucket" in text
         assert 'cache_misses_total{cache_type="feed"}' in text
         assert 'clickhouse_query_duration_ms_bucket{le="1.0",query_type="feed_ranking"}' in text
+        service.flush()
         assert redis_resource.client().exists(feed_key(world.users[2]))
     finally:
         server.shutdown()
@@ -162,3 +166,42 @@ def test_cache_equals_recommendations_for_warmed_users(world: World, redis_resou
             parameters={"v": version, "u": user},
         ).result_rows
         assert [(p["rank"], p["post_id"], p["author_id"]) for p in cached["posts"]] == [tuple(r) for r in rows]
+
+
+def test_unknown_users_share_trending_without_cache_entries(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
+    r = redis_resource.client()
+    service.get_feed(world.users[0])  # a real feed in L1
+    service.flush()
+    keys = set(r.keys("feed:*"))
+    strangers = [uuid.uuid4() for _ in range(300)]
+    pages = service.get_feeds(strangers, limit=2)
+    assert {p.source for p in pages.values()} == {"trending"}
+    assert all(p.posts_json == pages[str(strangers[0])].posts_json for p in pages.values())
+    assert service.get_feed(strangers[0]).source == "l1"  # the negative cache answers a second time
+    service.flush()
+    assert set(r.keys("feed:*")) - keys <= {b"feed:{trending}"}
+    assert len(service.l1.items) == 1 and service.get_feed(world.users[0]).source == "l1"
+
+
+def test_invalidation_reaches_l1(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from nova_assets.defs.cache.warming import invalidate_followers
+
+    follower, author = world.users[4], world.authors[3]
+    world.ch.insert(
+        "follows",
+        [[follower, author, dt.datetime.now(dt.UTC), 9]],
+        ["follower_id", "followee_id", "created_at", "version"],
+    )
+    assert service.get_feed(follower).source == "clickhouse"
+    assert service.get_feed(follower).source == "l1"
+    time.sleep(0.5)  # the listener is subscribed
+    with world.ch.session() as client:
+        done = invalidate_followers(client, redis_resource.client(), [author], max_fanout=1)
+    assert done.followers == 1
+    deadline = time.monotonic() + 5
+    while service.local(str(follower)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.local(str(follower)) is None and service.invalidations >= 1
+    assert service.get_feed(follower).source == "clickhouse"

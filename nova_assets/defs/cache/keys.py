@@ -13,6 +13,8 @@ import uuid
 TRENDING = "trending"
 STATS_PREFIX = "nova:feedstats:"
 STATS_TTL_S = 86_400
+# ingestion publishes the ids whose cached feeds it dropped (JSON array); `nova serve` drops them from L1
+INVALIDATE_CHANNEL = "nova:invalidate"
 
 
 def feed_key(user_id: uuid.UUID | str) -> str:

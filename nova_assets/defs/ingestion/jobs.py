@@ -13,7 +13,7 @@ import dagster as dg
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from nova_assets.defs.cache.warming import invalidate_followers
+from nova_assets.defs.cache.warming import Invalidation, invalidate_followers
 from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
 from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -35,10 +35,11 @@ class IngestConfig(dg.Config):
     max_batch_rows: int = 100_000
     max_message_bytes: int = 262_144
     insert_attempts: int = 6
+    invalidation_max_followers: int = 10_000  # per author; followers past it keep their feed until its TTL
 
 
-def _report(context: dg.OpExecutionContext, stats: IngestStats, kind: str) -> None:
-    meta = stats.metadata()
+def _report(context: dg.OpExecutionContext, stats: IngestStats, kind: str, extra: dict[str, int] | None = None) -> None:
+    meta = {**stats.metadata(), **(extra or {})}
     context.log.info(f"{kind} finished: {meta}")
     for topic, rows in stats.rows.items():
         asset = "events" if topic == EVENTS_TOPIC else topic[len(CDC_TOPIC_PREFIX) :]
@@ -60,22 +61,49 @@ def _report(context: dg.OpExecutionContext, stats: IngestStats, kind: str) -> No
         )
 
 
-def invalidation_hook(
-    clickhouse: ClickHouseResource, redis: RedisResource, log: Callable[[str], None]
-) -> Callable[[dict[str, list[bytes]]], None]:
-    """After CDC brings posts, drop the cached feeds of their authors' followers (UNLINK, bounded)."""
+class Invalidator:
+    """After CDC brings posts, drop the cached feeds of their authors' followers, and count it.
 
-    def hook(changes: dict[str, list[bytes]]) -> None:
+    A cache problem never stops ingestion (the data is loaded and committed): a failure, after
+    retries, is a WARNING in the run and a count in the materialization's metadata.
+    """
+
+    def __init__(
+        self,
+        clickhouse: ClickHouseResource,
+        redis: RedisResource,
+        max_followers: int = 10_000,
+        warn: Callable[[str], None] = print,
+    ) -> None:
+        self.clickhouse, self.redis, self.max_followers, self.warn = clickhouse, redis, max_followers, warn
+        self.totals = Invalidation()
+        self.failures = 0
+
+    def __call__(self, changes: dict[str, list[bytes]]) -> None:
         rows = changes.get("posts")
         if not rows:
             return
         authors = {orjson.loads(row)["author_id"] for row in rows}
-        with clickhouse.session() as client:
-            dropped = invalidate_followers(client, redis.client(), authors)
-        if dropped:
-            log(f"invalidated {dropped} cached feeds of followers of {len(authors)} author(s)")
+        try:
+            with self.clickhouse.session() as client:
+                done = invalidate_followers(client, self.redis.client(), authors, max_fanout=self.max_followers)
+        except Exception as exc:
+            self.failures += 1
+            self.warn(f"invalidating the followers of {len(authors)} author(s) failed after retries: {exc}")
+            return
+        for name in ("authors", "followers", "dropped", "skipped", "retries"):
+            setattr(self.totals, name, getattr(self.totals, name) + getattr(done, name))
+        if done.skipped:
+            self.warn(f"{done.skipped} follower feed(s) not invalidated: over {self.max_followers} per author")
 
-    return hook
+    def metadata(self) -> dict[str, int]:
+        t = self.totals
+        return {
+            "invalidated_feeds": t.dropped,
+            "invalidation_followers_skipped": t.skipped,
+            "invalidation_retries": t.retries,
+            "invalidation_failures": self.failures,
+        }
 
 
 @dg.op(tags={"kind": "kafka"})
@@ -96,16 +124,18 @@ def ingest_kafka(
         )
 
     heartbeat(IngestStats())
+    settings = config.model_dump()
+    invalidator = Invalidator(clickhouse, redis, settings.pop("invalidation_max_followers"), context.log.warning)
     loader = Loader(
         clickhouse,
         kafka,
-        IngestSettings(**config.model_dump()),  # IngestConfig is the launchpad face of IngestSettings
+        IngestSettings(**settings),  # IngestConfig is the launchpad face of IngestSettings
         log=context.log.info,
         run_id=run_id,
         heartbeat=heartbeat,
-        after_flush=invalidation_hook(clickhouse, redis, context.log.info),
+        after_flush=invalidator,
     )
-    _report(context, loader.run(), "ingestion")
+    _report(context, loader.run(), "ingestion", invalidator.metadata())
 
 
 @dg.job(name="kafka_ingestion", tags={PIPELINE_TAG: "ingestion", LOADER_TAG: "kafka"})

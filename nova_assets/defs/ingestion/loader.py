@@ -221,6 +221,7 @@ class Loader:
         self.shapes: dict[str, MirrorShape] = {}
         self.skip: dict[TP, set[int]] = {}
         self.committed: dict[TP, int] = {}  # next offset per partition, as last committed (async)
+        self.ends: dict[TP, int] = {}  # a replay's exclusive end offset per partition
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -279,6 +280,7 @@ class Loader:
             if not starts:
                 self.log("no matching topics yet; nothing to ingest")
                 return stats
+            self.ends = dict(ends or {})
             self.skip = self._already_loaded(starts, ends)
             if self.skip:
                 self.log(f"skipping {sum(map(len, self.skip.values()))} offsets already in ClickHouse")
@@ -375,14 +377,15 @@ class Loader:
                 raise KafkaException(err)
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             tp = (topic, partition)
-            if pending is not None and tp in pending:  # a replay: stop each partition at its range end
-                end = pending[tp]
+            end = self.ends.get(tp)
+            if end is not None:  # a replay: exactly [start, end) of each partition, however much follows
                 if offset >= end:
-                    pending.pop(tp)
+                    if pending is not None:
+                        pending.pop(tp, None)
                     consumer.pause([TopicPartition(topic, partition)])
                     continue
-                if offset == end - 1:
-                    pending.pop(tp)
+                if offset == end - 1 and pending is not None:
+                    pending.pop(tp, None)
             batch.note(tp, offset)
             skip = self.skip.get(tp)
             if skip is not None and offset in skip:

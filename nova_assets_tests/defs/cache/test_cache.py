@@ -48,9 +48,9 @@ def test_invalidation_unlinks_only_followers(world: World, redis_resource: Redis
     for user in [*followers, *others]:
         r.set(feed_key(user), b"{}", ex=300)
     with world.ch.session() as client:
-        assert invalidate_followers(client, r, [author]) == len(followers)
-        assert invalidate_followers(client, r, [world.authors[4]]) == 0  # nobody follows author 4
-        assert invalidate_followers(client, r, [author], max_fanout=1) == 0  # already gone
+        assert invalidate_followers(client, r, [author]).dropped == len(followers)
+        assert invalidate_followers(client, r, [world.authors[4]]).dropped == 0  # nobody follows author 4
+        assert invalidate_followers(client, r, [author], max_fanout=1).dropped == 0  # already gone
     assert not any(r.exists(feed_key(u)) for u in followers)
     assert all(r.exists(feed_key(u)) for u in others)
 

@@ -47,14 +47,19 @@ def test_warm_invalidate_and_read_across_cluster_nodes(world: World, cluster_res
     try:
         pages = service.get_feeds(world.users, limit=3)  # one pipelined read across the nodes
         assert {p.source for p in pages.values()} == {"redis"}
-        cold = service.get_feed(world.cold_user)  # miss: ClickHouse, then written back to its node
-        assert cold.source == "trending" and client.exists(feed_key(world.cold_user))
+        client.delete(feed_key(world.users[2]))
+        service.l1.clear()
+        again = service.get_feed(world.users[2])  # miss: ClickHouse, then written back to its node
+        service.flush()
+        assert again.source == "clickhouse" and client.exists(feed_key(world.users[2]))
+        cold = service.get_feed(world.cold_user)  # no personal feed: the shared trending entry, no key of its own
+        assert cold.source == "trending" and not client.exists(feed_key(world.cold_user))
     finally:
         service.close()
     assert int(client.hget(stats_key(), "hits_redis") or 0) == len(world.users)
 
     # user 1 follows author 5: a new post by author 5 drops exactly that cached feed
     with world.ch.session() as ch:
-        assert invalidate_followers(ch, client, [world.authors[5]]) == 1
+        assert invalidate_followers(ch, client, [world.authors[5]]).dropped == 1
     assert not client.exists(feed_key(world.users[1]))
     assert client.exists(feed_key(world.users[0]))

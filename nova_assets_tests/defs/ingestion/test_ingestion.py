@@ -201,3 +201,15 @@ def test_replay_restores_deleted_rows_without_duplicates(
     )
     assert again.success
     assert _counts(clickhouse) == (counts["valid"], counts["valid"], 0)
+
+
+def test_replay_loads_exactly_its_range_however_much_follows(
+    kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> None:
+    counts = produce_events(kafka, rate=0, duration_s=60, total=3000)
+    assert counts["valid"] == 3000
+    settings = IngestSettings(commit=False, idle_exit_seconds=1.0, max_run_seconds=60)
+    Loader(clickhouse, kafka, settings).run({("nova.events", 0): (100, 300)})
+    rows = clickhouse.query("SELECT min(kafka_offset), max(kafka_offset), count() FROM events").result_rows[0]
+    assert tuple(rows) == (100, 299, 200)
+    assert _committed(kafka) < 0  # a replay never moves the group's offsets

@@ -134,6 +134,7 @@ def ingest_kafka(
         run_id=run_id,
         heartbeat=heartbeat,
         after_flush=invalidator,
+        log_warning=context.log.warning,
     )
     _report(context, loader.run(), "ingestion", invalidator.metadata())
 
@@ -203,7 +204,11 @@ def replay_kafka(
     context.log.info(f"replaying {ranges}")
     settings = IngestSettings(commit=False, max_run_seconds=3600, idle_exit_seconds=30)
     _report(
-        context, Loader(clickhouse, kafka, settings, log=context.log.info, run_id=context.run_id).run(ranges), "replay"
+        context,
+        Loader(
+            clickhouse, kafka, settings, log=context.log.info, run_id=context.run_id, log_warning=context.log.warning
+        ).run(ranges),
+        "replay",
     )
 
 

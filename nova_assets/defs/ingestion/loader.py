@@ -12,6 +12,11 @@ Exactly once, and why this way:
   deduplication windows on the tables and `deduplicate_blocks_in_dependent_materialized_views`,
   so retrying an insert whose outcome was unknown (timeout, lost connection) is harmless for the
   table and for the materialized views.
+- Coordinates include the topic's incarnation (the broker's topic ID): a topic deleted and
+  created again, or a broker that forgot its topics, restarts offsets at 0. A run notices the
+  new ID (kafka_incarnations), logs it at WARNING, reports it as metadata, and loads the new
+  messages from the earliest offset; neither the already-loaded check nor the deduplication
+  tokens match them against rows of the old incarnation.
 - CDC mirrors are ReplacingMergeTree with version = LSN: re-applying a change is idempotent.
 - Runs `assign()` their partitions (no group join: instant start, no rebalances) and commit under
   the group id; the sensor and the `nova/kafka-loader` concurrency limit (dagster.yaml; ingestion
@@ -45,7 +50,7 @@ from nova_assets.defs.ingestion.messages import (
     decode_change,
     decode_events,
 )
-from nova_assets.defs.ingestion.offsets import DEFAULT_TOPIC_PATTERNS, partition_lags
+from nova_assets.defs.ingestion.offsets import DEFAULT_TOPIC_PATTERNS, partition_lags, topic_incarnations
 from nova_assets.errors import NovaError
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
@@ -83,6 +88,7 @@ class IngestStats:
     unknown_fields: int = 0
     slowest_insert_s: float = 0.0
     slowest_commit_s: float = 0.0
+    resets: list[str] = field(default_factory=list)  # "topic: old → new" per incarnation change seen
     started: float = field(default_factory=time.time)
     finished: float = 0.0
     e2v_ms: list[np.ndarray] = field(default_factory=list)
@@ -116,6 +122,7 @@ class IngestStats:
             "unknown_fields_ignored": self.unknown_fields,
             "slowest_insert_s": round(self.slowest_insert_s, 3),
             "slowest_commit_s": round(self.slowest_commit_s, 3),
+            "topic_resets": "; ".join(self.resets) if self.resets else "none",
             "seconds": round(elapsed, 3),
             "messages_per_s": round(self.messages / elapsed, 1),
         }
@@ -150,9 +157,10 @@ class _Batch:
         else:
             span[1] = offset
 
-    def token(self) -> str:
-        """Deterministic in the rows it holds: the offset ranges, minus any offsets skipped as loaded."""
-        text = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
+    def token(self, incarnations: dict[str, str] | None = None) -> str:
+        """Deterministic in the rows it holds: topic incarnations and offset ranges, minus skipped offsets."""
+        inc = incarnations or {}
+        text = ",".join(f"{t}@{inc.get(t, '')}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
         if self.skipped:
             text += "|skip:" + ",".join(f"{t}:{p}:{o}" for t, p, o in sorted(self.skipped))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -195,7 +203,7 @@ class _Writer:
         self.raise_if_failed()
 
 
-DEAD_LETTER_COLUMNS = ["topic", "partition", "offset", "key", "payload", "error", "error_kind", "run_id"]
+DEAD_LETTER_COLUMNS = ["topic", "partition", "offset", "incarnation", "key", "payload", "error", "error_kind", "run_id"]
 
 
 class Loader:
@@ -210,11 +218,13 @@ class Loader:
         run_id: str = "",
         heartbeat: Callable[[IngestStats], None] | None = None,
         after_flush: Callable[[dict[str, list[bytes]]], None] | None = None,
+        log_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.clickhouse = clickhouse
         self.kafka = kafka
         self.settings = settings or IngestSettings()
         self.log = log
+        self.log_warning = log_warning or log
         self.run_id = run_id
         self.heartbeat = heartbeat
         self.after_flush = after_flush
@@ -222,6 +232,8 @@ class Loader:
         self.skip: dict[TP, set[int]] = {}
         self.committed: dict[TP, int] = {}  # next offset per partition, as last committed (async)
         self.ends: dict[TP, int] = {}  # a replay's exclusive end offset per partition
+        self.incarnations: dict[str, str] = {}  # topic -> the broker's topic ID ('' when unknown)
+        self.legacy: dict[str, bool] = {}  # topic -> rows loaded before incarnations existed are its own
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -242,21 +254,71 @@ class Loader:
         found: dict[TP, set[int]] = {}
         with self.clickhouse.session() as client:
             for (topic, partition), start in starts.items():
-                params = {"t": topic, "p": partition, "lo": start, "hi": (ends or {}).get((topic, partition), 2**62)}
+                current = self.incarnations.get(topic, "")
+                # rows of this incarnation; '' rows (loaded before incarnations, or by a broker
+                # without topic IDs) count only when they can belong to it
+                incs = [current, ""] if (self.legacy.get(topic, True) or not current) else [current]
+                params = {
+                    "t": topic,
+                    "p": partition,
+                    "lo": start,
+                    "hi": (ends or {}).get((topic, partition), 2**62),
+                    "incs": incs,
+                }
                 sql = (
                     "SELECT offset FROM dead_letters WHERE topic = {t:String} AND partition = {p:Int32} "
-                    "AND offset >= {lo:Int64} AND offset < {hi:Int64}"
+                    "AND offset >= {lo:Int64} AND offset < {hi:Int64} AND incarnation IN {incs:Array(String)}"
                 )
                 if topic == EVENTS_TOPIC:
                     sql = (
                         "SELECT kafka_offset FROM events WHERE kafka_topic = {t:String} "
                         "AND kafka_partition = {p:Int32} AND kafka_offset >= {lo:Int64} AND kafka_offset < {hi:Int64} "
-                        "UNION ALL " + sql
+                        "AND kafka_incarnation IN {incs:Array(String)} UNION ALL " + sql
                     )
                 offsets = {row[0] for row in client.query(sql, parameters=params).result_rows}
                 if offsets:
                     found[(topic, partition)] = offsets
         return found
+
+    def _check_incarnations(self, topics: list[str], stats: IngestStats) -> set[str]:
+        """Record each topic's incarnation; returns the topics whose incarnation changed (reset)."""
+        self.incarnations = topic_incarnations(self.kafka.admin(), topics, self.kafka.timeout_s)
+        known = {
+            row[0]: (row[1], row[2])
+            for row in self.clickhouse.query(
+                "SELECT topic, argMin(incarnation, seen_at), argMax(incarnation, seen_at) FROM kafka_incarnations "
+                "WHERE topic IN {topics:Array(String)} GROUP BY topic",
+                parameters={"topics": topics},
+            ).result_rows
+        }
+        reset: set[str] = set()
+        new_rows = []
+        for topic in topics:
+            current = self.incarnations.get(topic, "")
+            first, last = known.get(topic, ("", ""))
+            if not current:  # this broker gives no topic IDs: offsets alone, as before
+                self.legacy[topic] = True
+                continue
+            if not last:  # first sight: it also owns rows loaded before incarnations were recorded
+                new_rows.append([topic, current, "", self.run_id])
+                self.legacy[topic] = True
+                continue
+            self.legacy[topic] = first == current
+            if last != current:
+                reset.add(topic)
+                new_rows.append([topic, current, last, self.run_id])
+                note = f"{topic}: {last} -> {current}"
+                stats.resets.append(note)
+                self.log_warning(
+                    f"topic {topic} has a new incarnation ({last} -> {current}): it was deleted and created "
+                    "again, or the broker forgot it. Its offsets start over; loading it from the earliest "
+                    "offset, without matching rows of the old incarnation"
+                )
+        if new_rows:
+            self.clickhouse.insert(
+                "kafka_incarnations", new_rows, column_names=["topic", "incarnation", "previous", "run_id"]
+            )
+        return reset
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -275,11 +337,16 @@ class Loader:
                 starts = {(p.topic, p.partition): p.start for p in lags}
                 ends: dict[TP, int] | None = None
             else:
+                lags = []
                 starts = {tp: r[0] for tp, r in ranges.items()}
                 ends = {tp: r[1] for tp, r in ranges.items() if r[1] is not None}
             if not starts:
                 self.log("no matching topics yet; nothing to ingest")
                 return stats
+            reset = self._check_incarnations(sorted({t for t, _ in starts}), stats)
+            for lag in lags:  # committed offsets of an old incarnation mean nothing in the new one
+                if lag.topic in reset:
+                    starts[(lag.topic, lag.partition)] = lag.low
             self.ends = dict(ends or {})
             self.skip = self._already_loaded(starts, ends)
             if self.skip:
@@ -450,6 +517,7 @@ class Loader:
                 msg.topic(),
                 msg.partition(),
                 msg.offset(),
+                self.incarnations.get(msg.topic(), ""),
                 msg.key() or b"",
                 msg.value() or b"",
                 str(rejected),
@@ -462,14 +530,14 @@ class Loader:
 
     def _insert(self, batch: _Batch) -> float:
         """Write one batch (idempotent under its token); returns when it became visible (epoch s)."""
-        token = batch.token()
+        token = batch.token(self.incarnations)
         dedup = {"deduplicate_blocks_in_dependent_materialized_views": 1}
         with self.clickhouse.session() as client:
             if len(batch.events):
                 client.raw_insert(
                     "events",
-                    EVENT_COLUMNS,
-                    insert_block=batch.events.encode(),
+                    [*EVENT_COLUMNS, "kafka_incarnation"],
+                    insert_block=batch.events.encode(kafka_incarnation=self.incarnations.get(EVENTS_TOPIC, "")),
                     fmt="JSONColumns",
                     settings={**dedup, "insert_deduplication_token": f"{token}:events"},
                 )

@@ -205,8 +205,12 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.event_ms)
 
-    def encode(self) -> bytes:
-        return _encoder.encode(self.columns)
+    def encode(self, **constants: Any) -> bytes:
+        """JSONColumns of the batch, plus one column per keyword holding that value in every row."""
+        if not constants:
+            return _encoder.encode(self.columns)
+        n = len(self.event_ms)
+        return _encoder.encode({**self.columns, **{name: [value] * n for name, value in constants.items()}})
 
 
 def _event_ms(event: EventMessage | _PlainEvent) -> int:

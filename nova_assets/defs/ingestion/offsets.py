@@ -9,7 +9,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 
@@ -59,3 +60,22 @@ def partition_lags(
 def describe_ranges(lags: list[PartitionLag]) -> str:
     """Compact `topic:partition:start-end` list for run tags and logs."""
     return ",".join(f"{p.topic}:{p.partition}:{p.start}-{p.high}" for p in lags if p.lag > 0)
+
+
+def topic_incarnations(admin: AdminClient, topics: list[str], timeout_s: float = 5.0) -> dict[str, str]:
+    """Each topic's ID as the broker gives it: a new ID means the topic was re-created or forgotten.
+
+    A broker without topic IDs (or a failing describe) gives '': incarnations are then unknown and
+    the loader falls back to offsets alone, as before.
+    """
+    if not topics:
+        return {}
+    out = dict.fromkeys(topics, "")
+    try:
+        futures = admin.describe_topics(TopicCollection(topics), request_timeout=timeout_s)
+        for topic, future in futures.items():
+            topic_id = future.result(timeout=timeout_s).topic_id
+            out[topic] = str(topic_id) if topic_id is not None else ""
+    except Exception:  # unknown: callers treat '' as "cannot tell", never as a reset
+        pass
+    return out

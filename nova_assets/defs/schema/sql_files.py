@@ -155,7 +155,13 @@ def load_objects(directory: Path = CLICKHOUSE_DIR) -> tuple[SqlObject, ...]:
         unknown = [d for d in obj.depends if d not in names]
         if unknown:
             raise ValueError(f"{obj.path}: depends on unknown object(s) {unknown}")
-    return tuple(SqlObject(**{**obj.__dict__, "migrations": tuple(migrations.get(obj.name, ()))}) for obj in objects)
+    out = []
+    for obj in objects:
+        mine = tuple(migrations.get(obj.name, ()))
+        # migrations are recorded in schema_migrations: it must exist before they run
+        depends = obj.depends + (("schema_migrations",) if mine and "schema_migrations" not in obj.depends else ())
+        out.append(SqlObject(**{**obj.__dict__, "migrations": mine, "depends": depends}))
+    return tuple(out)
 
 
 def postgres_statements(directory: Path = POSTGRES_DIR) -> list[str]:

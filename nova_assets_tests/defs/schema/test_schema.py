@@ -52,11 +52,13 @@ def test_materialize_twice_changes_nothing(ch: ClickHouseResource) -> None:
     names = {obj.name for obj in load_objects()}
     meta = _metadata(first)
     assert set(meta) == names
-    assert all(m["created"] for m in meta.values())
+    assert all(m["created"] for m in meta.values()), {n: m for n, m in meta.items() if not m["created"]}
     assert meta["events"]["dagster/row_count"] == 0
     assert f"CREATE TABLE IF NOT EXISTS `{ch.database}`.events" in str(meta["events"]["ddl"])
     checks = _checks(first)
-    assert set(checks) == names and all(c.passed for c in checks.values())
+    assert set(checks) == names and all(c.passed for c in checks.values()), {
+        n: c.metadata for n, c in checks.items() if not c.passed
+    }
 
     with ch.session() as client:
         before = {o.name: describe(client, ch.database, o.name) for o in load_objects()}
@@ -201,7 +203,7 @@ def test_missing_object_is_reported(ch: ClickHouseResource) -> None:
 def test_forward_migration_applied_once(ch: ClickHouseResource, tmp_path: Path) -> None:
     sql_dir = tmp_path / "clickhouse"
     shutil.copytree(CLICKHOUSE_DIR, sql_dir)
-    (sql_dir / "migrations" / "0001_events__add_country.sql").write_text(
+    (sql_dir / "migrations" / "0009_events__add_country.sql").write_text(
         "-- object: events\nALTER TABLE {{ db }}.{{ table('events') }} {{ on_cluster }} "
         "ADD COLUMN IF NOT EXISTS country LowCardinality(String) DEFAULT '';\n"
     )
@@ -213,8 +215,12 @@ def test_forward_migration_applied_once(ch: ClickHouseResource, tmp_path: Path) 
         events = next(o for o in objects if o.name == "events")
         again = apply_object(client, events, renderer)
         assert again.migrations == [] and not again.created
-        ledger = client.query("SELECT name, object FROM schema_migrations").result_rows
-        assert ledger == [("0001_events__add_country", "events")]
+        ledger = client.query("SELECT name, object FROM schema_migrations ORDER BY name").result_rows
+        assert ledger == [
+            ("0001_events__kafka_incarnation", "events"),
+            ("0002_dead_letters__kafka_incarnation", "dead_letters"),
+            ("0009_events__add_country", "events"),
+        ]
         expected = expected_descriptions(client, ch.database, [events], objects)
         assert expected["events"] == describe(client, ch.database, "events")
         assert "country LowCardinality(String) DEFAULT ''" in expected["events"]["columns"]
@@ -237,6 +243,11 @@ def test_cluster_rendering() -> None:
     mv = by_name["post_metrics_1h_mv"][0]
     assert "ON CLUSTER `prod`" in mv and "TO `nova`.post_metrics_1h_local" in mv and "FROM `nova`.events_local" in mv
     assert len(by_name["post_metrics_1h_mv"]) == 1  # a view gets no Distributed twin
+    migration = next(o for o in load_objects() if o.name == "events").migrations[0]
+    assert [m.split("ADD")[0].strip() for m in renderer.render(migration.template)] == [
+        "ALTER TABLE `nova`.events_local ON CLUSTER `prod`",
+        "ALTER TABLE `nova`.events ON CLUSTER `prod`",
+    ]
     single = Renderer("nova")
     plain = single.render(load_objects()[1].template)
     assert len(plain) == 1 and "ON CLUSTER" not in plain[0] and "Replicated" not in plain[0]

@@ -119,8 +119,15 @@ def dev(port: int, traffic: float) -> None:
         "-h", "127.0.0.1", "-p", str(port),
     ]  # fmt: skip
     click.echo(f"starting Dagster on http://127.0.0.1:{port} ...")
-    proc = subprocess.Popen(cmd, env=env, cwd=dagster_home)
+    # its own process group: on Ctrl-C nova dev stops Dagster and everything it started (webserver,
+    # daemon, code server, runs) within a bounded time, instead of waiting on its graceful shutdown
+    proc = subprocess.Popen(cmd, env=env, cwd=dagster_home, start_new_session=True)
     children: list[subprocess.Popen[bytes]] = []
+
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         # Traffic starts once Dagster is up: events sent while it boots would wait for the first
         # ingestion run, and that backlog would fill the SLO checks' 5-minute window.
@@ -142,13 +149,35 @@ def dev(port: int, traffic: float) -> None:
         click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
         code = proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait()
+        click.echo("stopping Dagster and the demo traffic (the stack keeps running: `nova stack down`)")
+        code = 130
     finally:
         for child in children:
             child.terminate()
-            child.wait(10)
+        _stop_group(proc, grace_s=6.0)
+        for child in children:
+            try:
+                child.wait(2)
+            except subprocess.TimeoutExpired:
+                child.kill()
     sys.exit(code)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGINT to a process group (graceful), SIGTERM after `grace_s`, SIGKILL 2 s later; leaves nothing."""
+    import contextlib
+
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; its children (webserver, daemon, runs) may not be
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        return
 
 
 def _wait_for_dagster(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:

@@ -79,6 +79,13 @@ def test_topic_recreated_after_a_killed_run_is_exact(kafka: KafkaResource, click
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
+    # an insert the killed process had sent may still complete on the server: wait until it settles
+    settled, loaded_before = time.monotonic(), -1
+    while time.monotonic() - settled < 1.5:
+        current = _counts(clickhouse)[0]
+        if current != loaded_before:
+            loaded_before, settled = current, time.monotonic()
+        time.sleep(0.1)
     loaded_before, unique_before, _ = _counts(clickhouse)
     assert 0 < loaded_before == unique_before < total
     admin = kafka.admin()

@@ -6,7 +6,9 @@ In one run, on one Tansu broker and one chDB directory started for the benchmark
 (b) the naive baseline of the common Dagster/Kafka demo: poll one message, json.loads it, insert
     it as one row (measured on a sample; it is too slow for a million);
 (c) the project's Loader (the code the ingestion runs execute) on 1M events;
-(d) a steady 10k events/s for 60 s from a separate producer process: event-to-visible P50/P95/P99.
+(d) a steady 10k events/s for 60 s from a separate producer process: event-to-visible P50/P95/P99;
+(e) produce and consume ceilings of Tansu on its two storages, memory (above) and S3 on the local
+    SeaweedFS (the stack's default, durable), with 200k events each.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.generate.events import Population, ensure_topic, produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
-from nova_assets.stack.manager import KafkaService
-from nova_assets.stack.process import free_port
+from nova_assets.stack.manager import KafkaService, S3Service
+from nova_assets.stack.process import free_port, free_port_block
 
 TOTAL = 1_000_000
 NAIVE_SAMPLE = 3_000
 STEADY_RATE = 10_000
 STEADY_SECONDS = 60
+STORAGE_SAMPLE = 200_000
 
 PRODUCER = """
 import sys
@@ -100,6 +103,26 @@ def _naive(kafka: KafkaResource, ch: ClickHouseResource, n: int) -> float:
     return n / elapsed
 
 
+def _storage_ceilings(home: Path, pop: Population, s3: bool) -> tuple[float, float]:
+    """Produce and consume rates of STORAGE_SAMPLE events on a fresh broker (memory or S3)."""
+    storage = S3Service(home, free_port_block(10)) if s3 else None
+    broker = KafkaService(home, free_port(), storage=storage)
+    try:
+        if storage is not None:
+            storage.start_and_wait(60)
+        broker.start_and_wait()
+        kafka = KafkaResource(bootstrap_servers=broker.address, client_config={"log_level": 0})
+        ensure_topic(kafka)
+        t0 = time.perf_counter()
+        produce_events(kafka, rate=0, duration_s=3600, total=STORAGE_SAMPLE, population=pop)
+        produce = STORAGE_SAMPLE / (time.perf_counter() - t0)
+        return produce, _consume_ceiling(kafka, STORAGE_SAMPLE)
+    finally:
+        broker.stop()
+        if storage is not None:
+            storage.stop()
+
+
 def run(as_json: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nova-bench-ingest-") as tmp:
         broker = KafkaService(Path(tmp), free_port())
@@ -155,6 +178,8 @@ def run(as_json: bool = False) -> dict[str, float]:
             unique = int(ch.query("SELECT uniqExact(event_id) FROM events").result_rows[0][0])
         finally:
             broker.stop()
+        mem_produce, mem_consume = _storage_ceilings(Path(tmp) / "memory", pop, s3=False)
+        s3_produce, s3_consume = _storage_ceilings(Path(tmp) / "s3", pop, s3=True)
     produced = TOTAL + produced_steady
     summary = {
         "events_produced": produced,
@@ -171,6 +196,11 @@ def run(as_json: bool = False) -> dict[str, float]:
         "e2v_p95_s": round(q["p95_s"], 3),
         "e2v_p99_s": round(q["p99_s"], 3),
         "e2v_max_s": round(q["max_s"], 3),
+        "slowest_commit_s": round(steady.slowest_commit_s, 3),  # type: ignore[attr-defined]
+        "memory_produce_per_s": round(mem_produce),
+        "memory_consume_per_s": round(mem_consume),
+        "s3_produce_per_s": round(s3_produce),
+        "s3_consume_per_s": round(s3_consume),
     }
     lower = min(consume_ceiling, insert_ceiling)
     report(
@@ -184,6 +214,12 @@ def run(as_json: bool = False) -> dict[str, float]:
             ("e2v P95 @10k/s", f"{q['p95_s']:.3f} s", ""),
             ("e2v P99 @10k/s", f"{q['p99_s']:.3f} s", f"max {q['max_s']:.3f} s"),
             ("rows in ClickHouse", f"{rows_in_ch:,}", f"produced {produced:,}, unique ids {unique:,}"),
+            (
+                "Tansu memory: produce / consume",
+                f"{mem_produce:,.0f} / {mem_consume:,.0f} /s",
+                "200k events, fresh broker",
+            ),
+            ("Tansu S3 (SeaweedFS): produce / consume", f"{s3_produce:,.0f} / {s3_consume:,.0f} /s", "durable"),
         ],
         summary,
         as_json,

@@ -127,7 +127,9 @@ def dev(port: int, traffic: float) -> None:
     def interrupted(*_args: object) -> None:
         raise KeyboardInterrupt
 
+    # explicit handlers: a SIGINT ignored by the parent (a background job) would be ignored here too
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     try:
         # Traffic starts once Dagster is up: events sent while it boots would wait for the first
         # ingestion run, and that backlog would fill the SLO checks' 5-minute window.
@@ -154,7 +156,7 @@ def dev(port: int, traffic: float) -> None:
     finally:
         for child in children:
             child.terminate()
-        _stop_group(proc, grace_s=6.0)
+        _stop_group(proc, grace_s=4.0)
         for child in children:
             try:
                 child.wait(2)

@@ -23,6 +23,7 @@ POSTGRES_DSN = "NOVA_POSTGRES_DSN"
 #: Local stack ports. Chosen to stay clear of a system Kafka (9092), Redis (6379), Postgres (5432).
 PORT_SETTINGS = {
     "clickhouse": ("NOVA_CLICKHOUSE_PORT", 18123),
+    "s3": ("NOVA_S3_PORT", 18333),  # SeaweedFS: S3 on this port, its other parts on the next nine
     "kafka": ("NOVA_KAFKA_PORT", 19092),
     "redis": ("NOVA_REDIS_PORT", 16379),
     "postgres": ("NOVA_POSTGRES_PORT", 15432),

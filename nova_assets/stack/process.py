@@ -69,6 +69,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(size: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """The first of `size` consecutive ports that are all free right now (SeaweedFS takes ten)."""
+    for _ in range(attempts):
+        base = free_port(host)
+        if base + size > 65535:
+            continue
+        try:
+            socks = []
+            for port in range(base, base + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise OSError(f"no {size} consecutive free ports on {host}")
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """Last lines of a log file, for error messages."""
     try:

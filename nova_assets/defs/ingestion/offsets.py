@@ -7,6 +7,7 @@ sensor tick.
 from __future__ import annotations
 
 import fnmatch
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, Consumer, TopicCollection, TopicPartition
@@ -36,9 +37,16 @@ class PartitionLag:
 
 
 def partition_lags(
-    consumer: Consumer, patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS, timeout_s: float = 5.0
+    consumer: Consumer,
+    patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS,
+    timeout_s: float = 5.0,
+    verify_s: float = 0.0,
 ) -> list[PartitionLag]:
-    """Committed offset and watermarks of every partition of the matching topics."""
+    """Committed offset and watermarks of every partition of the matching topics.
+
+    With `verify_s`, partitions that look caught up are checked by a fetch (at most `verify_s`
+    seconds): some brokers under-report the high watermark in ListOffsets.
+    """
     metadata = consumer.list_topics(timeout=timeout_s)
     tps = [
         TopicPartition(name, pid)
@@ -54,7 +62,40 @@ def partition_lags(
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
         offset = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
         out.append(PartitionLag(tp.topic, tp.partition, offset if offset >= 0 else -1, low, high))
+    if verify_s > 0:
+        quiet = {(p.topic, p.partition): p.start for p in out if p.lag == 0}
+        fetched = fetched_highs(consumer, quiet, verify_s) if quiet else {}
+        out = [
+            PartitionLag(p.topic, p.partition, p.committed, p.low, max(p.high, fetched.get((p.topic, p.partition), -1)))
+            for p in out
+        ]
     return out
+
+
+def fetched_highs(
+    consumer: Consumer, starts: dict[tuple[str, int], int], timeout_s: float
+) -> dict[tuple[str, int], int]:
+    """High watermarks as fetch responses carry them, for partitions with a message at/after `start`.
+
+    ListOffsets is not trusted alone: the local Tansu on S3 storage answers it with the start of
+    the most recently written batch + 1 (80,626 for a topic holding 200,000), which would hide lag
+    behind a committed offset inside that batch. A fetch from the committed offset tells the truth.
+    """
+    consumer.assign([TopicPartition(t, p, start) for (t, p), start in starts.items()])
+    seen: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < len(starts) and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=100, timeout=min(0.1, max(0.0, deadline - time.monotonic()))):
+                if msg.error() is None:
+                    seen.add((msg.topic(), msg.partition()))
+        highs = {}
+        for topic, partition in seen:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            highs[(topic, partition)] = high
+        return highs
+    finally:
+        consumer.unassign()
 
 
 def describe_ranges(lags: list[PartitionLag]) -> str:

@@ -67,7 +67,7 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
     cursor = orjson.loads(context.cursor) if context.cursor else {"seq": 0}
     consumer = kafka.consumer(**{"socket.timeout.ms": 3000})
     try:
-        lags = partition_lags(consumer, timeout_s=3.0)
+        lags = partition_lags(consumer, timeout_s=3.0, verify_s=0.5)  # ListOffsets alone can hide lag
     finally:
         consumer.close()
     total = sum(p.lag for p in lags)

@@ -33,7 +33,7 @@ def kafka_lag(kafka: KafkaResource) -> tuple[Measurement, Measurement]:
     """Unconsumed messages, and the age of the oldest unconsumed one (reads one message per lagging partition)."""
     consumer = kafka.consumer(**{"enable.partition.eof": False})
     try:
-        lags = [p for p in partition_lags(consumer, timeout_s=kafka.timeout_s)]
+        lags = [p for p in partition_lags(consumer, timeout_s=kafka.timeout_s, verify_s=0.5)]
         total = sum(p.lag for p in lags)
         oldest_ms: float | None = None
         for p in lags:

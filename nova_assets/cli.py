@@ -100,7 +100,8 @@ def sql(query: str) -> None:
 @main.command("dev")
 @click.option("--port", default=3000, show_default=True, help="Dagster UI port on 127.0.0.1.")
 @click.option("--traffic", default=200.0, show_default=True, help="Demo events per second (0: none).")
-def dev(port: int, traffic: float) -> None:
+@click.option("--serve-port", default=8080, show_default=True, help="Port of `nova serve` (demo reads) on 127.0.0.1.")
+def dev(port: int, traffic: float, serve_port: int) -> None:
     """Start the stack, create the ClickHouse schema, send demo traffic and run `dagster dev` on 127.0.0.1."""
     from nova_assets.stack import Stack
 
@@ -147,7 +148,21 @@ def dev(port: int, traffic: float) -> None:
             children.append(generate("events", traffic, "--malformed", "0.002"))
             if "cdc" in local.services:  # app changes in Postgres, flowing through Debezium
                 children.append(generate("app", max(1.0, traffic / 10)))
-            click.echo(f"demo traffic: {traffic:g} events/s to nova.events (log: {local.home / 'demo-traffic.log'})")
+            # the read path, with light reads: the hit-rate and feed-latency checks measure real ones
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "nova_assets.cli", "serve", "--port", str(serve_port)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            children.append(generate("reads", max(1.0, traffic / 10), "--port", str(serve_port)))
+            click.echo(
+                f"demo traffic: {traffic:g} events/s to nova.events, {max(1.0, traffic / 10):g} app changes/s, "
+                f"{max(1.0, traffic / 10):g} feed reads/s on http://127.0.0.1:{serve_port} "
+                f"(log: {local.home / 'demo-traffic.log'})"
+            )
         click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
         code = proc.wait()
     except KeyboardInterrupt:
@@ -262,6 +277,20 @@ def generate_app(rate: float, duration: float, users: int) -> None:
 
     postgres = PostgresResource(dsn=_env(settings.POSTGRES_DSN))
     _run(lambda: click.echo(generate_changes(postgres, rate=rate, duration_s=duration, users=users)))
+
+
+@generate.command("reads")
+@click.option("--rate", default=20.0, show_default=True, help="Feed requests per second.")
+@click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--port", default=8080, show_default=True, help="Port of `nova serve` on 127.0.0.1.")
+@click.option("--cold", default=0.1, show_default=True, help="Share of requests for unknown users.")
+def generate_reads(rate: float, duration: float, port: int, cold: float) -> None:
+    """Request feeds from `nova serve` for recently active users (and a few unknown ones)."""
+    from nova_assets.generate.reads import read_feeds
+    from nova_assets.resources.clickhouse import ClickHouseResource
+
+    clickhouse = ClickHouseResource.from_env(_env(settings.CLICKHOUSE_URL))
+    _run(lambda: click.echo(read_feeds(clickhouse, port, rate, duration, cold_share=cold)))
 
 
 def _env(name: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from nova_assets import settings
-from nova_assets.defs import cache, ingestion, recommendations, schema, slo
+from nova_assets.defs import cache, ingestion, recommendations, schema, slo, sources
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
 
 
@@ -23,6 +23,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 
 
 defs = dg.Definitions.merge(
+    sources.defs,
     schema.defs,
     ingestion.defs,
     recommendations.defs,

@@ -42,3 +42,20 @@ def test_one_kafka_loader_at_a_time_under_the_project_instance(tmp_path) -> None
     for running, queued in ((ingest, replay), (replay, another), (ingest, another)):
         assert TagConcurrencyLimitsCounter(limits, [running]).is_blocked(queued)
     assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(replay)
+
+
+def test_lineage_starts_at_the_sources() -> None:
+    graph = definitions.defs.resolve_asset_graph()
+
+    def parents(*path: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(list(path))).parent_keys}
+
+    assert "kafka/nova.events" in parents("events")
+    for table in ("users", "posts", "likes", "comments", "follows"):
+        assert parents(table) == {f"kafka/nova.public.{table}"}
+        assert parents("kafka", f"nova.public.{table}") == {f"postgres/{table}"}
+    assert "user_author_90d" in parents("feed_recommendations")
+    assert "feed_recommendations" in parents("feed_cache")
+    for key in (dg.AssetKey(["kafka", "nova.events"]), dg.AssetKey(["postgres", "posts"])):
+        node = graph.get(key)
+        assert not node.is_materializable and node.group_name == "sources"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import dagster as dg
 import orjson
+import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
 from nova_assets.defs.cache.warming import Invalidation, invalidate_followers
@@ -19,6 +20,7 @@ from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
 from nova_assets.resources.redis import RedisResource
+from nova_assets.tables import escape_bytes, table
 
 PIPELINE_TAG = "nova/pipeline"
 LOADER_TAG = "nova/kafka-loader"  # dagster.yaml runs at most one run with this tag at a time
@@ -38,9 +40,39 @@ class IngestConfig(dg.Config):
     invalidation_max_followers: int = 10_000  # per author; followers past it keep their feed until its TTL
 
 
-def _report(context: dg.OpExecutionContext, stats: IngestStats, kind: str, extra: dict[str, int] | None = None) -> None:
+DEAD_LETTER_SAMPLE = """
+SELECT error_kind AS kind, count() OVER (PARTITION BY error_kind) AS count, topic, partition, offset,
+       error AS reason, substring(payload, 1, 200) AS first_200_bytes
+FROM dead_letters
+WHERE run_id = {run_id:String}
+ORDER BY kind, topic, partition, offset
+LIMIT {per_kind:UInt32} BY kind
+"""
+
+
+def dead_letter_sample(clickhouse: ClickHouseResource, run_id: str, per_kind: int = 3) -> pd.DataFrame:
+    """A few rejected messages of each kind from one run, with the kind's count; raw bytes escaped."""
+    with clickhouse.session() as client:
+        frame = client.query_df(
+            DEAD_LETTER_SAMPLE,
+            parameters={"run_id": run_id, "per_kind": per_kind},
+            column_formats={"first_200_bytes": "bytes"},
+        )
+    frame["first_200_bytes"] = frame["first_200_bytes"].map(escape_bytes)
+    frame["reason"] = frame["reason"].map(lambda text: escape_bytes(text.encode(), 500))
+    return frame
+
+
+def _report(
+    context: dg.OpExecutionContext,
+    stats: IngestStats,
+    kind: str,
+    extra: dict[str, int] | None = None,
+    clickhouse: ClickHouseResource | None = None,
+) -> None:
     meta = {**stats.metadata(), **(extra or {})}
     context.log.info(f"{kind} finished: {meta}")
+    per_topic = table(pd.DataFrame(stats.per_topic()), {"lag": "what p50/p95/p99 measure, in seconds"})
     for topic, rows in stats.rows.items():
         asset = "events" if topic == EVENTS_TOPIC else topic[len(CDC_TOPIC_PREFIX) :]
         topic_meta = {k: v for k, v in meta.items() if not k.startswith(("cdc_lag", "event_to_visible"))}
@@ -48,15 +80,27 @@ def _report(context: dg.OpExecutionContext, stats: IngestStats, kind: str, extra
         topic_meta.update({k: v for k, v in meta.items() if k.startswith(label)})
         topic_meta["rows"] = rows
         topic_meta["dead_letters_for_topic"] = stats.dead_letters.get(topic, 0)
+        topic_meta["per_topic"] = per_topic
         context.log_event(
             dg.AssetMaterialization(asset_key=asset, description=f"{kind} of {topic}", metadata=topic_meta)
         )
     if stats.dead_letters:
+        dead_meta: dict[str, dg.RawMetadataValue] = {
+            "dead_letters": sum(stats.dead_letters.values()),
+            "per_topic": dg.MetadataValue.json(dict(stats.dead_letters)),
+            "kinds": dg.MetadataValue.json(dict(stats.dead_letter_kinds)),
+        }
+        if clickhouse is not None:
+            try:
+                dead_meta["samples"] = table(
+                    dead_letter_sample(clickhouse, context.run_id),
+                    {"first_200_bytes": "escaped: \\xNN for bytes outside printable ASCII"},
+                )
+            except Exception as exc:  # the counts above still tell the story
+                context.log.warning(f"could not read a dead-letter sample: {exc}")
         context.log_event(
             dg.AssetMaterialization(
-                asset_key="dead_letters",
-                description=f"messages rejected by {kind}",
-                metadata={"per_topic": dict(stats.dead_letters), "kinds": dict(stats.dead_letter_kinds)},
+                asset_key="dead_letters", description=f"messages rejected by {kind}", metadata=dead_meta
             )
         )
 
@@ -136,7 +180,7 @@ def ingest_kafka(
         after_flush=invalidator,
         log_warning=context.log.warning,
     )
-    _report(context, loader.run(), "ingestion", invalidator.metadata())
+    _report(context, loader.run(), "ingestion", invalidator.metadata(), clickhouse)
 
 
 @dg.job(name="kafka_ingestion", tags={PIPELINE_TAG: "ingestion", LOADER_TAG: "kafka"})
@@ -209,6 +253,7 @@ def replay_kafka(
             clickhouse, kafka, settings, log=context.log.info, run_id=context.run_id, log_warning=context.log.warning
         ).run(ranges),
         "replay",
+        clickhouse=clickhouse,
     )
 
 

@@ -93,6 +93,29 @@ class IngestStats:
     finished: float = 0.0
     e2v_ms: list[np.ndarray] = field(default_factory=list)
     cdc_lag_ms: list[np.ndarray] = field(default_factory=list)
+    lag_ms_by_topic: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
+    batches_by_topic: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def per_topic(self) -> list[dict[str, Any]]:
+        """One row per topic: rows, dead letters, batches and its lag quantiles (e2v or CDC lag), in s."""
+        out = []
+        for topic in sorted(set(self.rows) | set(self.dead_letters) | set(self.batches_by_topic)):
+            parts = self.lag_ms_by_topic.get(topic)
+            lag = np.concatenate(parts) / 1000.0 if parts else None
+            p50, p95, p99 = np.percentile(lag, [50, 95, 99]) if lag is not None else (None, None, None)
+            out.append(
+                {
+                    "topic": topic,
+                    "rows": self.rows.get(topic, 0),
+                    "dead_letters": self.dead_letters.get(topic, 0),
+                    "batches": self.batches_by_topic.get(topic, 0),
+                    "lag": "event_to_visible" if topic == EVENTS_TOPIC else "cdc_lag",
+                    "p50_s": None if p50 is None else round(float(p50), 3),
+                    "p95_s": None if p95 is None else round(float(p95), 3),
+                    "p99_s": None if p99 is None else round(float(p99), 3),
+                }
+            )
+        return out
 
     @property
     def messages(self) -> int:
@@ -139,7 +162,7 @@ class IngestStats:
 class _Batch:
     events: EventBatch = field(default_factory=EventBatch.empty)
     changes: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
-    change_ms: list[int] = field(default_factory=list)
+    change_ms: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # per mirror table
     dead: list[list[Any]] = field(default_factory=list)
     dead_topics: list[str] = field(default_factory=list)
     ranges: dict[TP, list[int]] = field(default_factory=dict)
@@ -484,7 +507,7 @@ class Loader:
                     stats.tombstones += 1
                     continue
                 batch.changes[table].append(change.row)
-                batch.change_ms.append(change.source_ms)
+                batch.change_ms[table].append(change.source_ms)
             except Rejected as rejected:
                 self._dead(batch, stats, msg, rejected)
         if ev_values:
@@ -594,10 +617,16 @@ class Loader:
                 self.committed[(tp.topic, tp.partition)] = tp.offset
         visible_ms = visible * 1000.0
         if len(batch.events):
-            stats.e2v_ms.append(visible_ms - np.asarray(batch.events.event_ms, dtype=np.float64))
+            e2v = visible_ms - np.asarray(batch.events.event_ms, dtype=np.float64)
+            stats.e2v_ms.append(e2v)
+            stats.lag_ms_by_topic[EVENTS_TOPIC].append(e2v)
             stats.unknown_fields += batch.events.unknown_fields
-        if batch.change_ms:
-            stats.cdc_lag_ms.append(visible_ms - np.asarray(batch.change_ms, dtype=np.float64))
+        for table, source_ms in batch.change_ms.items():
+            lag = visible_ms - np.asarray(source_ms, dtype=np.float64)
+            stats.cdc_lag_ms.append(lag)
+            stats.lag_ms_by_topic[f"{CDC_TOPIC_PREFIX}{table}"].append(lag)
+        for topic in {t for t, _p in batch.ranges}:
+            stats.batches_by_topic[topic] += 1
         if len(batch.events):
             stats.rows[EVENTS_TOPIC] += len(batch.events)
         for table, rows in batch.changes.items():

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
-EVENTS_TOPIC = "nova.events"
-CDC_TOPIC_PREFIX = "nova.public."
+from nova_assets.topics import CDC_TOPIC_PREFIX, EVENTS_TOPIC, MIRROR_TABLES  # noqa: F401 - re-exported
+
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID = re.compile(UUID_PATTERN)
 MIN_EVENT_MS = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
@@ -294,7 +294,6 @@ def _show(value: Any) -> str:
 # --- CDC records (Debezium ExtractNewRecordState: columns + __table, __lsn, __ts_ms, __deleted) ---
 
 MIRROR_META_COLUMNS = ("version", "is_deleted", "source_ts", "ingested_at")
-MIRROR_TABLES = ["users", "posts", "likes", "comments", "follows", "debezium_heartbeat"]
 
 
 @dataclass(frozen=True)

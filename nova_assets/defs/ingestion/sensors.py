@@ -13,10 +13,12 @@ import orjson
 
 from nova_assets import settings
 from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, PIPELINE_TAG, RANGES_TAG, kafka_ingestion_job
-from nova_assets.defs.ingestion.offsets import describe_ranges, partition_lags
+from nova_assets.defs.ingestion.offsets import PartitionLag, describe_ranges, partition_lags
+from nova_assets.defs.sources.assets import topic_key
 from nova_assets.resources.kafka import KafkaResource
 
 SENSOR_INTERVAL = "NOVA_INGEST_SENSOR_INTERVAL"
+OBSERVE_EVERY_S = 60.0  # a lag observation per topic and minute: a plot, not an event per tick
 HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -75,18 +77,26 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
     stale_after = settings.env_float(HEARTBEAT_STALE, 45.0, minimum=5.0)
     running = in_flight_runs(context, stale_after)
     new_cursor = {**cursor, "offsets": seen, "lag": total}
+    observations: list[dg.AssetObservation] = []
+    now = time.time()
+    if lags and now - float(cursor.get("observed", 0)) >= OBSERVE_EVERY_S:
+        observations = lag_observations(lags)
+        new_cursor["observed"] = now
     if not lags:
         return dg.SensorResult(
             skip_reason="no nova.events or nova.public.* topics yet", cursor=orjson.dumps(new_cursor).decode()
         )
     if total == 0:
         return dg.SensorResult(
-            skip_reason=f"no lag on {len(lags)} partition(s)", cursor=orjson.dumps(new_cursor).decode()
+            skip_reason=f"no lag on {len(lags)} partition(s)",
+            cursor=orjson.dumps(new_cursor).decode(),
+            asset_events=observations,
         )
     if running:
         return dg.SensorResult(
             skip_reason=f"lag {total} messages; run {running[0].run_id[:8]} ({running[0].status.value}) is on it",
             cursor=orjson.dumps(new_cursor).decode(),
+            asset_events=observations,
         )
     ranges = describe_ranges(lags)
     seq = int(cursor.get("seq", 0)) + 1
@@ -100,4 +110,24 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
             )
         ],
         cursor=orjson.dumps(new_cursor).decode(),
+        asset_events=observations,
     )
+
+
+def lag_observations(lags: list[PartitionLag]) -> list[dg.AssetObservation]:
+    """One observation per topic: messages not yet loaded, end offset, committed offset, partitions."""
+    by_topic: dict[str, list[PartitionLag]] = {}
+    for lag in lags:
+        by_topic.setdefault(lag.topic, []).append(lag)
+    return [
+        dg.AssetObservation(
+            asset_key=topic_key(topic),
+            metadata={
+                "consumer_lag": sum(p.lag for p in parts),
+                "end_offset": sum(p.high for p in parts),
+                "committed_offset": sum(max(p.committed, 0) for p in parts),
+                "partitions": len(parts),
+            },
+        )
+        for topic, parts in sorted(by_topic.items())
+    ]

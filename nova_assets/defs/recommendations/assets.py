@@ -5,13 +5,16 @@ import time
 from dataclasses import fields
 
 import dagster as dg
+import pandas as pd
+from clickhouse_connect.driver.client import Client
 
-from nova_assets.defs.recommendations.scoring import ScoringParams, cleanup, evaluate, recompute
+from nova_assets.defs.recommendations.scoring import NIL_USER, ScoringParams, cleanup, evaluate, recompute
 from nova_assets.defs.schema.assets import renderer_for
 from nova_assets.defs.schema.ddl import apply_object
 from nova_assets.defs.schema.sql_files import load_objects
 from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.tables import table
 
 SCHEDULE = "NOVA_RECOMMENDATIONS_CRON"
 DEFAULT_CRON = "*/10 * * * *"
@@ -46,6 +49,40 @@ class RecommendationsConfig(dg.Config):
         return ScoringParams(**{f.name: getattr(self, f.name) for f in fields(ScoringParams)})
 
 
+STRATEGIES = ("model", "global_hot", "recency")
+METRICS = ("hit_rate_at_k", "recall_at_k", "catalog_coverage", "author_diversity")
+
+
+def evaluation_frame(evaluation: dict) -> pd.DataFrame:
+    """Strategies as rows, metrics as columns, plus the model's lift over the best baseline per metric."""
+    rows = [{"strategy": name, **evaluation[name]} for name in STRATEGIES if name in evaluation]
+    frame = pd.DataFrame(rows, columns=["strategy", "users_evaluated", *METRICS])
+    if "model" in evaluation and len(rows) > 1:
+        lift: dict[str, object] = {"strategy": "model / best baseline"}
+        for metric in METRICS:
+            best = max(evaluation[b][metric] for b in STRATEGIES[1:] if b in evaluation)
+            lift[metric] = round(evaluation["model"][metric] / best, 3) if best else None
+        frame = pd.concat([frame, pd.DataFrame([lift])], ignore_index=True)
+    return frame
+
+
+SAMPLE_FEEDS = """
+SELECT toString(user_id) AS user, rank, toString(post_id) AS post, toString(author_id) AS author,
+       round(score, 4) AS score, toString(reason) AS why
+FROM feed_recommendations
+WHERE version = {version:UInt64} AND rank <= {k:UInt16} AND user_id IN (
+    SELECT user_id FROM feed_recommendations
+    WHERE version = {version:UInt64} AND user_id != {nil:UUID} AND rank = 1
+    ORDER BY cityHash64(user_id) LIMIT {users:UInt32})
+ORDER BY user, rank
+"""
+
+
+def sample_feeds(client: Client, version: int, users: int = 3, k: int = 10) -> pd.DataFrame:
+    """The top k of a few users (the same ones every run while they have feeds), with why each post is there."""
+    return client.query_df(SAMPLE_FEEDS, parameters={"version": version, "k": k, "users": users, "nil": NIL_USER})
+
+
 @dg.asset(
     name="feed_recommendations",
     freshness_policy=FRESHNESS["feed_recommendations"],
@@ -78,13 +115,18 @@ def feed_recommendations(
             if config.evaluate
             else {}
         )
+        preview = sample_feeds(client, figures["version"])
     context.log.info(f"published version {figures['version']}: {figures}; evaluation {evaluation}")
     metadata: dict[str, dg.RawMetadataValue] = {**figures, "dropped_versions": dropped, "created": created}
     for strategy in ("model", "global_hot", "recency"):
         for metric, value in evaluation.get(strategy, {}).items():
             metadata[f"eval_{strategy}_{metric}"] = value
     if evaluation:
-        metadata["evaluation"] = dg.MetadataValue.json(evaluation)
+        metadata["evaluation"] = table(
+            evaluation_frame(evaluation),
+            {"strategy": f"top {evaluation['k']}, features before the split, judged on the next hours"},
+        )
+    metadata["sample_feeds"] = table(preview, {"why": "followed author, affinity with the author, or hot"})
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 from nova_assets.defs.schema.ddl import apply_object
 from nova_assets.defs.schema.sql_files import Renderer, SqlObject, load_objects
 from nova_assets.defs.slo.freshness import FRESHNESS
+from nova_assets.defs.sources.assets import SOURCE_OF
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 GROUP = "clickhouse_schema"
@@ -18,7 +19,7 @@ def _build(obj: SqlObject) -> dg.AssetsDefinition:
     @dg.asset(
         name=obj.name,
         group_name=GROUP,
-        deps=[dg.AssetKey(dep) for dep in obj.depends],
+        deps=[dg.AssetKey(dep) for dep in obj.depends] + ([SOURCE_OF[obj.name]] if obj.name in SOURCE_OF else []),
         description=obj.description or f"ClickHouse {obj.kind} {obj.name}",
         kinds={"clickhouse", "sql"},
         tags={"nova/object_kind": obj.kind, **({"nova/role": obj.role} if obj.role else {})},

@@ -13,6 +13,13 @@ from nova_assets.resources.redis import RedisResource
 MIRRORS = ("users", "posts", "likes", "comments", "follows")
 
 
+def _detail(name: str, value: object) -> object:
+    """A measurement detail: settings (windows, limits) as text, measured figures as numbers."""
+    if "window" in name or "limit" in name or not isinstance(value, int | float | str | bool):
+        return dg.MetadataValue.text(str(value))
+    return value
+
+
 def slo_result(
     slo: Slo, m: measure.Measurement, asset: str | None = None, check: str | None = None
 ) -> dg.AssetCheckResult:
@@ -21,14 +28,15 @@ def slo_result(
     metadata: dict[str, dg.RawMetadataValue] = {
         "slo": slo.name,
         "unit": slo.unit,
-        "target": slo.target,
-        "acceptable": slo.acceptable,
-        "critical": slo.critical,
+        # thresholds and windows are text: the check page then plots only what moves (measured, sample_size)
+        "target": dg.MetadataValue.text(f"{slo.target:g}"),
+        "acceptable": dg.MetadataValue.text(f"{slo.acceptable:g}"),
+        "critical": dg.MetadataValue.text(f"{slo.critical:g}"),
         "higher_is_better": slo.higher_is_better,
         "sample_size": int(m.get("sample_size") or 0),
         "window": slo.window,
         "source": slo.source,
-        **{f"detail_{k}": v if isinstance(v, int | float | str | bool) else str(v) for k, v in details.items()},
+        **{f"detail_{k}": _detail(k, v) for k, v in details.items()},
     }
     value = m.get("value")
     kwargs = {"asset_key": asset, "check_name": check} if asset else {}

@@ -24,6 +24,8 @@ def test_feed_cache_warms_active_users_with_ttl(world: World, redis_resource: Re
     )
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("feed_cache")[0].metadata.items()}
+    by_minute = meta["hit_rate_last_hour"]
+    assert [c.name for c in by_minute.schema.columns] == ["minute", "hits", "misses", "hit_rate"]
     assert meta["users_warmed"] == 5 and meta["keys"] == 6 and meta["version"] == version and meta["bytes"] > 0
     r = redis_resource.client()
     warmed = [u for u in world.users if r.exists(feed_key(u))]
@@ -97,3 +99,20 @@ def test_set_many_reports_refused_writes_and_keeps_the_connection(tmp_path) -> N
         assert r.ping() and r.get(b"k0") == b"v" * 100  # the pooled connection is still in step
     finally:
         service.stop()
+
+
+def test_hit_rate_by_minute_reads_the_read_paths_counters(redis_resource: RedisResource) -> None:
+    from nova_assets.defs.cache.assets import hit_rate_by_minute
+    from nova_assets.defs.cache.keys import stats_key
+
+    r = redis_resource.client()
+    now = 1_800_000_000.0
+    minute = int(now // 60)
+    r.hset(stats_key(minute - 2), mapping={"hits_l1": 90, "hits_redis": 5, "misses": 5})
+    r.hset(stats_key(minute), mapping={"misses": 4})
+    r.hset(stats_key(minute - 61), mapping={"hits_l1": 1})  # older than an hour
+    frame = hit_rate_by_minute(r, now=now)
+    assert frame.to_dict("records") == [
+        {"minute": "2027-01-15 07:58", "hits": 95, "misses": 5, "hit_rate": 0.95},
+        {"minute": "2027-01-15 08:00", "hits": 0, "misses": 4, "hit_rate": 0.0},
+    ]

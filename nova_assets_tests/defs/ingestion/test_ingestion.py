@@ -53,6 +53,13 @@ def test_sensor_run_loads_exactly_once_with_dead_letters(
 
     result = _tick(instance, kafka)
     assert len(result.run_requests) == 1
+    # the topic's source asset gets its lag as an observation (at most once a minute)
+    [observed] = [e for e in result.asset_events if e.asset_key == dg.AssetKey(["kafka", "nova.events"])]
+    assert isinstance(observed, dg.AssetObservation)
+    lag = observed.metadata["consumer_lag"].value
+    # Tansu's ListOffsets reports the last batch's start + 1, so the end can be a little short
+    assert 0 < lag <= valid + bad and lag == observed.metadata["end_offset"].value
+    assert observed.metadata["committed_offset"].value == 0
     request = result.run_requests[0]
     assert request.tags["nova/pipeline"] == "ingestion" and "nova.events:0:0-" in request.tags["nova/offsets"]
 
@@ -75,7 +82,29 @@ def test_sensor_run_loads_exactly_once_with_dead_letters(
     assert meta["rows"].value == valid
     assert meta["dead_letters"].value == bad
     assert meta["event_to_visible_p95_s"].value > 0
-    assert "dead_letters" in materialized
+    per_topic = meta["per_topic"].value
+    assert [c.name for c in per_topic.schema.columns] == [
+        "topic", "rows", "dead_letters", "batches", "lag", "p50_s", "p95_s", "p99_s"
+    ]  # fmt: skip
+    assert [(r.data["topic"], r.data["rows"], r.data["dead_letters"]) for r in per_topic.records] == [
+        ("nova.events", valid, bad)
+    ]
+    assert per_topic.records[0].data["p95_s"] > 0 and per_topic.records[0].data["batches"] >= 1
+
+    # the dead letters' page: a sample per kind, with counts, and every byte escaped
+    dead_meta = materialized["dead_letters"].step_materialization_data.materialization.metadata
+    samples = dead_meta["samples"].value
+    assert [c.name for c in samples.schema.columns] == [
+        "kind", "count", "topic", "partition", "offset", "reason", "first_200_bytes"
+    ]  # fmt: skip
+    sampled = [r.data for r in samples.records]
+    assert {r["kind"] for r in sampled} == set(kinds)
+    assert all(1 <= sum(1 for r in sampled if r["kind"] == k) <= 3 for k in kinds)
+    assert {r["kind"]: r["count"] for r in sampled} == kinds
+    for row in sampled:
+        text = row["first_200_bytes"] + row["reason"]
+        assert text.isascii() and text.isprintable(), text
+        assert len(row["first_200_bytes"]) <= 4 * 200
 
     # caught up: the next tick skips and states the lag
     after = _tick(instance, kafka, result.cursor)

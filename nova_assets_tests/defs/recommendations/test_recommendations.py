@@ -24,6 +24,21 @@ def test_asset_publishes_ranked_diverse_feeds(world: World) -> None:
     )
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("feed_recommendations")[0].metadata.items()}
+    evaluation = meta["evaluation"]
+    assert [c.name for c in evaluation.schema.columns] == [
+        "strategy", "users_evaluated", "hit_rate_at_k", "recall_at_k", "catalog_coverage", "author_diversity"
+    ]  # fmt: skip
+    rows = {r.data["strategy"]: r.data for r in evaluation.records}
+    assert list(rows) == ["model", "global_hot", "recency", "model / best baseline"]
+    best = max(rows["global_hot"]["recall_at_k"], rows["recency"]["recall_at_k"])
+    if best:
+        assert rows["model / best baseline"]["recall_at_k"] == round(rows["model"]["recall_at_k"] / best, 3)
+    assert meta["eval_model_recall_at_k"] == rows["model"]["recall_at_k"]  # the figure stays numeric too
+    sample = meta["sample_feeds"]
+    assert [c.name for c in sample.schema.columns] == ["user", "rank", "post", "author", "score", "why"]
+    users = {r.data["user"] for r in sample.records}
+    assert len(users) == 3 and len(sample.records) == 3 * 10  # every world user's feed has >= 10 posts
+    assert {r.data["why"] for r in sample.records} <= {"followed", "affinity", "hot"}
     assert meta["users_covered"] == len(world.users)  # every user with affinity or follows
     assert meta["trending_rows"] == 10
     for strategy in ("model", "global_hot", "recency"):

@@ -78,7 +78,7 @@ def test_healthy_pipeline_passes_every_check(pipeline: Pipeline, instance: dg.Da
     assert failed == {}
     e2v = results["events:event_to_visible_p95"]
     assert e2v.metadata["grade"].value == "target" and e2v.metadata["sample_size"].value == 3000
-    assert e2v.metadata["target"].value == 3 and e2v.metadata["critical"].value == 10
+    assert e2v.metadata["target"].value == "3" and e2v.metadata["critical"].value == "10"
     assert results["feed_cache:cache_hit_rate"].metadata["measured"].value >= 0.95
 
 
@@ -165,7 +165,7 @@ def test_thresholds_come_from_the_one_declaration(
     produce_events(pipeline.kafka, rate=0, duration_s=60, total=50)
     results = pipeline.checks(instance)
     slow = _failed(results, "events:events_query_latency")
-    assert slow.severity == dg.AssetCheckSeverity.ERROR and slow.metadata["critical"].value == 0.0003
+    assert slow.severity == dg.AssetCheckSeverity.ERROR and slow.metadata["critical"].value == "0.0003"
     lag = _failed(results, "events:kafka_consumer_lag")
     assert lag.severity == dg.AssetCheckSeverity.ERROR
     feed = results["feed_recommendations:feed_query_latency"]

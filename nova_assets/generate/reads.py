@@ -1,0 +1,57 @@
+"""Demo reads: feed requests to `nova serve`, so the hit-rate and latency checks measure real reads.
+
+Users are drawn from who was active in the last hour (most of them warmed, as a real feed's
+readers are) plus a small share of ids nobody has seen (cold readers), at a steady rate.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from http.client import HTTPConnection, HTTPException
+
+from nova_assets.resources.clickhouse import ClickHouseResource
+
+ACTIVE = """
+SELECT DISTINCT toString(user_id) FROM events
+WHERE ingested_at > now64(3) - INTERVAL 1 HOUR
+LIMIT {n:UInt32}
+"""
+
+
+def read_feeds(
+    clickhouse: ClickHouseResource,
+    port: int,
+    rate: float,
+    duration_s: float,
+    cold_share: float = 0.1,
+    seed: int = 11,
+) -> dict[str, int]:
+    """Request `/feed/<user>` at `rate`/s for `duration_s`; returns counts by HTTP status."""
+    rng = random.Random(seed)
+    counts: dict[str, int] = {}
+    users: list[str] = []
+    refreshed = 0.0
+    conn: HTTPConnection | None = None
+    deadline = time.monotonic() + duration_s
+    next_at = time.monotonic()
+    while time.monotonic() < deadline:
+        if time.monotonic() - refreshed > 60 or not users:
+            users = [r[0] for r in clickhouse.query(ACTIVE, parameters={"n": 2000}).result_rows]
+            refreshed = time.monotonic()
+        user = str(uuid.UUID(int=rng.getrandbits(128))) if not users or rng.random() < cold_share else rng.choice(users)
+        try:
+            conn = conn or HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", f"/feed/{user}?limit=20")
+            response = conn.getresponse()
+            response.read()
+            key = str(response.status)
+        except (OSError, HTTPException):
+            key = "error"
+            conn = None
+            time.sleep(1.0)  # the server is starting or restarting
+        counts[key] = counts.get(key, 0) + 1
+        next_at += 1.0 / rate
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    return counts

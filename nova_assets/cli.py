@@ -113,7 +113,6 @@ def dev(port: int, traffic: float, serve_port: int) -> None:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
-    _run(lambda: first_feeds(env))
     cmd = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(REPO_ROOT / "workspace.yaml"),
@@ -158,11 +157,18 @@ def dev(port: int, traffic: float, serve_port: int) -> None:
                 )
             )
             children.append(generate("reads", max(1.0, traffic / 10), "--port", str(serve_port)))
+            changes = f"{max(1.0, traffic / 10):g} app changes/s, " if "cdc" in local.services else ""
             click.echo(
-                f"demo traffic: {traffic:g} events/s to nova.events, {max(1.0, traffic / 10):g} app changes/s, "
+                f"demo traffic: {traffic:g} events/s to nova.events, {changes}"
                 f"{max(1.0, traffic / 10):g} feed reads/s on http://127.0.0.1:{serve_port} "
                 f"(log: {local.home / 'demo-traffic.log'})"
             )
+        # the first feeds once events are in, so recommendations cover real users from the start
+        click.echo(f"Dagster is up on http://127.0.0.1:{port}; waiting for the first events to be loaded ...")
+        try:
+            first_feeds(env, wait_for_events_s=90 if traffic > 0 else 0)
+        except NovaError as exc:  # the schedules will try again; the demo goes on
+            click.echo(f"warning: {exc}", err=True)
         click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
         code = proc.wait()
     except KeyboardInterrupt:
@@ -211,21 +217,37 @@ def _wait_for_dagster(port: int, proc: subprocess.Popen[bytes], timeout_s: float
             time.sleep(1)
 
 
-def first_feeds(env: dict[str, str]) -> None:
-    """Materialize feed_recommendations and feed_cache once, as a Dagster run the UI shows, so the
-    demo starts with feeds (and their checks measure something) instead of waiting for the schedule."""
+def first_feeds(env: dict[str, str], wait_for_events_s: float = 0.0) -> None:
+    """Materialize the ClickHouse schema assets, feed_recommendations and feed_cache once, as a Dagster
+    run the UI shows, so the demo starts complete (feeds to read, checks that measure something)
+    instead of waiting for the schedules. With `wait_for_events_s`, first wait for events to arrive."""
+    import time
+
     import dagster as dg
 
     os.environ.update(env)
     from nova_assets.definitions import defs
+    from nova_assets.defs.schema.assets import GROUP
+    from nova_assets.resources.clickhouse import ClickHouseResource
 
-    click.echo("materializing feed_recommendations and feed_cache once (the schedules take over from here)")
+    if wait_for_events_s > 0:
+        clickhouse = ClickHouseResource.from_env(env[settings.CLICKHOUSE_URL])
+        deadline = time.monotonic() + wait_for_events_s
+        while time.monotonic() < deadline:
+            if clickhouse.query("SELECT count() FROM events").result_rows[0][0] > 0:
+                break
+            time.sleep(1)
+    click.echo("materializing the schema assets, feed_recommendations and feed_cache once (schedules take over)")
+    graph = defs.resolve_asset_graph()
+    keys = [
+        k for k in graph.get_all_asset_keys() if graph.get(k).group_name == GROUP and graph.get(k).is_materializable
+    ]
+    keys += [dg.AssetKey("feed_recommendations"), dg.AssetKey("feed_cache")]
     job = defs.resolve_implicit_global_asset_job_def()
-    keys = [dg.AssetKey("feed_recommendations"), dg.AssetKey("feed_cache")]
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
     if not result.success:
-        raise NovaError("the first feed_recommendations / feed_cache run failed: see it in the Dagster UI")
+        raise NovaError("the first schema / feed_recommendations / feed_cache run failed: see it in the Dagster UI")
 
 
 def _apply_schema(url: str) -> None:
@@ -283,7 +305,7 @@ def generate_app(rate: float, duration: float, users: int) -> None:
 @click.option("--rate", default=20.0, show_default=True, help="Feed requests per second.")
 @click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
 @click.option("--port", default=8080, show_default=True, help="Port of `nova serve` on 127.0.0.1.")
-@click.option("--cold", default=0.1, show_default=True, help="Share of requests for unknown users.")
+@click.option("--cold", default=0.05, show_default=True, help="Share of requests for unknown users.")
 def generate_reads(rate: float, duration: float, port: int, cold: float) -> None:
     """Request feeds from `nova serve` for recently active users (and a few unknown ones)."""
     from nova_assets.generate.reads import read_feeds

@@ -1,7 +1,8 @@
 """Demo reads: feed requests to `nova serve`, so the hit-rate and latency checks measure real reads.
 
 Users are drawn from who was active in the last hour (most of them warmed, as a real feed's
-readers are) plus a small share of ids nobody has seen (cold readers), at a steady rate.
+readers are) plus a small share of readers nobody has seen yet, drawn from a fixed pool of
+`cold_pool` ids (new readers come back too), at a steady rate.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ def read_feeds(
     port: int,
     rate: float,
     duration_s: float,
-    cold_share: float = 0.1,
+    cold_share: float = 0.05,
+    cold_pool: int = 200,
     seed: int = 11,
 ) -> dict[str, int]:
     """Request `/feed/<user>` at `rate`/s for `duration_s`; returns counts by HTTP status."""
     rng = random.Random(seed)
+    strangers = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(cold_pool)]
     counts: dict[str, int] = {}
     users: list[str] = []
     refreshed = 0.0
@@ -40,7 +43,7 @@ def read_feeds(
         if time.monotonic() - refreshed > 60 or not users:
             users = [r[0] for r in clickhouse.query(ACTIVE, parameters={"n": 2000}).result_rows]
             refreshed = time.monotonic()
-        user = str(uuid.UUID(int=rng.getrandbits(128))) if not users or rng.random() < cold_share else rng.choice(users)
+        user = rng.choice(strangers) if not users or rng.random() < cold_share else rng.choice(users)
         try:
             conn = conn or HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", f"/feed/{user}?limit=20")

@@ -20,6 +20,8 @@ from nova_assets.resources.kafka import KafkaResource
 SENSOR_INTERVAL = "NOVA_INGEST_SENSOR_INTERVAL"
 OBSERVE_EVERY_S = 60.0  # a lag observation per topic and minute: a plot, not an event per tick
 HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"
+RUN_SECONDS = "NOVA_INGEST_RUN_SECONDS"  # how long one ingestion run keeps consuming (default 600)
+IDLE_EXIT_SECONDS = "NOVA_INGEST_IDLE_EXIT_SECONDS"  # a run ends after this long without messages (default 30)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -106,12 +108,22 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
         run_requests=[
             dg.RunRequest(
                 run_key=f"ingest-{seq}-{fingerprint}",
+                run_config=run_config(),
                 tags={PIPELINE_TAG: "ingestion", RANGES_TAG: ranges[:4000], "nova/lag": str(total)},
             )
         ],
         cursor=orjson.dumps(new_cursor).decode(),
         asset_events=observations,
     )
+
+
+def run_config() -> dict:
+    """The run window from NOVA_INGEST_RUN_SECONDS / NOVA_INGEST_IDLE_EXIT_SECONDS (launchpad defaults otherwise)."""
+    config = {
+        "max_run_seconds": settings.env_float(RUN_SECONDS, 600.0, minimum=5.0),
+        "idle_exit_seconds": settings.env_float(IDLE_EXIT_SECONDS, 30.0, minimum=1.0),
+    }
+    return {"ops": {"ingest_kafka": {"config": config}}}
 
 
 def lag_observations(lags: list[PartitionLag]) -> list[dg.AssetObservation]:

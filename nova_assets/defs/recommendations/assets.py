@@ -1,5 +1,6 @@
 """`feed_recommendations`: every covered user's ranked feed, recomputed on a schedule, published atomically."""
 
+import math
 import os
 import time
 from dataclasses import fields
@@ -66,6 +67,16 @@ def evaluation_frame(evaluation: dict) -> pd.DataFrame:
     return frame
 
 
+def eval_window(client: Client, split_ago_s: float, horizon_hours: int) -> tuple[float, int]:
+    """The evaluation's split (seconds ago) and horizon: as configured, or, where there is less
+    history than twice the split (a young demo), the middle of the history and what follows it."""
+    first = client.query("SELECT toUnixTimestamp64Milli(min(event_time)) FROM events").result_rows[0][0]
+    span = time.time() - float(first or 0) / 1000.0
+    if first and 0 < span < 2 * split_ago_s:
+        return span / 2, max(1, math.ceil(span / 2 / 3600))
+    return split_ago_s, horizon_hours
+
+
 SAMPLE_FEEDS = """
 SELECT toString(user_id) AS user, rank, toString(post_id) AS post, toString(author_id) AS author,
        round(score, 4) AS score, toString(reason) AS why
@@ -104,14 +115,9 @@ def feed_recommendations(
         created = apply_object(client, _OBJECT, renderer_for(clickhouse)).created
         figures = recompute(client, params)
         dropped = cleanup(client, keep=config.keep_versions)
+        split_ago_s, horizon_hours = eval_window(client, config.eval_split_hours_ago * 3600, config.eval_horizon_hours)
         evaluation = (
-            evaluate(
-                client,
-                params,
-                split=time.time() - config.eval_split_hours_ago * 3600,
-                horizon_hours=config.eval_horizon_hours,
-                k=config.eval_k,
-            )
+            evaluate(client, params, split=time.time() - split_ago_s, horizon_hours=horizon_hours, k=config.eval_k)
             if config.evaluate
             else {}
         )

@@ -204,4 +204,7 @@ def test_recommendations_page_shows_the_offline_evaluation(page: Page, dev: Dev)
     )
     for word in ("evaluation", "strategy", "recall_at_k", "catalog_coverage", "sample_feeds", "why"):
         assert word in text, word
-    page.screenshot(path=str(IMG / "feed-recommendations.png"), full_page=True)
+    page.get_by_text("evaluation", exact=True).first.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 250)  # the evaluation and the sample feeds below it
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(IMG / "feed-recommendations.png"))

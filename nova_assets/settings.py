@@ -18,6 +18,7 @@ CLICKHOUSE_POOL = "NOVA_CLICKHOUSE_POOL"
 KAFKA_BOOTSTRAP = "NOVA_KAFKA_BOOTSTRAP"
 REDIS_URL = "NOVA_REDIS_URL"
 REDIS_CLUSTER = "NOVA_REDIS_CLUSTER"
+KAFKA_STORAGE = "NOVA_KAFKA_STORAGE"  # local Tansu: memory (default) or s3 (durable, on the local SeaweedFS)
 POSTGRES_DSN = "NOVA_POSTGRES_DSN"
 
 #: Local stack ports. Chosen to stay clear of a system Kafka (9092), Redis (6379), Postgres (5432).
@@ -80,3 +81,11 @@ def env_bool(name: str, default: bool = False) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(name, raw, "is not one of 1/true/yes/on or 0/false/no/off")
+
+
+def kafka_storage() -> str:
+    """Where the local Kafka keeps topics: `memory` (default) or `s3` (durable, SeaweedFS)."""
+    value = os.environ.get(KAFKA_STORAGE, "").strip().lower() or "memory"
+    if value not in ("memory", "s3"):
+        raise ConfigError(KAFKA_STORAGE, value, "is neither memory nor s3")
+    return value

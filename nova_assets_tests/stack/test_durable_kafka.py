@@ -72,3 +72,22 @@ def test_lag_is_not_hidden_by_list_offsets(durable: tuple[S3Service, KafkaServic
         assert fetched_highs(consumer, {("nova.events", 0): produced}, 0.5) == {}  # nothing past the end
     finally:
         consumer.close()
+
+
+def test_the_stack_runs_a_durable_kafka_only_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from nova_assets.errors import ConfigError
+    from nova_assets.stack import Stack
+
+    monkeypatch.delenv("NOVA_STACK_SERVICES", raising=False)
+    monkeypatch.delenv("NOVA_KAFKA_STORAGE", raising=False)
+    plain = Stack(home=tmp_path)
+    assert "s3" not in plain.services and plain.services["kafka"].storage is None  # type: ignore[attr-defined]
+    assert "memory://" in " ".join(plain.services["kafka"].command())
+    monkeypatch.setenv("NOVA_KAFKA_STORAGE", "s3")
+    durable = Stack(home=tmp_path)
+    assert list(durable.services)[:3] == ["clickhouse", "s3", "kafka"]  # storage starts before the broker
+    assert durable.services["kafka"].storage is durable.services["s3"]  # type: ignore[attr-defined]
+    assert "s3://tansu/" in " ".join(durable.services["kafka"].command())
+    monkeypatch.setenv("NOVA_KAFKA_STORAGE", "disk")
+    with pytest.raises(ConfigError, match="NOVA_KAFKA_STORAGE='disk'"):
+        Stack(home=tmp_path)

@@ -48,7 +48,7 @@ MAX_LIMIT = 200
 MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
 MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
 NEGATIVE_CAPACITY = 50_000  # ids known to have no personal feed (bounded: random ids recycle it)
-NEGATIVE_TTL_S = 60.0  # a new user's first feed shows up within a minute of being recommended
+NEGATIVE_TTL_S = 300.0  # as long as a Redis entry lives: a new user's first feed shows within 5 min
 
 
 class InvalidRequest(ValueError):

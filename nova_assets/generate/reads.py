@@ -1,8 +1,8 @@
 """Demo reads: feed requests to `nova serve`, so the hit-rate and latency checks measure real reads.
 
-Users are drawn from who was active in the last hour (most of them warmed, as a real feed's
-readers are) plus a small share of readers nobody has seen yet, drawn from a fixed pool of
-`cold_pool` ids (new readers come back too), at a steady rate.
+Readers are the users active in the last hour, busiest first and Zipf-skewed (a real feed's
+busiest users read most, and they are the ones warmed), plus a small share of readers nobody
+has seen yet, drawn from a fixed pool of `cold_pool` ids (new readers come back too).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from http.client import HTTPConnection, HTTPException
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 ACTIVE = """
-SELECT DISTINCT toString(user_id) FROM events
+SELECT toString(user_id) FROM events
 WHERE ingested_at > now64(3) - INTERVAL 1 HOUR
+GROUP BY user_id ORDER BY count() DESC
 LIMIT {n:UInt32}
 """
 
@@ -43,7 +44,10 @@ def read_feeds(
         if time.monotonic() - refreshed > 60 or not users:
             users = [r[0] for r in clickhouse.query(ACTIVE, parameters={"n": 2000}).result_rows]
             refreshed = time.monotonic()
-        user = rng.choice(strangers) if not users or rng.random() < cold_share else rng.choice(users)
+        if not users or rng.random() < cold_share:
+            user = rng.choice(strangers)
+        else:  # log-uniform rank, i.e. Zipf with s = 1: rank r is read about 1/r as often as the busiest
+            user = users[min(len(users), int(len(users) ** rng.random())) - 1]
         try:
             conn = conn or HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", f"/feed/{user}?limit=20")

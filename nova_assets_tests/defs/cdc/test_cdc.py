@@ -16,15 +16,37 @@ from nova_assets.stack import Stack
 from nova_assets.stack.manager import CdcService
 
 
+def _clean_source(postgres: PostgresResource) -> None:
+    """A clean source: the test owns the CDC tables, the slot and the publication."""
+    with postgres.connect(autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS likes, comments, follows, posts, users, debezium_heartbeat CASCADE")
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'nova'")
+        conn.execute("DROP PUBLICATION IF EXISTS dbz_publication")
+
+
+def _load_until_mirrors_match(
+    postgres: PostgresResource, kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> dict[str, set[tuple[str, ...]]]:
+    """Run loaders until every mirror equals Postgres (asserted, table by table); returns the source state."""
+    expected = source_state(postgres)
+    got: dict[str, set[tuple[str, ...]]] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=2.0)).run()
+        got = mirror_state(clickhouse)
+        if got == expected:
+            break
+    for table in MIRROR_COLUMNS:
+        assert got[table] == expected[table], f"{table}: mirror differs from Postgres"
+    return expected
+
+
 @pytest.mark.timeout(600)
 def test_cdc_mirrors_equal_postgres_across_a_restart(
     tmp_path: Path, stack: Stack, kafka: KafkaResource, clickhouse: ClickHouseResource
 ) -> None:
     postgres = PostgresResource(dsn=stack.env()["NOVA_POSTGRES_DSN"])
-    with postgres.connect(autocommit=True) as conn:  # a clean source: this test owns the CDC tables
-        conn.execute("DROP TABLE IF EXISTS likes, comments, follows, posts, users, debezium_heartbeat CASCADE")
-        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'nova'")
-        conn.execute("DROP PUBLICATION IF EXISTS dbz_publication")
+    _clean_source(postgres)
     # the stack's own supervised `nova cdc` process, pointed at this test's broker and database
     cdc = CdcService(
         tmp_path,
@@ -46,16 +68,7 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
         assert counts["delete"] > 0 or counts["post"] > 0
         cdc.start_and_wait(120)
 
-        expected = source_state(postgres)
-        got: dict[str, set[tuple[str, ...]]] = {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=2.0)).run()
-            got = mirror_state(clickhouse)
-            if got == expected:
-                break
-        for table in MIRROR_COLUMNS:
-            assert got[table] == expected[table], f"{table}: mirror differs from Postgres"
+        expected = _load_until_mirrors_match(postgres, kafka, clickhouse)
         assert clickhouse.query("SELECT count() FROM dead_letters").result_rows == [(0,)]
 
         # deleted posts are gone from the mirror and from what recommendations read
@@ -94,10 +107,7 @@ def test_cdc_changes_survive_a_broker_restart(tmp_path: Path, stack: Stack, clic
     broker.start_and_wait()
     kafka = KafkaResource(bootstrap_servers=broker.address, timeout_s=5, client_config={"log_level": 0})
     postgres = PostgresResource(dsn=stack.env()["NOVA_POSTGRES_DSN"])
-    with postgres.connect(autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS likes, comments, follows, posts, users, debezium_heartbeat CASCADE")
-        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'nova'")
-        conn.execute("DROP PUBLICATION IF EXISTS dbz_publication")
+    _clean_source(postgres)
     cdc = CdcService(
         tmp_path,
         0,
@@ -113,16 +123,7 @@ def test_cdc_changes_survive_a_broker_restart(tmp_path: Path, stack: Stack, clic
         time.sleep(2)
         broker.start_and_wait()
         writer.join()
-        expected = source_state(postgres)
-        got: dict[str, set[tuple[str, ...]]] = {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=2.0)).run()
-            got = mirror_state(clickhouse)
-            if got == expected:
-                break
-        for table in MIRROR_COLUMNS:
-            assert got[table] == expected[table], f"{table}: mirror differs from Postgres"
+        _load_until_mirrors_match(postgres, kafka, clickhouse)
     finally:
         cdc.stop()
         broker.stop()

@@ -1,4 +1,5 @@
-"""`nova bench feed`: recompute, cache warming and the HTTP read path at 50k users / 100k posts / 10M events.
+"""`nova bench feed`: recompute, offline evaluation, cache warming and the HTTP read path at 50k users /
+100k posts / 10M events over 72 h, drawn from the demo world (planted tastes, follows, hot posts).
 
 Compared in the same run: the Redis pipelined SET ceiling (raw RESP over one socket, as
 redis-benchmark -P does) next to the warm rate, and the guide's targets next to the read path.
@@ -24,35 +25,17 @@ import redis
 
 from bench.common import clickhouse_server, percentile, report
 from nova_assets.defs.cache.warming import warm
-from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.defs.recommendations.scoring import ScoringParams, evaluate, recompute
 from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.generate.history import load_history
+from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources import RedisResource
 from nova_assets.stack.manager import RedisService
 from nova_assets.stack.process import free_port
 
-USERS, POSTS, AUTHORS, EVENTS = 50_000, 100_000, 20_000, 10_000_000
+USERS, POSTS, TOPICS, EVENTS, HOURS = 50_000, 100_000, 200, 10_000_000, 72
 CLIENTS, SECONDS = 50, 20
-
-GENERATE = """
-INSERT INTO events (event_id, event_time, user_id, post_id, author_id, action, dwell_ms, device, app_ver)
-SELECT generateUUIDv4(number), now64(3) - toIntervalSecond(rand(1) % (3 * 86400)),
-       reinterpretAsUUID(MD5(concat('u', toString(u)))), reinterpretAsUUID(MD5(concat('p', toString(p)))),
-       reinterpretAsUUID(MD5(concat('a', toString(p % {authors:UInt32})))),
-       ['view','view','view','view','view','view','view','view','click','click','like','comment','share']
-           [rand(5) % 13 + 1],
-       rand(6) % 30000, 'ios', '5.2.0'
-FROM (SELECT number, toUInt32(pow(rand(2) / 4294967295, 2) * {users:UInt32}) AS u,
-             toUInt32(pow(rand(3) / 4294967295, 3) * {posts:UInt32}) AS p FROM numbers({n:UInt64}))
-"""
-
-FOLLOWS = """
-INSERT INTO follows (follower_id, followee_id, created_at, version)
-SELECT reinterpretAsUUID(MD5(concat('u', toString(number % {users:UInt32})))),
-       reinterpretAsUUID(MD5(concat('a', toString(toUInt32(pow(rand(9) / 4294967295, 2) * {authors:UInt32}))))),
-       now64(3) - INTERVAL 10 DAY, 1
-FROM numbers({n:UInt64})
-"""
 
 SERVER = """
 import sys
@@ -163,6 +146,46 @@ def _client(port: int, users: list[str], deadline: float, seed: int, out: mp.Que
     out.put(results)
 
 
+STRATEGIES = ("model", "global_hot", "recency")
+METRICS = ("hit_rate_at_k", "recall_at_k", "ndcg_at_k", "catalog_coverage", "author_diversity")
+
+
+def eval_figures(evaluation: dict) -> dict[str, float]:
+    """The offline evaluation flattened, plus the model's recall and coverage over the best baseline's."""
+    out: dict[str, float] = {}
+    for strategy in STRATEGIES:
+        for metric in METRICS:
+            out[f"eval_{strategy}_{metric}"] = evaluation[strategy][metric]
+    best = max(evaluation[b]["recall_at_k"] for b in STRATEGIES[1:])
+    out["eval_model_recall"] = evaluation["model"]["recall_at_k"]
+    out["eval_best_baseline_recall"] = best
+    out["eval_lift_recall"] = round(evaluation["model"]["recall_at_k"] / best, 2) if best else float("inf")
+    hot = evaluation["global_hot"]["catalog_coverage"]
+    coverage = evaluation["model"]["catalog_coverage"]
+    out["eval_coverage_vs_global_hot"] = round(coverage / hot, 1) if hot else float("inf")
+    return out
+
+
+def eval_rows(evaluation: dict) -> list[tuple[str, str, str]]:
+    """One report row per strategy (recall, hit rate, NDCG, coverage, diversity at k) and the lift."""
+    k = evaluation["k"]
+    rows = [
+        (
+            f"{name} @{k}",
+            f"recall {e['recall_at_k']:.3f}",
+            f"hit {e['hit_rate_at_k']:.3f}, NDCG {e['ndcg_at_k']:.3f}, coverage {e['catalog_coverage']:.4f}, "
+            f"author diversity {e['author_diversity']:.2f}",
+        )
+        for name, e in ((s, evaluation[s]) for s in STRATEGIES)
+    ]
+    f = eval_figures(evaluation)
+    rows.append(
+        ("lift", f"recall x{f['eval_lift_recall']}", f"coverage x{f['eval_coverage_vs_global_hot']} of global hot; "
+         "goal recall >= 2x best baseline, coverage >= 5x global hot")
+    )  # fmt: skip
+    return rows
+
+
 def run(as_json: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nova-bench-feed-") as tmp, clickhouse_server(Path(tmp)) as ch:
         redis_svc = RedisService(Path(tmp), free_port())
@@ -174,16 +197,20 @@ def run(as_json: bool = False) -> dict[str, float]:
             with ch.session() as client:
                 apply_all(client, Renderer("nova"))
                 t0 = time.perf_counter()
-                client.command(GENERATE, parameters={"users": USERS, "posts": POSTS, "authors": AUTHORS, "n": EVENTS})
-                client.command(FOLLOWS, parameters={"users": USERS, "authors": AUTHORS, "n": USERS * 10})
+                world = World(WorldConfig(users=USERS, topics=TOPICS, post_rate=POSTS / (HOURS * 3600)))
+                now = time.time()
+                loaded = load_history(client, world, now - HOURS * 3600, now, EVENTS)
                 load_s = time.perf_counter() - t0
                 # settle background merges of the bulk load first: they would steal the 2 cores
                 # from the read path measured below (a loaded production server merges elsewhere)
-                for table in ("events", "post_metrics_1h", "user_author_daily", "follows"):
+                for table in ("events", "post_metrics_1h", "user_author_daily", "follows", "posts"):
                     client.command(f"OPTIMIZE TABLE {table} FINAL")
                 t0 = time.perf_counter()
                 figures = recompute(client, params)
                 recompute_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                evaluation = evaluate(client, params, split=now - 24 * 3600, horizon_hours=24, k=20)
+                evaluate_s = time.perf_counter() - t0
                 cache = RedisResource(url=redis_svc.url()).client()
                 warmed = warm(client, cache, users=USERS, active_days=3)
                 client.command("OPTIMIZE TABLE feed_recommendations FINAL")
@@ -253,6 +280,9 @@ def run(as_json: bool = False) -> dict[str, float]:
         "load_s": round(load_s, 2),
         "recompute_s": round(recompute_s, 2),
         "recommendation_rows": figures["rows"],
+        "follows": loaded["follows"],
+        "evaluate_s": round(evaluate_s, 2),
+        **eval_figures(evaluation),
         "warm_feeds_per_s": round(warmed["feeds_per_s"]),
         "feed_bytes_avg": value_size,
         "redis_set_ceiling_per_s": round(ceiling),
@@ -280,6 +310,7 @@ def run(as_json: bool = False) -> dict[str, float]:
         f"{CLIENTS} clients x {SECONDS} s ({load_tool})",
         [
             ("recompute", f"{recompute_s:.1f} s", f"{figures['rows']:,} rows; goal <= 60 s"),
+            *eval_rows(evaluation),
             (
                 "warm",
                 f"{warmed['feeds_per_s']:,.0f} feeds/s",

@@ -28,7 +28,8 @@ from nova_assets.defs.ingestion.loader import IngestSettings, Loader
 from nova_assets.defs.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, decode_event
 from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
-from nova_assets.generate.events import Population, ensure_topic, produce_events
+from nova_assets.generate.events import ensure_topic, produce_events
+from nova_assets.generate.world import World
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.manager import KafkaService, S3Service
 from nova_assets.stack.process import free_port, free_port_block
@@ -61,7 +62,7 @@ def _consume_ceiling(kafka: KafkaResource, n: int) -> float:
     return n / elapsed
 
 
-def _insert_ceiling(ch: ClickHouseResource, pop: Population, n: int) -> float:
+def _insert_ceiling(ch: ClickHouseResource, pop: World, n: int) -> float:
     rows = [decode_event(v, EVENTS_TOPIC, 0, i).row for i, v in enumerate(pop.events(n))]
     batch = 100_000
     elapsed = 0.0
@@ -103,7 +104,7 @@ def _naive(kafka: KafkaResource, ch: ClickHouseResource, n: int) -> float:
     return n / elapsed
 
 
-def _storage_ceilings(home: Path, pop: Population, s3: bool) -> tuple[float, float]:
+def _storage_ceilings(home: Path, pop: World, s3: bool) -> tuple[float, float]:
     """Produce and consume rates of STORAGE_SAMPLE events on a fresh broker (memory or S3)."""
     storage = S3Service(home, free_port_block(10)) if s3 else None
     broker = KafkaService(home, free_port(), storage=storage)
@@ -114,7 +115,7 @@ def _storage_ceilings(home: Path, pop: Population, s3: bool) -> tuple[float, flo
         kafka = KafkaResource(bootstrap_servers=broker.address, client_config={"log_level": 0})
         ensure_topic(kafka)
         t0 = time.perf_counter()
-        produce_events(kafka, rate=0, duration_s=3600, total=STORAGE_SAMPLE, population=pop)
+        produce_events(kafka, rate=0, duration_s=3600, total=STORAGE_SAMPLE, world=pop)
         produce = STORAGE_SAMPLE / (time.perf_counter() - t0)
         return produce, _consume_ceiling(kafka, STORAGE_SAMPLE)
     finally:
@@ -133,9 +134,9 @@ def run(as_json: bool = False) -> dict[str, float]:
             with ch.session() as client:
                 apply_all(client, Renderer("nova"))
             ensure_topic(kafka)
-            pop = Population.create()
+            pop = World()
             t0 = time.perf_counter()
-            produce_events(kafka, rate=0, duration_s=3600, total=TOTAL, population=pop)
+            produce_events(kafka, rate=0, duration_s=3600, total=TOTAL, world=pop)
             produce_s = time.perf_counter() - t0
             consume_ceiling = _consume_ceiling(kafka, TOTAL)
             insert_ceiling = _insert_ceiling(ch, pop, 200_000)

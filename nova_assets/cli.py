@@ -13,6 +13,7 @@ import click
 
 from nova_assets import settings
 from nova_assets.errors import NovaError
+from nova_assets.generate.world import WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,22 +269,36 @@ def generate() -> None:
     """Demo traffic: events to Kafka (and, with CDC, app changes to Postgres)."""
 
 
+WORLD_SEED = click.option(
+    "--seed", default=WorldConfig.seed, show_default=True, help="Seed of the demo world (same for events and app)."
+)
+WORLD_USERS = click.option(
+    "--users", default=WorldConfig.users, show_default=True, help="Users of the demo world (same for events and app)."
+)
+
+
 @generate.command("events")
 @click.option("--rate", default=1000.0, show_default=True, help="Events per second (0 = as fast as possible).")
 @click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
 @click.option("--malformed", default=0.0, show_default=True, help="Share of malformed messages (0..1).")
 @click.option("--partitions", default=1, show_default=True, help="Partitions when the topic is created.")
-def generate_events(rate: float, duration: float, malformed: float, partitions: int) -> None:
-    """Produce realistic events (Zipf users/posts, skewed actions) to nova.events."""
+@WORLD_SEED
+@WORLD_USERS
+def generate_events(rate: float, duration: float, malformed: float, partitions: int, seed: int, users: int) -> None:
+    """Produce the demo world's events (tastes, follows, hot posts; skewed actions) to nova.events."""
     from nova_assets.generate.events import produce_events
+    from nova_assets.generate.world import World, WorldConfig
     from nova_assets.resources.kafka import KafkaResource
 
     if not 0.0 <= malformed <= 1.0:
         raise click.BadParameter(f"--malformed={malformed} must be between 0 and 1")
     kafka = KafkaResource(bootstrap_servers=_env(settings.KAFKA_BOOTSTRAP))
+    world = World(WorldConfig(seed=seed, users=users))
     _run(
         lambda: click.echo(
-            produce_events(kafka, rate=rate, duration_s=duration, malformed_share=malformed, partitions=partitions)
+            produce_events(
+                kafka, rate=rate, duration_s=duration, malformed_share=malformed, partitions=partitions, world=world
+            )
         )
     )
 
@@ -291,14 +306,15 @@ def generate_events(rate: float, duration: float, malformed: float, partitions: 
 @generate.command("app")
 @click.option("--rate", default=100.0, show_default=True, help="Changes per second.")
 @click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
-@click.option("--users", default=500, show_default=True, help="Users created first.")
-def generate_app(rate: float, duration: float, users: int) -> None:
-    """Write realistic inserts/updates/deletes (posts, likes, comments, follows, edits) to Postgres."""
+@WORLD_SEED
+@WORLD_USERS
+def generate_app(rate: float, duration: float, seed: int, users: int) -> None:
+    """Write the demo world's users, follows and posts, then likes, comments, follows, edits and deletes."""
     from nova_assets.generate.app import generate as generate_changes
     from nova_assets.resources import PostgresResource
 
     postgres = PostgresResource(dsn=_env(settings.POSTGRES_DSN))
-    _run(lambda: click.echo(generate_changes(postgres, rate=rate, duration_s=duration, users=users)))
+    _run(lambda: click.echo(generate_changes(postgres, rate=rate, duration_s=duration, users=users, seed=seed)))
 
 
 @generate.command("reads")

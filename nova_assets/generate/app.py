@@ -1,95 +1,156 @@
-"""`nova generate app`: realistic writes to the Nova app's Postgres tables, for CDC demos and benchmarks.
+"""`nova generate app`: the demo world's writes to the Nova app's Postgres tables, for CDC demos and benchmarks.
 
-A mix of new users, posts, likes, comments, follows, profile edits and deletes at a steady rate,
-several changes per transaction like an app under load.
+The users, their follows and the posts are the world's (`world.py`), so the app's data agrees
+with the events `nova generate events` sends: on start every world user and follow is written
+and the posts of the world's window are back-filled; then posts appear on the world clock, and
+likes and comments come from the world's engagement sampler (fans like what they follow), new
+follows go to authors of the user's topics, plus profile edits and post deletes, several changes
+per transaction like an app under load.
 """
 
 from __future__ import annotations
 
-import random
+import datetime as dt
 import time
 import uuid
-from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import psycopg
 
+from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources.postgres import PostgresResource
 
-MIX = (("post", 0.25), ("like", 0.35), ("comment", 0.15), ("follow", 0.12), ("edit", 0.08), ("delete", 0.05))
+MIX = (("like", 0.45), ("comment", 0.2), ("follow", 0.12), ("edit", 0.13), ("delete", 0.1))
+LIKE = "INSERT INTO likes (user_id, post_id) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s) " \
+    "ON CONFLICT DO NOTHING"  # fmt: skip
+COMMENT = "INSERT INTO comments (id, post_id, user_id, body) SELECT %s, %s, %s, %s " \
+    "WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s)"  # fmt: skip
 
 
-@dataclass
-class AppState:
-    users: list[uuid.UUID] = field(default_factory=list)
-    posts: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)  # (post, author)
-    rng: random.Random = field(default_factory=lambda: random.Random(5))
+class AppWriter:
+    """Writes one world's app data; remembers what it published and deleted (posts in Postgres)."""
 
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.rng = np.random.default_rng([world.config.seed, 2])
+        self.published_until = 0.0  # world-clock seconds up to which posts are written
+        self.live: list[int] = []  # post numbers published by this writer and not deleted
 
-def seed(conn: psycopg.Connection, state: AppState, users: int) -> None:
-    with conn.cursor() as cur:
-        rows = [(uuid.uuid4(), f"user_{i}_{uuid.uuid4().hex[:6]}") for i in range(users)]
-        cur.executemany("INSERT INTO users (id, username) VALUES (%s, %s)", rows)
-        state.users.extend(r[0] for r in rows)
-    conn.commit()
+    def uid(self, i: int) -> uuid.UUID:
+        return uuid.UUID(self.world.user_id(i))
 
+    def pid(self, slot: int) -> uuid.UUID:
+        return uuid.UUID(self.world.post_id(slot))
 
-def one_change(cur: psycopg.Cursor, state: AppState) -> str:
-    rng = state.rng
-    kind = rng.choices([k for k, _ in MIX], weights=[w for _, w in MIX])[0]
-    user = rng.choice(state.users)
-    if kind in ("like", "comment", "delete") and not state.posts:
-        kind = "post"
-    if kind == "post":
-        post = uuid.uuid4()
-        cur.execute("INSERT INTO posts (id, author_id, body) VALUES (%s, %s, %s)", (post, user, f"post {post.hex[:8]}"))
-        state.posts.append((post, user))
-    elif kind == "like":
-        post, _ = rng.choice(state.posts)
-        cur.execute("INSERT INTO likes (user_id, post_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (user, post))
-    elif kind == "comment":
-        post, _ = rng.choice(state.posts)
-        cur.execute(
-            "INSERT INTO comments (id, post_id, user_id, body) VALUES (%s, %s, %s, %s)",
-            (uuid.uuid4(), post, user, "nice"),
-        )
-    elif kind == "follow":
-        other = rng.choice(state.users)
-        if other != user:
-            cur.execute(
-                "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (user, other)
+    def seed(self, conn: psycopg.Connection, now_s: float) -> dict[str, int]:
+        """Every world user and follow, and the posts of the world's window (idempotent)."""
+        w = self.world
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO users (id, username) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(self.uid(i), f"user_{w.config.seed}_{i}") for i in range(w.config.users)],
             )
-    elif kind == "edit":
-        cur.execute("UPDATE users SET bio = %s, updated_at = now() WHERE id = %s", (f"bio {rng.random():.6f}", user))
-    else:  # delete a post (its likes and comments go with it, by cascade)
-        post, _ = state.posts.pop(rng.randrange(len(state.posts)))
-        cur.execute("DELETE FROM posts WHERE id = %s", (post,))
-    return kind
+            since = dt.datetime.fromtimestamp(now_s - w.config.window_hours * 3600, dt.UTC)
+            cur.executemany(
+                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                [(self.uid(a), self.uid(b), since) for a, b in w.follow_pairs.tolist()],
+            )
+        conn.commit()
+        self.published_until = now_s - w.config.window_hours * 3600
+        posts = self.publish(conn, now_s)
+        return {"seed_users": w.config.users, "seed_follows": len(w.follow_pairs), "seed_posts": posts}
+
+    def publish(self, conn: psycopg.Connection, now_s: float) -> int:
+        """The world's posts published since the last call (on the world clock)."""
+        slots = self.world.post_slots(self.published_until, now_s)
+        self.published_until = now_s
+        if not len(slots):
+            return 0
+        authors = self.world.post_author(slots)
+        rows = [
+            (self.pid(s), self.uid(a), f"post {s}", dt.datetime.fromtimestamp(s / self.world.config.post_rate, dt.UTC))
+            for s, a in zip(slots.tolist(), authors.tolist(), strict=True)
+        ]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO posts (id, author_id, body, created_at) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+        conn.commit()
+        self.live.extend(slots.tolist())
+        window_start = (now_s - self.world.config.window_hours * 3600) * self.world.config.post_rate
+        if self.live and self.live[0] < window_start:
+            self.live = [s for s in self.live if s >= window_start]
+        return len(rows)
+
+    def changes(self, cur: psycopg.Cursor, n: int, now_s: float) -> dict[str, int]:
+        """n changes of the mix, likes and comments from the world's engagement at `now_s`."""
+        kinds = self.rng.choice(len(MIX), size=n, p=[p for _, p in MIX])
+        sample = self.world.sample(n, now_s)
+        counts: dict[str, int] = {}
+        for i, k in enumerate(kinds.tolist()):
+            kind = MIX[k][0]
+            user, slot = int(sample["user"][i]), int(sample["slot"][i])
+            if kind == "like":
+                post = self.pid(slot)
+                cur.execute(LIKE, (self.uid(user), post, post))
+            elif kind == "comment":
+                post = self.pid(slot)
+                cur.execute(COMMENT, (uuid.uuid4(), post, self.uid(user), "nice", post))
+            elif kind == "follow":
+                # the author of a post the user engages with: follows grow along the user's tastes
+                author = int(sample["author"][i])
+                if author == user:
+                    continue
+                cur.execute(
+                    "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (self.uid(user), self.uid(author)),
+                )
+            elif kind == "edit":
+                cur.execute(
+                    "UPDATE users SET bio = %s, updated_at = now() WHERE id = %s",
+                    (f"bio {self.rng.random():.6f}", self.uid(user)),
+                )
+            elif self.live:  # delete a post (its likes and comments go with it, by cascade)
+                slot = self.live.pop(int(self.rng.integers(len(self.live))))
+                cur.execute("DELETE FROM posts WHERE id = %s", (self.pid(slot),))
+            else:
+                continue
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
 
 def generate(
-    postgres: PostgresResource, rate: float, duration_s: float, users: int = 500, per_txn: int = 5
-) -> dict[str, int]:
-    """Write about `rate` changes per second for `duration_s`; returns counts by kind."""
+    postgres: PostgresResource,
+    rate: float,
+    duration_s: float,
+    users: int | None = None,
+    per_txn: int = 5,
+    seed: int = WorldConfig.seed,
+) -> dict[str, Any]:
+    """Write about `rate` changes per second for `duration_s` (plus the world's posts); returns counts by kind."""
     from nova_assets.defs.cdc.runner import apply_source_schema
 
     apply_source_schema(postgres)
-    state = AppState()
-    counts: dict[str, int] = {}
+    config = WorldConfig(seed=seed, **({"users": users} if users else {}))
+    writer = AppWriter(World(config))
+    counts: dict[str, Any] = {}
     with postgres.connect() as conn:
-        seed(conn, state, users)
-        counts["seed_users"] = users
+        counts.update(writer.seed(conn, time.time()))
         start = time.monotonic()
         done = 0
         while (elapsed := time.monotonic() - start) < duration_s:
+            posted = writer.publish(conn, time.time())
+            counts["post"] = counts.get("post", 0) + posted
             due = int(rate * elapsed)
             if due - done < per_txn:
                 time.sleep(0.002)
                 continue
             with conn.cursor() as cur:
-                for _ in range(per_txn):
-                    kind = one_change(cur, state)
-                    counts[kind] = counts.get(kind, 0) + 1
+                for kind, k in writer.changes(cur, per_txn, time.time()).items():
+                    counts[kind] = counts.get(kind, 0) + k
             conn.commit()
             done += per_txn
-    counts["changes"] = sum(v for k, v in counts.items() if k != "seed_users")
+    counts["changes"] = sum(v for k, v in counts.items() if not k.startswith("seed_"))
     return counts

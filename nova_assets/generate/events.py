@@ -1,26 +1,20 @@
-"""Realistic interaction events for nova.events: Zipf-popular users and posts, a skewed action mix
-(views ≫ clicks > likes > comments ≈ shares), users returning to the same authors, and optionally
-a share of malformed messages of every kind the loader must dead-letter.
+"""Interaction events for nova.events, drawn from the demo world (`world.py`: tastes, follows, hot
+posts, views ≫ clicks > likes > comments ≈ shares), and optionally a share of malformed messages of
+every kind the loader must dead-letter.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from confluent_kafka.admin import NewTopic
 
 from nova_assets.defs.ingestion.messages import EVENTS_TOPIC
+from nova_assets.generate.world import World, iso_ms
 from nova_assets.resources.kafka import KafkaResource
-
-ACTIONS = np.array(["view", "click", "like", "comment", "share"])
-ACTION_P = np.array([0.80, 0.10, 0.06, 0.02, 0.02])
-DEVICES = np.array(["ios", "android", "web"])
 
 MALFORMED_KINDS = [
     "invalid_json",
@@ -35,62 +29,6 @@ MALFORMED_KINDS = [
     "unknown_action",
     "oversized",
 ]
-
-
-def iso_ms(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. 2026-11-27T10:15:30.123Z."""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-@dataclass
-class Population:
-    users: list[str]
-    posts: list[str]
-    authors: list[str]  # author of each post
-    rng: np.random.Generator
-
-    @classmethod
-    def create(cls, users: int = 20_000, posts: int = 50_000, seed: int = 7) -> Population:
-        rng = np.random.default_rng(seed)
-        user_ids = [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(users)]
-        # authors are Zipf-popular users too
-        author_idx = np.minimum(rng.zipf(1.3, size=posts) - 1, users - 1)
-        post_ids = [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(posts)]
-        return cls(user_ids, post_ids, [user_ids[i] for i in author_idx], rng)
-
-    def events(self, n: int, now_ms: int | None = None) -> list[bytes]:
-        rng = self.rng
-        users = np.minimum(rng.zipf(1.2, size=n) - 1, len(self.users) - 1)
-        # each user favours a neighbourhood of posts (same authors come back); plus global hot posts
-        hot = np.minimum(rng.zipf(1.1, size=n) - 1, len(self.posts) - 1)
-        local = (users * 97 + np.minimum(rng.zipf(1.5, size=n), 500)) % len(self.posts)
-        posts = np.where(rng.random(n) < 0.5, hot, local)
-        actions = rng.choice(len(ACTIONS), size=n, p=ACTION_P)
-        dwell = rng.gamma(2.0, 4000.0, size=n).astype(np.int64)
-        devices = rng.integers(0, 3, size=n)
-        # the events of one call happen now: one timestamp for all (a paced generator calls every few ms)
-        when = iso_ms(now_ms if now_ms is not None else int(time.time() * 1000))
-        names, kinds = ACTIONS.tolist(), DEVICES.tolist()
-        dumps, new_id = orjson.dumps, uuid.uuid4
-        all_users, all_posts, all_authors = self.users, self.posts, self.authors
-        return [
-            dumps(
-                {
-                    "event_id": str(new_id()),
-                    "user_id": all_users[u],
-                    "post_id": all_posts[p],
-                    "author_id": all_authors[p],
-                    "event_time": when,
-                    "action": names[a],
-                    "dwell_ms": d,
-                    "device": kinds[k],
-                    "app_ver": "5.2.0",
-                }
-            )
-            for u, p, a, d, k in zip(
-                users.tolist(), posts.tolist(), actions.tolist(), dwell.tolist(), devices.tolist(), strict=True
-            )
-        ]
 
 
 def malformed(kind: str, good: bytes) -> bytes:
@@ -159,12 +97,12 @@ def produce_events(
     malformed_share: float = 0.0,
     partitions: int = 1,
     total: int | None = None,
-    population: Population | None = None,
+    world: World | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Send events (and a share of malformed ones) to nova.events; returns counts by kind."""
     ensure_topic(kafka, EVENTS_TOPIC, partitions)
-    pop = population or Population.create()
+    pop = world or World()
     producer = kafka.producer()
     counts = {"valid": 0, "malformed": 0}
     rng = np.random.default_rng(11)

@@ -1,13 +1,23 @@
--- Ranked feed rows for every covered user, as of {as_of}, from the aggregates only.
+-- Ranked feed rows for every covered user, as of {as_of}, from the aggregates and the recent events.
 -- Used by the feed_recommendations asset (INSERT ... SELECT into a new version) and by the
 -- offline evaluation (as of a past time). All values are bound parameters.
 --
--- score = (hotness + engagement_weight * engagement_rate) * (1 + affinity) * (1 + follow_boost if followed)
+-- score = base * (1 + affinity) * (1 + follow_boost if followed) * (1 + co_weight * co_support)
+--   base            = hotness + engagement_weight * engagement_rate
 --   engagement_rate = decayed (w_click*clicks + w_like*likes + w_comment*comments + w_share*shares)
 --                     / (decayed views + view_prior)      -- views are the denominator, never a plus
 --   hotness         = (decayed weighted interactions + 1) / (age_hours + 2) ^ gravity   (Hacker News)
 --   affinity        = log1p(90-day user→author weighted interactions + dwell minutes) / affinity_scale
--- Candidates: the top {hot_posts} global posts plus every recent post by an author the user follows.
+--   co_support      = sum of the post's cosine similarity (shared engaged users) to each of the
+--                     user's recent engagements (item-to-item co-engagement, below)
+-- Candidates, each tagged with the signal that brought it (reason):
+--   followed   every post of the window by an author the user follows, including posts nobody has
+--              engaged with yet (from the posts mirror, scored with the author's average engagement
+--              at the post's age: a follower sees a new post at once)
+--   co_engaged posts co-engaged with the user's last {co_recent} engagements in {co_window_hours} h:
+--              users who engaged with X also engaged with Y; at most {co_fanout} Y per X, pairs seen
+--              by at least {co_min_support} users
+--   hot        the top {hot_posts} global posts ("affinity" when the user likes the author)
 -- Excluded: the user's own posts and deleted posts. At most {per_author} posts per author and
 -- {feed_size} posts per user. Users with no affinity and no follows get the global trending list
 -- (stored under the nil user id).
@@ -45,6 +55,76 @@ WITH
     hot AS (
         SELECT post_id, author_id, base FROM scored_posts ORDER BY base DESC LIMIT {hot_posts:UInt32}
     ),
+    author_prior AS (
+        -- what a new post of an author can expect: the author's average engagement in the window
+        SELECT author_id, avg(interactions) AS prior_interactions,
+               avg(interactions / (views_decayed + {view_prior:Float64})) AS prior_rate
+        FROM post_features
+        GROUP BY author_id
+    ),
+    fresh_posts AS (
+        -- published in the window, not deleted, no engagement yet: scored with its author's prior at its own age
+        SELECT f.post_id AS post_id, f.author_id AS author_id,
+               (coalesce(p.prior_interactions, 0) + 1) / pow(f.age_hours + 2, {gravity:Float64})
+                   + {engagement_weight:Float64} * coalesce(p.prior_rate, 0) AS base
+        FROM
+        (
+            -- the latest version of each row decides (a delete's own timestamps must not hide it)
+            SELECT id AS post_id, argMax(author_id, version) AS author_id, argMax(created_at, version) AS created,
+                   dateDiff('second', created, {as_of:DateTime('UTC')}) / 3600.0 AS age_hours
+            FROM posts
+            GROUP BY id
+            HAVING argMax(is_deleted, version) = 0
+               AND created >= {as_of:DateTime('UTC')} - toIntervalHour({window_hours:UInt32})
+               AND created < {as_of:DateTime('UTC')}
+               AND post_id NOT IN (SELECT post_id FROM post_features)
+        ) AS f
+        LEFT JOIN author_prior AS p ON p.author_id = f.author_id
+    ),
+    author_best AS (
+        -- a followed author's best {per_author} posts: only they can make a feed (at most {per_author} per author)
+        SELECT post_id, author_id, base
+        FROM (SELECT post_id, author_id, base FROM scored_posts UNION ALL SELECT * FROM fresh_posts)
+        ORDER BY author_id, base DESC, post_id
+        LIMIT {per_author:UInt32} BY author_id
+    ),
+    recent_engagement AS (
+        SELECT user_id, post_id
+        FROM events
+        WHERE event_time >= {as_of:DateTime('UTC')} - toIntervalHour({co_window_hours:UInt32})
+          AND event_time < {as_of:DateTime('UTC')}
+          AND action != 'view'
+        GROUP BY user_id, post_id
+        ORDER BY user_id, max(event_time) DESC, post_id
+        LIMIT {co_recent:UInt32} BY user_id
+    ),
+    engaged_users AS (
+        SELECT post_id, count() AS n FROM recent_engagement GROUP BY post_id
+    ),
+    co_pairs AS (
+        -- cosine of the two posts' engaged users: a pair counts for what the posts share beyond
+        -- their popularity (a hot post is co-engaged with everything)
+        SELECT pr.x AS x, pr.y AS y, pr.together / sqrt(nx.n * ny.n) AS strength
+        FROM
+        (
+            SELECT a.post_id AS x, b.post_id AS y, count() AS together
+            FROM recent_engagement AS a
+            INNER JOIN recent_engagement AS b ON a.user_id = b.user_id
+            WHERE a.post_id != b.post_id
+            GROUP BY x, y
+            HAVING together >= {co_min_support:UInt32}
+        ) AS pr
+        INNER JOIN engaged_users AS nx ON nx.post_id = pr.x
+        INNER JOIN engaged_users AS ny ON ny.post_id = pr.y
+        ORDER BY x, strength DESC, y
+        LIMIT {co_fanout:UInt32} BY x
+    ),
+    co_engaged AS (
+        SELECT r.user_id AS user_id, c.y AS post_id, sum(c.strength) AS support
+        FROM recent_engagement AS r
+        INNER JOIN co_pairs AS c ON c.x = r.post_id
+        GROUP BY user_id, post_id
+    ),
     affinity AS (
         SELECT
             user_id,
@@ -64,19 +144,26 @@ WITH
         SELECT DISTINCT user_id FROM (SELECT user_id FROM affinity UNION ALL SELECT user_id FROM follows_now)
     ),
     candidates AS (
-        SELECT c.user_id, h.post_id, h.author_id, h.base, 'hot' AS reason
+        SELECT c.user_id, h.post_id, h.author_id, h.base, 'hot' AS reason, 0 AS support
         FROM covered AS c CROSS JOIN hot AS h
         UNION ALL
-        SELECT f.user_id, s.post_id, s.author_id, s.base, 'followed' AS reason
-        FROM follows_now AS f INNER JOIN scored_posts AS s ON s.author_id = f.author_id
+        SELECT f.user_id, s.post_id, s.author_id, s.base, 'followed' AS reason, 0 AS support
+        FROM follows_now AS f
+        INNER JOIN author_best AS s ON s.author_id = f.author_id
+        UNION ALL
+        SELECT e.user_id, s.post_id, s.author_id, s.base, 'co_engaged' AS reason, e.support
+        FROM co_engaged AS e INNER JOIN scored_posts AS s ON s.post_id = e.post_id
     ),
     personal AS (
         SELECT
             c.user_id AS user_id,
             c.post_id AS post_id,
             c.author_id AS author_id,
-            max(c.base * (1 + coalesce(a.affinity, 0)) * if(c.reason = 'followed', 1 + {follow_boost:Float64}, 1)) AS score,
-            if(countIf(c.reason = 'followed') > 0, 'followed', if(max(coalesce(a.affinity, 0)) > 0, 'affinity', 'hot')) AS reason
+            max(c.base) * (1 + max(coalesce(a.affinity, 0)))
+                * if(countIf(c.reason = 'followed') > 0, 1 + {follow_boost:Float64}, 1)
+                * (1 + {co_weight:Float64} * max(c.support)) AS score,
+            multiIf(countIf(c.reason = 'followed') > 0, 'followed', countIf(c.reason = 'co_engaged') > 0, 'co_engaged',
+                    max(coalesce(a.affinity, 0)) > 0, 'affinity', 'hot') AS reason
         FROM candidates AS c
         LEFT JOIN affinity AS a ON a.user_id = c.user_id AND a.author_id = c.author_id
         WHERE c.author_id != c.user_id

@@ -22,6 +22,8 @@ WITH
             arrayMap(x -> x.1, l.recs) AS rec_posts,
             length(arrayIntersect(rec_posts, t.posts)) AS hits,
             length(t.posts) AS relevant,
+            arraySum(arrayMap((p, i) -> has(t.posts, p) / log2(i + 1), rec_posts, arrayEnumerate(rec_posts)))
+                / arraySum(arrayMap(i -> 1 / log2(i + 1), range(1, least(relevant, {k:UInt16}) + 1))) AS ndcg,
             length(arrayDistinct(arrayMap(x -> x.2, l.recs))) / greatest(length(l.recs), 1) AS author_diversity
         FROM lists AS l
         INNER JOIN truth AS t ON t.user_id = l.user_id
@@ -31,6 +33,7 @@ SELECT
     count() AS users_evaluated,
     avg(hits > 0) AS hit_rate_at_k,
     avg(hits / relevant) AS recall_at_k,
+    avg(ndcg) AS ndcg_at_k,
     length(groupUniqArrayArray(rec_posts)) AS distinct_posts_recommended,
     avg(author_diversity) AS author_diversity
 FROM judged

@@ -37,6 +37,11 @@ class RecommendationsConfig(dg.Config):
     view_prior: float = _DEFAULTS.view_prior
     affinity_scale: float = _DEFAULTS.affinity_scale
     follow_boost: float = _DEFAULTS.follow_boost
+    co_weight: float = _DEFAULTS.co_weight
+    co_window_hours: int = _DEFAULTS.co_window_hours
+    co_recent: int = _DEFAULTS.co_recent
+    co_fanout: int = _DEFAULTS.co_fanout
+    co_min_support: int = _DEFAULTS.co_min_support
     hot_posts: int = _DEFAULTS.hot_posts
     feed_size: int = _DEFAULTS.feed_size
     per_author: int = _DEFAULTS.per_author
@@ -51,7 +56,7 @@ class RecommendationsConfig(dg.Config):
 
 
 STRATEGIES = ("model", "global_hot", "recency")
-METRICS = ("hit_rate_at_k", "recall_at_k", "catalog_coverage", "author_diversity")
+METRICS = ("hit_rate_at_k", "recall_at_k", "ndcg_at_k", "catalog_coverage", "author_diversity")
 
 
 def evaluation_frame(evaluation: dict) -> pd.DataFrame:
@@ -100,8 +105,9 @@ def sample_feeds(client: Client, version: int, users: int = 3, k: int = 10) -> p
     group_name="recommendations",
     deps=[dg.AssetKey(d) for d in _OBJECT.depends],
     kinds={"clickhouse", "sql"},
-    description="Ranked posts per user (followed authors + hot posts, decayed engagement x (1 + affinity), "
-    "k per author), published atomically as a new version; global trending under the nil user.",
+    description="Ranked posts per user (followed authors, posts co-engaged with the user's recent ones, hot "
+    "posts; decayed engagement x (1 + affinity) x signal weights, k per author), published atomically as a "
+    "new version; global trending under the nil user.",
     metadata={
         "sql_file": "sql/clickhouse/200_feed_recommendations.sql",
         "scoring": "sql/queries/feed_candidates_scored.sql",
@@ -132,7 +138,8 @@ def feed_recommendations(
             evaluation_frame(evaluation),
             {"strategy": f"top {evaluation['k']}, features before the split, judged on the next hours"},
         )
-    metadata["sample_feeds"] = table(preview, {"why": "followed author, affinity with the author, or hot"})
+    why = "followed author, co-engaged with the user's recent posts, affinity with the author, or hot"
+    metadata["sample_feeds"] = table(preview, {"why": why})
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -40,7 +40,12 @@ class ScoringParams:
     engagement_weight: float = 10.0  # weight of the engagement rate next to hotness
     view_prior: float = 20.0  # views added to the denominator so 1 view + 1 like is not a 100% rate
     affinity_scale: float = 3.0  # log1p(affinity) / scale; (1 + affinity) multiplies the score
-    follow_boost: float = 2.0  # posts of followed authors score (1 + boost) times higher
+    follow_boost: float = 5.0  # posts of followed authors score (1 + boost) times higher
+    co_weight: float = 10.0  # co-engaged posts score (1 + co_weight * support) times higher (support: summed cosine)
+    co_window_hours: int = 24  # the user's recent engagements, and the co-engagement pairs, come from here
+    co_recent: int = 20  # a user's last engagements that seed co-engagement candidates (bounds the self-join)
+    co_fanout: int = 10  # co-engaged posts kept per post (the strongest pairs)
+    co_min_support: int = 1  # a pair must be engaged with by at least this many users
     hot_posts: int = 300  # global candidates per user
     feed_size: int = 100  # N: posts kept per user
     per_author: int = 3  # k: at most k posts per author in a user's top N
@@ -70,11 +75,11 @@ def recompute(client: Client, params: ScoringParams, as_of: float | None = None)
     figures = client.query(
         "SELECT countIf(user_id != {nil:UUID}), uniqExactIf(user_id, user_id != {nil:UUID}), uniqExact(post_id), "
         "countIf(user_id = {nil:UUID}), quantiles(0.5, 0.9, 0.99)(score), max(score), "
-        "countIf(reason = 'followed'), countIf(reason = 'affinity') "
+        "countIf(reason = 'followed'), countIf(reason = 'affinity'), countIf(reason = 'co_engaged') "
         "FROM feed_recommendations WHERE version = {v:UInt64}",
         parameters={"v": version, "nil": NIL_USER},
     ).result_rows[0]
-    rows, users, posts, trending, q, top, followed, by_affinity = figures
+    rows, users, posts, trending, q, top, followed, by_affinity, co = figures
     client.insert(
         "feed_versions",
         [[version, users, rows, orjson.dumps(asdict(params)).decode()]],
@@ -92,6 +97,7 @@ def recompute(client: Client, params: ScoringParams, as_of: float | None = None)
         "score_max": round(float(top), 4) if rows else 0.0,
         "reason_followed": int(followed),
         "reason_affinity": int(by_affinity),
+        "reason_co_engaged": int(co),
         "runtime_s": round(time.perf_counter() - started, 3),
     }
 
@@ -165,6 +171,7 @@ def evaluate(
             "users_evaluated": int(row["users_evaluated"]),
             "hit_rate_at_k": round(float(row["hit_rate_at_k"]), 4),
             "recall_at_k": round(float(row["recall_at_k"]), 4),
+            "ndcg_at_k": round(float(row["ndcg_at_k"]), 4),
             "catalog_coverage": round(row["distinct_posts_recommended"] / catalog, 4) if catalog else 0.0,
             "author_diversity": round(float(row["author_diversity"]), 4),
         }

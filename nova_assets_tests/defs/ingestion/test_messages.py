@@ -6,9 +6,10 @@ import orjson
 import pytest
 
 from nova_assets.defs.ingestion.messages import MirrorShape, Rejected, decode_change, decode_event
-from nova_assets.generate.events import MALFORMED_KINDS, Population, iso_ms, malformed
+from nova_assets.generate.events import MALFORMED_KINDS, iso_ms, malformed
+from nova_assets.generate.world import World, WorldConfig
 
-GOOD = Population.create(users=10, posts=10).events(1)[0]
+GOOD = World(WorldConfig(users=10)).events(1)[0]
 EXPECTED_KIND = {
     "invalid_json": "invalid_json",
     "not_utf8": "not_utf8",

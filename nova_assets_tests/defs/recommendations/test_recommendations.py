@@ -16,7 +16,12 @@ def _feed(world: World, user) -> list[tuple]:  # type: ignore[no-untyped-def]
 
 
 def test_asset_publishes_ranked_diverse_feeds(world: World) -> None:
-    config = {"feed_size": 10, "per_author": 2, "eval_split_hours_ago": 3.5, "eval_horizon_hours": 24, "eval_k": 5}
+    # co-engagement off: on eight users it would swamp the affinity effect checked below (it has its
+    # own test on a world big enough for it, test_quality.py)
+    config = {
+        "feed_size": 10, "per_author": 2, "eval_split_hours_ago": 3.5, "eval_horizon_hours": 24, "eval_k": 5,
+        "co_weight": 0.0,
+    }  # fmt: skip
     result = dg.materialize(
         [feed_recommendations],
         resources={"clickhouse": world.ch},
@@ -26,7 +31,8 @@ def test_asset_publishes_ranked_diverse_feeds(world: World) -> None:
     meta = {k: v.value for k, v in result.asset_materializations_for_node("feed_recommendations")[0].metadata.items()}
     evaluation = meta["evaluation"]
     assert [c.name for c in evaluation.schema.columns] == [
-        "strategy", "users_evaluated", "hit_rate_at_k", "recall_at_k", "catalog_coverage", "author_diversity"
+        "strategy", "users_evaluated", "hit_rate_at_k", "recall_at_k", "ndcg_at_k", "catalog_coverage",
+        "author_diversity",
     ]  # fmt: skip
     rows = {r.data["strategy"]: r.data for r in evaluation.records}
     assert list(rows) == ["model", "global_hot", "recency", "model / best baseline"]
@@ -38,7 +44,7 @@ def test_asset_publishes_ranked_diverse_feeds(world: World) -> None:
     assert [c.name for c in sample.schema.columns] == ["user", "rank", "post", "author", "score", "why"]
     users = {r.data["user"] for r in sample.records}
     assert len(users) == 3 and len(sample.records) == 3 * 10  # every world user's feed has >= 10 posts
-    assert {r.data["why"] for r in sample.records} <= {"followed", "affinity", "hot"}
+    assert {r.data["why"] for r in sample.records} <= {"followed", "co_engaged", "affinity", "hot"}
     assert meta["users_covered"] == len(world.users)  # every user with affinity or follows
     assert meta["trending_rows"] == 10
     for strategy in ("model", "global_hot", "recency"):

@@ -60,7 +60,7 @@ def pipeline(clickhouse: ClickHouseResource, kafka: KafkaResource, redis_resourc
     Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=1.0)).run()
     with clickhouse.session() as client:
         recompute(client, ScoringParams(feed_size=20))
-        warm(client, redis_resource.client(), users=500)
+        warm(client, redis_resource.client(), users=5000)  # every reader below is warmed
     p = Pipeline(clickhouse, kafka, redis_resource)
     p.cdc_heartbeat(seconds_ago=0.5)
     users = [r[0] for r in clickhouse.query("SELECT DISTINCT user_id FROM events LIMIT 50").result_rows]

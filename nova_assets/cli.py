@@ -375,14 +375,18 @@ def feed(user_id: str, limit: int, offset: int) -> None:
 @click.option("--max-connections", default=1024, show_default=True, help="Open connections; more get 503.")
 @click.option("--head-timeout", default=5.0, show_default=True, help="Seconds for a client to send a request head.")
 @click.option("--keep-alive", default=5.0, show_default=True, help="Seconds an idle keep-alive connection stays.")
-def serve(port: int, max_connections: int, head_timeout: float, keep_alive: float) -> None:
-    """Serve GET /feed/{user_id}?limit&offset and GET /metrics on 127.0.0.1."""
+@click.option(
+    "--host", default="127.0.0.1", show_default=True,
+    help="Address to listen on; 0.0.0.0 only inside a container whose port is published on 127.0.0.1.",
+)  # fmt: skip
+def serve(port: int, max_connections: int, head_timeout: float, keep_alive: float, host: str) -> None:
+    """Serve GET /feed/{user_id}?limit&offset and GET /metrics (on 127.0.0.1 unless --host)."""
     from nova_assets.serving.http import Limits, make_server
 
     service = _feed_service()
     limits = Limits(max_connections=max_connections, head_timeout_s=head_timeout, keep_alive_s=keep_alive)
-    server = make_server(service, port, limits=limits)  # type: ignore[arg-type]
-    click.echo(f"serving http://127.0.0.1:{port}/feed/<user_id> and /metrics (Ctrl-C stops)")
+    server = make_server(service, port, host=host, limits=limits)  # type: ignore[arg-type]
+    click.echo(f"serving http://{host}:{port}/feed/<user_id> and /metrics (Ctrl-C stops)")
     try:
         server.serve_forever()  # uvicorn: SIGINT and SIGTERM stop it gracefully
     except KeyboardInterrupt:

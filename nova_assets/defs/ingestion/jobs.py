@@ -23,7 +23,8 @@ from nova_assets.resources.redis import RedisResource
 from nova_assets.tables import escape_bytes, table
 
 PIPELINE_TAG = "nova/pipeline"
-LOADER_TAG = "nova/kafka-loader"  # dagster.yaml runs at most one run with this tag at a time
+LOADER_TAG = "nova/kafka-loader"  # dagster.yaml runs at most one run per value of this tag at a time
+SHARD_TAG = "nova/shard"  # "k/N": the run loads shard k of N (NOVA_INGEST_SHARDS)
 HEARTBEAT_TAG = "nova/heartbeat"
 RANGES_TAG = "nova/offsets"
 
@@ -38,6 +39,8 @@ class IngestConfig(dg.Config):
     max_message_bytes: int = 262_144
     insert_attempts: int = 6
     invalidation_max_followers: int = 10_000  # per author; followers past it keep their feed until its TTL
+    shard: int = 0  # with shards > 1, this run loads the partitions p with p % shards == shard
+    shards: int = 1
 
 
 DEAD_LETTER_SAMPLE = """
@@ -180,6 +183,10 @@ def ingest_kafka(
         after_flush=invalidator,
         log_warning=context.log.warning,
     )
+    if config.shards > 1:
+        context.log.info(
+            f"shard {config.shard} of {config.shards}: partitions p with p % {config.shards} == {config.shard}"
+        )
     _report(context, loader.run(), "ingestion", invalidator.metadata(), clickhouse)
 
 

@@ -73,6 +73,16 @@ class IngestSettings:
     retry_max_wait_s: float = 8.0
     commit: bool = True
     topic_patterns: tuple[str, ...] = DEFAULT_TOPIC_PATTERNS
+    shard: int = 0  # this loader owns the partitions p with p % shards == shard (NOVA_INGEST_SHARDS)
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"shard={self.shard} must be within 0..shards-1 (shards={self.shards})")
+
+    def owns(self, partition: int) -> bool:
+        """Stable assignment: a partition always belongs to the same shard while the shard count stays."""
+        return partition % self.shards == self.shard
 
 
 @dataclass
@@ -356,7 +366,11 @@ class Loader:
         consumer: Consumer = self.kafka.consumer(**{"enable.partition.eof": False})
         try:
             if ranges is None:
-                lags = partition_lags(consumer, s.topic_patterns, timeout_s=self.kafka.timeout_s)
+                lags = [
+                    p
+                    for p in partition_lags(consumer, s.topic_patterns, timeout_s=self.kafka.timeout_s)
+                    if s.owns(p.partition)
+                ]
                 starts = {(p.topic, p.partition): p.start for p in lags}
                 ends: dict[TP, int] | None = None
             else:

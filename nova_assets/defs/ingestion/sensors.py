@@ -1,8 +1,14 @@
 """`kafka_ingestion_sensor`: compares end offsets with the group's commits and starts a run on lag.
 
 It never polls messages (metadata requests only, a few milliseconds), requests at most one run at
-a time, and fails a run whose heartbeat went stale (its process was killed), so ingestion resumes
-by itself: the default run launcher cannot tell Dagster's run monitoring that a worker died.
+a time per shard, and fails a run whose heartbeat went stale (its process was killed), so
+ingestion resumes by itself: the default run launcher cannot tell Dagster's run monitoring that a
+worker died.
+
+Shards (`NOVA_INGEST_SHARDS=N`, default 1): shard k owns the partitions p with p % N == k of every
+topic, a stable assignment. Each shard gets its own run, tagged `nova/kafka-loader=kafka-shard-k`
+so dagster.yaml's per-value limit lets N loaders run side by side (on N machines with a container
+or Kubernetes run launcher) while still never two on the same partitions.
 """
 
 import hashlib
@@ -12,7 +18,14 @@ import dagster as dg
 import orjson
 
 from nova_assets import settings
-from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, PIPELINE_TAG, RANGES_TAG, kafka_ingestion_job
+from nova_assets.defs.ingestion.jobs import (
+    HEARTBEAT_TAG,
+    LOADER_TAG,
+    PIPELINE_TAG,
+    RANGES_TAG,
+    SHARD_TAG,
+    kafka_ingestion_job,
+)
 from nova_assets.defs.ingestion.offsets import PartitionLag, describe_ranges, partition_lags
 from nova_assets.defs.sources.assets import topic_key
 from nova_assets.resources.kafka import KafkaResource
@@ -22,6 +35,7 @@ OBSERVE_EVERY_S = 60.0  # a lag observation per topic and minute: a plot, not an
 HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"
 RUN_SECONDS = "NOVA_INGEST_RUN_SECONDS"  # how long one ingestion run keeps consuming (default 600)
 IDLE_EXIT_SECONDS = "NOVA_INGEST_IDLE_EXIT_SECONDS"  # a run ends after this long without messages (default 30)
+SHARDS = "NOVA_INGEST_SHARDS"  # parallel loaders, each owning a fixed subset of partitions (default 1)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -94,34 +108,58 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
             cursor=orjson.dumps(new_cursor).decode(),
             asset_events=observations,
         )
-    if running:
+    shards = settings.env_int(SHARDS, 1, minimum=1, maximum=1024)
+    busy = busy_shards(running, shards)
+    requests, waiting = [], []
+    seq = int(cursor.get("seq", 0))
+    for shard in range(shards):
+        mine = [p for p in lags if p.partition % shards == shard]
+        lag = sum(p.lag for p in mine)
+        if lag == 0:
+            continue
+        if shard in busy:
+            waiting.append(f"shard {shard}: lag {lag}, run {busy[shard].run_id[:8]} ({busy[shard].status.value})")
+            continue
+        ranges = describe_ranges(mine)
+        seq += 1
+        fingerprint = hashlib.sha256(ranges.encode()).hexdigest()[:16]
+        tags = {PIPELINE_TAG: "ingestion", RANGES_TAG: ranges[:4000], "nova/lag": str(lag)}
+        if shards > 1:
+            tags.update({LOADER_TAG: f"kafka-shard-{shard}", SHARD_TAG: f"{shard}/{shards}"})
+        requests.append(
+            dg.RunRequest(run_key=f"ingest-{seq}-{fingerprint}", run_config=run_config(shard, shards), tags=tags)
+        )
+    new_cursor["seq"] = seq
+    if not requests:
         return dg.SensorResult(
-            skip_reason=f"lag {total} messages; run {running[0].run_id[:8]} ({running[0].status.value}) is on it",
+            skip_reason=f"lag {total} messages; " + "; ".join(waiting) if shards > 1 else
+            f"lag {total} messages; run {running[0].run_id[:8]} ({running[0].status.value}) is on it",
             cursor=orjson.dumps(new_cursor).decode(),
             asset_events=observations,
-        )
-    ranges = describe_ranges(lags)
-    seq = int(cursor.get("seq", 0)) + 1
-    fingerprint = hashlib.sha256(ranges.encode()).hexdigest()[:16]
-    new_cursor["seq"] = seq
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"ingest-{seq}-{fingerprint}",
-                run_config=run_config(),
-                tags={PIPELINE_TAG: "ingestion", RANGES_TAG: ranges[:4000], "nova/lag": str(total)},
-            )
-        ],
-        cursor=orjson.dumps(new_cursor).decode(),
-        asset_events=observations,
-    )
+        )  # fmt: skip
+    return dg.SensorResult(run_requests=requests, cursor=orjson.dumps(new_cursor).decode(), asset_events=observations)
 
 
-def run_config() -> dict:
-    """The run window from NOVA_INGEST_RUN_SECONDS / NOVA_INGEST_IDLE_EXIT_SECONDS (launchpad defaults otherwise)."""
+def busy_shards(running: list[dg.DagsterRun], shards: int) -> dict[int, dg.DagsterRun]:
+    """Shard -> its in-flight run. A run of another shard count (or an untagged one) may own any
+    partition: while it lives, every shard waits."""
+    busy: dict[int, dg.DagsterRun] = {}
+    for run in running:
+        tag = run.tags.get(SHARD_TAG, "0/1")
+        shard, _, count = tag.partition("/")
+        if count != str(shards):
+            return dict.fromkeys(range(shards), run)
+        busy.setdefault(int(shard), run)
+    return busy
+
+
+def run_config(shard: int = 0, shards: int = 1) -> dict:
+    """The run window from NOVA_INGEST_RUN_SECONDS / NOVA_INGEST_IDLE_EXIT_SECONDS (launchpad defaults
+    otherwise), and the run's shard."""
     config = {
         "max_run_seconds": settings.env_float(RUN_SECONDS, 600.0, minimum=5.0),
         "idle_exit_seconds": settings.env_float(IDLE_EXIT_SECONDS, 30.0, minimum=1.0),
+        **({"shard": shard, "shards": shards} if shards > 1 else {}),
     }
     return {"ops": {"ingest_kafka": {"config": config}}}
 

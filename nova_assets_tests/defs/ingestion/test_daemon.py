@@ -133,3 +133,86 @@ def test_daemon_sensor_runs_survive_kill_9_exactly_once(
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait(10)
         instance.dispose()
+
+
+def test_three_shards_load_in_parallel_and_one_killed_shard_loses_nothing(
+    tmp_path: Path, stack: Stack, kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> None:
+    """NOVA_INGEST_SHARDS=3 on a 6-partition topic: three runs side by side (dagster.yaml's per-value
+    limit), one SIGKILLed mid-load; every event exactly once and the other shards' runs unharmed."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        **stack.env(),
+        "DAGSTER_HOME": str(home),
+        "NOVA_CLICKHOUSE_URL": clickhouse.url,
+        "NOVA_CLICKHOUSE_DATABASE": clickhouse.database,
+        "NOVA_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "NOVA_INGEST_SENSOR_INTERVAL": "2",
+        "NOVA_INGEST_HEARTBEAT_STALE": "5",
+        "NOVA_INGEST_SHARDS": "3",
+        "NOVA_INGEST_IDLE_EXIT_SECONDS": "20",
+    }
+    instance = dg.DagsterInstance.from_config(str(home))
+    produced: list[int] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            produced.append(produce_events(kafka, rate=2_000, duration_s=1, partitions=6)["valid"])
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+
+        def loading_shards() -> dict[str, dg.DagsterRun] | None:
+            started = {
+                r.tags.get("nova/shard", ""): r
+                for r in _ingestion_runs(instance)
+                if r.status == dg.DagsterRunStatus.STARTED and HEARTBEAT_TAG in r.tags
+            }
+            return started if set(started) == {"0/3", "1/3", "2/3"} else None
+
+        shards = _wait("three shard runs loading at once", loading_shards, 180, daemon, log)
+        assert {r.tags["nova/kafka-loader"] for r in shards.values()} == {f"kafka-shard-{k}" for k in range(3)}
+        victim = shards["1/3"]
+        pids = _wait("the shard's processes", lambda: _run_pids(instance, victim.run_id), 30, daemon, log)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(3)
+        stop.set()
+        producer.join(60)
+        expected = sum(produced)
+        _wait(
+            "every produced event in ClickHouse",
+            lambda: clickhouse.query("SELECT count() FROM events").result_rows[0][0] >= expected,
+            180, daemon, log,
+        )  # fmt: skip
+        total, unique = clickhouse.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
+        assert (total, unique) == (expected, expected)
+        per_partition = dict(clickhouse.query("SELECT kafka_partition, count() FROM events GROUP BY 1").result_rows)
+        assert set(per_partition) == set(range(6))
+        runs = {r.run_id: r for r in _ingestion_runs(instance)}
+        assert runs[victim.run_id].status == dg.DagsterRunStatus.FAILURE  # stale heartbeat
+        for other in (shards["0/3"], shards["2/3"]):
+            assert runs[other.run_id].status != dg.DagsterRunStatus.FAILURE  # untouched by the kill
+        # the killed shard's partitions (1 and 4) were finished by a later run of the same shard
+        later = [r for r in runs.values() if r.tags.get("nova/shard") == "1/3" and r.run_id != victim.run_id]
+        assert later
+    finally:
+        stop.set()
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
+        instance.dispose()

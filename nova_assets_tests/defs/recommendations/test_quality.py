@@ -64,8 +64,8 @@ def test_co_engagement_brings_candidates_and_never_own_or_deleted_posts(
             parameters={"v": version, "hot": [p for p, _ in hot]},
         ).result_rows[0]
         leaked = client.query(
-            "SELECT reason, count() FROM feed_recommendations WHERE version = {v:UInt64} AND post_id IN {hot:Array(UUID)} "
-            "GROUP BY reason",
+            "SELECT reason, count() FROM feed_recommendations "
+            "WHERE version = {v:UInt64} AND post_id IN {hot:Array(UUID)} GROUP BY reason",
             parameters={"v": version, "hot": [p for p, _ in hot]},
         ).result_rows
     assert (own, deleted) == (0, 0), leaked

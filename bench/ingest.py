@@ -9,6 +9,10 @@ In one run, on one Tansu broker and one chDB directory started for the benchmark
 (d) a steady 10k events/s for 60 s from a separate producer process: event-to-visible P50/P95/P99;
 (e) produce and consume ceilings of Tansu on its two storages, memory (above) and S3 on the local
     SeaweedFS (the stack's default, durable), with 200k events each.
+
+`nova bench ingest --shards N` measures instead the sharded ingestion (NOVA_INGEST_SHARDS): one
+loader process against N, each owning the partitions p with p % N == k, on the same 6-partition
+topic and the same local ClickHouse server, in the same run.
 """
 
 from __future__ import annotations
@@ -122,6 +126,97 @@ def _storage_ceilings(home: Path, pop: World, s3: bool) -> tuple[float, float]:
         broker.stop()
         if storage is not None:
             storage.stop()
+
+
+SHARD_TOTAL = 600_000
+SHARD_PARTITIONS = 6
+SHARD_LOADER = """
+import sys, time
+from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.resources import ClickHouseResource, KafkaResource
+url, database, bootstrap, group, shard, shards = sys.argv[1:7]
+kafka = KafkaResource(bootstrap_servers=bootstrap, group_id=group, client_config={"log_level": 0})
+settings = IngestSettings(idle_exit_seconds=2.0, max_run_seconds=900, shard=int(shard), shards=int(shards))
+stats = Loader(ClickHouseResource(url=url, database=database), kafka, settings, log=lambda _m: None).run()
+print(sum(stats.rows.values()), time.time(), flush=True)
+"""
+
+
+def _sharded_load(ch_url: str, database: str, bootstrap: str, shards: int) -> tuple[float, int]:
+    """Seconds until N loader processes (one per shard) have loaded the topic, and rows they loaded."""
+    started = time.time()
+    group = f"bench-{database}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SHARD_LOADER, ch_url, database, bootstrap, group, str(k), str(shards)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(shards)
+    ]
+    rows, finished = 0, started
+    for proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        n, done = out.split()
+        rows += int(n)
+        finished = max(finished, float(done) - 2.0)  # minus the idle wait that ends a loader
+    return finished - started, rows
+
+
+def run_shards(shards: int, as_json: bool = False) -> dict[str, float]:
+    """One loader against `shards` loaders over the same 6-partition topic, same run."""
+    from bench.common import clickhouse_server
+
+    with tempfile.TemporaryDirectory(prefix="nova-bench-shards-") as tmp, clickhouse_server(Path(tmp)) as ch:
+        broker = KafkaService(Path(tmp), free_port())
+        broker.start_and_wait()
+        try:
+            kafka = KafkaResource(bootstrap_servers=broker.address, client_config={"log_level": 0})
+            produce_events(kafka, rate=0, duration_s=3600, total=SHARD_TOTAL, partitions=SHARD_PARTITIONS)
+            figures = {}
+            for n in (1, shards):
+                database = f"shards_{n}"
+                db = ClickHouseResource(url=ch.url, database=database)
+                with db.session() as client:
+                    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")  # our own name
+                    apply_all(client, Renderer(database))
+                seconds, loaded = _sharded_load(ch.url, database, broker.address, n)
+                total, unique = db.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
+                figures[n] = {"seconds": seconds, "loaded": loaded, "rows": int(total), "unique": int(unique)}
+        finally:
+            broker.stop()
+    one, many = figures[1], figures[shards]
+    summary = {
+        "events": SHARD_TOTAL,
+        "partitions": SHARD_PARTITIONS,
+        "shards": shards,
+        "one_loader_events_per_s": round(one["rows"] / one["seconds"]),
+        "sharded_events_per_s": round(many["rows"] / many["seconds"]),
+        "speedup": round(one["seconds"] / many["seconds"], 2),
+        "one_loader_rows": one["rows"],
+        "sharded_rows": many["rows"],
+        "sharded_unique_event_ids": many["unique"],
+    }
+    report(
+        f"nova bench ingest --shards {shards}: {SHARD_TOTAL:,} events on {SHARD_PARTITIONS} partitions "
+        "(Tansu + the local ClickHouse server, 2 cores)",
+        [
+            (
+                "1 loader",
+                f"{summary['one_loader_events_per_s']:,}/s",
+                f"{one['rows']:,} rows in {one['seconds']:.1f} s",
+            ),
+            (
+                f"{shards} shards in parallel",
+                f"{summary['sharded_events_per_s']:,}/s",
+                f"{many['rows']:,} rows ({many['unique']:,} unique) in {many['seconds']:.1f} s; "
+                f"x{summary['speedup']} of one loader",
+            ),
+        ],
+        summary,
+        as_json,
+    )
+    return summary
 
 
 def run(as_json: bool = False) -> dict[str, float]:

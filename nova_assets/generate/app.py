@@ -28,6 +28,12 @@ COMMENT = "INSERT INTO comments (id, post_id, user_id, body) SELECT %s, %s, %s, 
     "WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s)"  # fmt: skip
 
 
+# what parallel writers run into, and a real app retries
+WRITE_CONFLICTS = (
+    psycopg.errors.ForeignKeyViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 STATEMENTS = {
     "like": LIKE,
     "comment": COMMENT,
@@ -166,9 +172,10 @@ def generate(
                 with conn.cursor() as cur:
                     written = writer.changes(cur, per_txn, time.time())
                 conn.commit()
-            except psycopg.errors.ForeignKeyViolation:
-                # another writer deleted the post between our check and our insert: the app would
-                # retry; the generator drops the transaction and says so
+            except WRITE_CONFLICTS:
+                # parallel writers: another deleted the post between our check and our insert, or
+                # a delete's cascade deadlocked with our likes; the app would retry, the generator
+                # drops the transaction and counts it
                 conn.rollback()
                 counts["rolled_back_txns"] = counts.get("rolled_back_txns", 0) + 1
                 written = {}

@@ -41,6 +41,29 @@ def test_tiers_l1_redis_clickhouse_and_trending(service: FeedService, world: Wor
     assert cold.source == "trending" and cold.posts and cold.posts[0]["rank"] == 1
 
 
+def test_a_post_deleted_after_the_recompute_is_not_served(service: FeedService, world: World) -> None:
+    """The recompute leaves out deleted posts; one deleted later is left out when the feed is read."""
+    import datetime as dt
+
+    user = world.users[0]
+    with world.ch.session() as client:
+        version = client.query("SELECT max(version) FROM feed_versions").result_rows[0][0]
+        top = client.query(
+            "SELECT post_id, author_id FROM feed_recommendations WHERE version = {v:UInt64} AND user_id = {u:UUID} "
+            "AND rank = 1",
+            parameters={"v": version, "u": user},
+        ).result_rows[0]
+    ts = dt.datetime.now(dt.UTC)
+    world.ch.insert(
+        "posts", [[top[0], top[1], "x", ts, ts, 99, 1]],
+        ["id", "author_id", "body", "created_at", "updated_at", "version", "is_deleted"],
+    )  # fmt: skip
+    feed = service.get_feed(user, limit=30)
+    assert feed.source == "clickhouse"
+    assert str(top[0]) not in {p["post_id"] for p in feed.posts}
+    assert feed.posts and feed.posts[0]["rank"] == 2  # ranks keep their numbers
+
+
 def test_get_feeds_batches_misses_into_one_query(service: FeedService, world: World) -> None:
     before = service.clickhouse_queries
     pages = service.get_feeds(world.users, limit=3)

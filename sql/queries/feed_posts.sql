@@ -1,7 +1,8 @@
 -- The feeds of the users in `wanted` (a CTE the caller puts in front: an array parameter for the
 -- read path, the most active users for warming) as JSON arrays of posts in rank order, encoded
 -- by ClickHouse itself so neither warming nor the read path does per-post work. Users without a
--- feed in {version} are absent.
+-- feed in {version} are absent. Posts deleted since {version} was computed are left out (ranks
+-- keep their numbers).
 -- concat (strings through toJSONString) instead of toJSONString of a tuple array: byte-identical
 -- output at ~60% of the cost. Rank order comes from arraySort, not from an ORDER BY in a
 -- subquery, which parallel aggregation does not promise to keep.
@@ -22,5 +23,11 @@ FROM
         ) AS post
     FROM feed_recommendations
     WHERE version = {version:UInt64} AND user_id IN wanted
+      -- a post deleted after this version was computed is not served (the recompute left out the
+      -- ones deleted before it); the version number is its start time in epoch milliseconds
+      AND post_id NOT IN (
+          SELECT id FROM posts
+          WHERE is_deleted = 1 AND ingested_at >= fromUnixTimestamp64Milli(toInt64({version:UInt64}), 'UTC')
+      )
 )
 GROUP BY user_id

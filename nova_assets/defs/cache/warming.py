@@ -200,16 +200,54 @@ def invalidate_followers(
     result.followers = len(followers)
     result.skipped = sum(max(0, int(total) - max_fanout) for _author, _group, total in rows)
 
+    _unlink(cache, followers, result, chunk, attempts)
+    return result
+
+
+READERS = """
+SELECT DISTINCT user_id FROM feed_recommendations
+WHERE version = {version:UInt64} AND post_id IN {posts:Array(UUID)}
+LIMIT {max_fanout:UInt32}
+"""
+
+
+def invalidate_readers(
+    client: Client,
+    cache: redis.Redis | redis.cluster.RedisCluster,
+    posts: Iterable[uuid.UUID | str],
+    max_fanout: int = 10_000,
+    chunk: int = 1_000,
+    attempts: int = 3,
+) -> Invalidation:
+    """UNLINK the cached feeds that hold one of `posts` in the published version (deleted posts:
+    the next read comes from ClickHouse, which leaves them out), and announce them."""
+    result = Invalidation()
+    posts = list({str(p) for p in posts})
+    version = latest_version(client)
+    if not posts or version is None:
+        return result
+    rows = client.query(READERS, parameters={"version": version, "posts": posts, "max_fanout": max_fanout})
+    readers = [str(r[0]) for r in rows.result_rows]
+    result.followers = len(readers)
+    _unlink(cache, readers, result, chunk, attempts)
+    return result
+
+
+def _unlink(
+    cache: redis.Redis | redis.cluster.RedisCluster, users: list[str], result: Invalidation, chunk: int, attempts: int
+) -> None:
+    """UNLINK the users' feed keys in chunks (Redis errors retried) and publish the ids for L1s."""
+
     def unlink_and_announce(part: list[str]) -> int:
         pipe = cache.pipeline(transaction=False)
-        for follower in part:
-            pipe.unlink(feed_key(follower))
+        for user in part:
+            pipe.unlink(feed_key(user))
         dropped = sum(int(n) for n in pipe.execute())
         cache.publish(INVALIDATE_CHANNEL, orjson.dumps(part))
         return dropped
 
-    for start in range(0, len(followers), chunk):
-        part = followers[start : start + chunk]
+    for start in range(0, len(users), chunk):
+        part = users[start : start + chunk]
         for attempt in Retrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential(multiplier=0.1, max=2),
@@ -220,4 +258,3 @@ def invalidate_followers(
                 if attempt.retry_state.attempt_number > 1:
                     result.retries += 1
                 result.dropped += unlink_and_announce(part)
-    return result

@@ -14,7 +14,7 @@ import orjson
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
-from nova_assets.defs.cache.warming import Invalidation, invalidate_followers
+from nova_assets.defs.cache.warming import Invalidation, invalidate_followers, invalidate_readers
 from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
 from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -109,7 +109,8 @@ def _report(
 
 
 class Invalidator:
-    """After CDC brings posts, drop the cached feeds of their authors' followers, and count it.
+    """After CDC brings post deletions, drop the cached feeds that may show them (the author's
+    followers, and every user whose published feed holds the post), and count it.
 
     A cache problem never stops ingestion (the data is loaded and committed): a failure, after
     retries, is a WARNING in the run and a count in the materialization's metadata.
@@ -127,13 +128,20 @@ class Invalidator:
         self.failures = 0
 
     def __call__(self, changes: dict[str, list[bytes]]) -> None:
-        rows = changes.get("posts")
-        if not rows:
+        # Only deletions: a new or edited post cannot enter a feed before the next recompute, so
+        # dropping feeds for it only turns hits into misses that read the same version again
+        deleted = [row for row in map(orjson.loads, changes.get("posts") or ()) if row.get("is_deleted") == 1]
+        if not deleted:
             return
-        authors = {orjson.loads(row)["author_id"] for row in rows}
+        authors = {row["author_id"] for row in deleted}
         try:
             with self.clickhouse.session() as client:
-                done = invalidate_followers(client, self.redis.client(), authors, max_fanout=self.max_followers)
+                cache = self.redis.client()
+                done = invalidate_followers(client, cache, authors, max_fanout=self.max_followers)
+                readers = invalidate_readers(client, cache, {row["id"] for row in deleted}, self.max_followers)
+                done.followers += readers.followers
+                done.dropped += readers.dropped
+                done.retries += readers.retries
         except Exception as exc:
             self.failures += 1
             self.warn(f"invalidating the followers of {len(authors)} author(s) failed after retries: {exc}")

@@ -116,3 +116,36 @@ def test_hit_rate_by_minute_reads_the_read_paths_counters(redis_resource: RedisR
         {"minute": "2027-01-15 07:58", "hits": 95, "misses": 5, "hit_rate": 0.95},
         {"minute": "2027-01-15 08:00", "hits": 0, "misses": 4, "hit_rate": 0.0},
     ]
+
+
+def test_only_a_deleted_post_drops_the_feeds_that_show_it(world: World, redis_resource: RedisResource) -> None:
+    """CDC's post inserts leave the cache alone (they reach feeds at the next recompute); a delete
+    drops every cached feed whose published version holds the post, followers or not."""
+    from nova_assets.defs.ingestion.jobs import Invalidator
+
+    with world.ch.session() as client:
+        version = recompute(client, ScoringParams(feed_size=10))["version"]
+        warm(client, redis_resource.client(), users=100)
+        post, author = client.query(
+            "SELECT post_id, any(author_id) FROM feed_recommendations WHERE version = {v:UInt64} "
+            "AND user_id != toUUID('00000000-0000-0000-0000-000000000000') "
+            "GROUP BY post_id ORDER BY count() DESC LIMIT 1",
+            parameters={"v": version},
+        ).result_rows[0]
+        readers = {
+            str(u[0])
+            for u in client.query(
+                "SELECT DISTINCT user_id FROM feed_recommendations WHERE version = {v:UInt64} AND post_id = {p:UUID} "
+                "AND user_id != toUUID('00000000-0000-0000-0000-000000000000')",
+                parameters={"v": version, "p": post},
+            ).result_rows
+        }
+    r = redis_resource.client()
+    assert readers and all(r.exists(feed_key(u)) for u in readers)
+    invalidator = Invalidator(world.ch, redis_resource)
+    row = {"id": str(post), "author_id": str(author), "body": "x", "version": 7, "is_deleted": 0}
+    invalidator({"posts": [orjson.dumps(row)]})  # an insert or an edit
+    assert all(r.exists(feed_key(u)) for u in readers) and invalidator.totals.dropped == 0
+    invalidator({"posts": [orjson.dumps({**row, "version": 8, "is_deleted": 1})]})  # the delete
+    assert not any(r.exists(feed_key(u)) for u in readers)
+    assert invalidator.totals.dropped >= len(readers)

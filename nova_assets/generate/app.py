@@ -22,6 +22,10 @@ from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources.postgres import PostgresResource
 
 MIX = (("like", 0.5), ("comment", 0.2), ("follow", 0.12), ("edit", 0.15), ("delete", 0.03))
+# the share of changes that delete a post: at the demo's 20 changes/s, 0.0002 deletes ~14 posts an
+# hour of the 180 published (a delete drops every cached feed that shows the post: an app that
+# deleted more posts than it published would keep the feed cache empty)
+DELETE_SHARE = 0.0002
 LIKE = "INSERT INTO likes (user_id, post_id) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s) " \
     "ON CONFLICT DO NOTHING"  # fmt: skip
 COMMENT = "INSERT INTO comments (id, post_id, user_id, body) SELECT %s, %s, %s, %s " \
@@ -46,8 +50,10 @@ STATEMENTS = {
 class AppWriter:
     """Writes one world's app data; remembers what it published and deleted (posts in Postgres)."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, delete_share: float = DELETE_SHARE) -> None:
         self.world = world
+        rest = sum(p for kind, p in MIX if kind != "delete")
+        self.mix_p = [p / rest * (1 - delete_share) if kind != "delete" else delete_share for kind, p in MIX]
         self.rng = np.random.default_rng([world.config.seed, 2, world.stream])
         self.published_until = 0.0  # world-clock seconds up to which posts are written
         self.live: list[int] = []  # post numbers published by this writer and not deleted
@@ -102,7 +108,7 @@ class AppWriter:
     def changes(self, cur: psycopg.Cursor, n: int, now_s: float) -> dict[str, int]:
         """n changes of the mix, likes and comments from the world's engagement at `now_s`; one
         pipelined executemany per kind (a transaction of many changes costs one round trip)."""
-        kinds = self.rng.choice(len(MIX), size=n, p=[p for _, p in MIX])
+        kinds = self.rng.choice(len(MIX), size=n, p=self.mix_p)
         sample = self.world.sample(n, now_s)
         rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind, _ in MIX}
         for i, k in enumerate(kinds.tolist()):
@@ -138,6 +144,7 @@ def generate(
     seed: int = WorldConfig.seed,
     writer_index: int = 0,
     seed_world: bool = True,
+    delete_share: float = DELETE_SHARE,
 ) -> dict[str, Any]:
     """Write about `rate` changes per second for `duration_s` (plus the world's posts); returns counts by kind.
 
@@ -149,7 +156,7 @@ def generate(
     if seed_world:
         apply_source_schema(postgres)
     config = WorldConfig(seed=seed, **({"users": users} if users else {}))
-    writer = AppWriter(World(config, stream=writer_index))
+    writer = AppWriter(World(config, stream=writer_index), delete_share=delete_share)
     counts: dict[str, Any] = {}
     with postgres.connect() as conn:
         now = time.time()

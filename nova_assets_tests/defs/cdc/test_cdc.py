@@ -59,12 +59,15 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
     )
     cdc.start_and_wait(120)
     try:
-        writer = threading.Thread(target=lambda: generate(postgres, rate=200, duration_s=8, users=50))
+        # 5% deletes: the mirrors' delete handling is exercised (the demo deletes far fewer)
+        writer = threading.Thread(
+            target=lambda: generate(postgres, rate=200, duration_s=8, users=50, delete_share=0.05)
+        )
         writer.start()
         time.sleep(3)
         cdc.stop()  # mid-stream: changes keep coming while CDC is down
         writer.join()
-        counts = generate(postgres, rate=200, duration_s=2, users=10)
+        counts = generate(postgres, rate=200, duration_s=2, users=10, delete_share=0.05)
         assert counts["delete"] > 0 or counts["post"] > 0
         cdc.start_and_wait(120)
 

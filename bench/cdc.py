@@ -35,7 +35,7 @@ from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
 from nova_assets.generate.app import generate
 from nova_assets.resources import KafkaResource, PostgresResource
-from nova_assets.stack.manager import CdcService, KafkaService, PostgresService
+from nova_assets.stack.manager import CdcService, ClickHouseService, KafkaService, PostgresService
 from nova_assets.stack.process import free_port
 
 RATE, SECONDS, WRITERS, PER_TXN = 10_000, 60, 8, 50
@@ -170,11 +170,12 @@ def run(as_json: bool = False) -> dict[str, float]:
                 if ch.query("SELECT count() FROM follows").result_rows[0][0] >= seeded["seed_follows"]:
                     break
                 time.sleep(1)
-            roots = {"postgres": pg.pid(), "debezium (JVM)": cdc.pid(), "broker": broker.pid(), "clickhouse": None}
-            ch_pid = next(
-                (int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)).count(f"--path {tmp}")), None
-            )
-            roots["clickhouse"] = ch_pid
+            roots = {
+                "postgres": pg.pid(),
+                "debezium (JVM)": cdc.pid(),
+                "broker": broker.pid(),
+                "clickhouse": ClickHouseService(home, 0).pid(),  # the server clickhouse_server started
+            }
             cpu0 = {name: _tree_cpu(pid) for name, pid in roots.items() if pid}
             self0, wall0, children0 = _self_cpu(), time.time(), _children_cpu()
             writers = [
@@ -280,11 +281,3 @@ def run(as_json: bool = False) -> dict[str, float]:
         as_json,
     )
     return summary
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""

@@ -13,7 +13,7 @@ import click
 
 from nova_assets import settings
 from nova_assets.errors import NovaError
-from nova_assets.generate.world import WorldConfig
+from nova_assets.generate.world_config import WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

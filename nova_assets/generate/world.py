@@ -29,10 +29,11 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import orjson
+
+from nova_assets.generate.world_config import WorldConfig
 
 ACTIONS = ("view", "click", "like", "comment", "share")
 DEVICES = ("ios", "android", "web")
@@ -44,30 +45,6 @@ ACTION_P = {
 }
 MECHANISMS = ("follow", "taste", "hot")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """Size and planted preferences of the world (the defaults are the `make dev` demo)."""
-
-    seed: int = 7
-    users: int = 5_000
-    topics: int = 40
-    author_share: float = 0.2  # share of users who write
-    post_rate: float = 0.05  # posts per second on the world clock (180 an hour)
-    window_hours: float = 48.0  # posts older than this are no longer engaged with
-    follows_mean: float = 12.0  # authors followed per user (3 + Poisson)
-    follow_in_taste: float = 0.85  # share of follows inside the user's topics
-    p_follow: float = 0.30
-    p_taste: float = 0.40  # the rest is globally hot
-    drift_days: float = 7.0
-
-    def __post_init__(self) -> None:
-        for name in ("users", "topics", "post_rate", "window_hours"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"WorldConfig.{name}={getattr(self, name)!r} must be > 0")
-        if not 0 <= self.p_follow + self.p_taste <= 1:
-            raise ValueError(f"WorldConfig.p_follow + p_taste = {self.p_follow + self.p_taste} must be within [0, 1]")
 
 
 def _hash(x: np.ndarray, salt: int) -> np.ndarray:
@@ -342,17 +319,6 @@ class World:
             part["time_ms"] = ((lo + self._rng.random(k) * (hi - lo)) * 1000).astype(np.int64)
             parts.append(part)
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-
-    def describe(self) -> dict[str, Any]:
-        c = self.config
-        return {
-            "seed": c.seed,
-            "users": c.users,
-            "authors": self.authors,
-            "topics": c.topics,
-            "follows": len(self.follow_pairs),
-            "posts_per_hour": round(c.post_rate * 3600, 1),
-        }
 
 
 def iso_ms(ms: int) -> str:

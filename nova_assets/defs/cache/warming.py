@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -175,6 +175,12 @@ class Invalidation:
     dropped: int = 0
     skipped: int = 0  # followers past max_fanout: their cached feeds stay until their TTL
     retries: int = 0
+
+    def add(self, other: Invalidation) -> Invalidation:
+        """Count `other` into this one (field by field); returns self."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
 
 
 def invalidate_followers(

@@ -138,16 +138,12 @@ class Invalidator:
             with self.clickhouse.session() as client:
                 cache = self.redis.client()
                 done = invalidate_followers(client, cache, authors, max_fanout=self.max_followers)
-                readers = invalidate_readers(client, cache, {row["id"] for row in deleted}, self.max_followers)
-                done.followers += readers.followers
-                done.dropped += readers.dropped
-                done.retries += readers.retries
+                done.add(invalidate_readers(client, cache, {row["id"] for row in deleted}, self.max_followers))
         except Exception as exc:
             self.failures += 1
             self.warn(f"invalidating the followers of {len(authors)} author(s) failed after retries: {exc}")
             return
-        for name in ("authors", "followers", "dropped", "skipped", "retries"):
-            setattr(self.totals, name, getattr(self.totals, name) + getattr(done, name))
+        self.totals.add(done)
         if done.skipped:
             self.warn(f"{done.skipped} follower feed(s) not invalidated: over {self.max_followers} per author")
 

@@ -9,6 +9,7 @@ shortened (through their NOVA_* settings) to keep the test near a minute.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -57,9 +60,27 @@ def _run_pids(instance: dg.DagsterInstance, run_id: str) -> set[int]:
     return started | steps if steps else set()
 
 
-def test_daemon_sensor_runs_survive_kill_9_exactly_once(
-    tmp_path: Path, stack: Stack, kafka: KafkaResource, clickhouse: ClickHouseResource
-) -> None:
+@dataclass
+class _Live:
+    instance: dg.DagsterInstance
+    daemon: subprocess.Popen[bytes]
+    log: Path
+    producer: threading.Thread
+    produced: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@contextlib.contextmanager
+def _live_daemon(
+    tmp_path: Path,
+    stack: Stack,
+    kafka: KafkaResource,
+    clickhouse: ClickHouseResource,
+    extra_env: dict[str, str],
+    partitions: int,
+) -> Iterator[_Live]:
+    """dagster-daemon with the project's dagster.yaml and workspace, pointed at this test's
+    ClickHouse database and broker, while a steady stream of events is produced (until `stop`)."""
     home = tmp_path / "dagster"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -73,17 +94,18 @@ def test_daemon_sensor_runs_survive_kill_9_exactly_once(
         "NOVA_INGEST_SENSOR_INTERVAL": "2",
         # a run beats every 5 s; 12 s leaves room for a busy 2-core machine (three runs at once)
         "NOVA_INGEST_HEARTBEAT_STALE": "12",
+        **extra_env,
     }
     # the instance's storage is created here, before the daemon and its code server open it
     # concurrently (two first openers of a fresh SQLite storage race on its migrations)
     instance = dg.DagsterInstance.from_config(str(home))
-    # a steady stream, until shortly after the kill, keeps the first run loading when it dies
     produced: list[int] = []
     stop = threading.Event()
 
     def produce() -> None:
+        # a steady stream, until shortly after the kill, keeps the runs loading when one dies
         while not stop.is_set():
-            produced.append(produce_events(kafka, rate=2_000, duration_s=1)["valid"])
+            produced.append(produce_events(kafka, rate=2_000, duration_s=1, partitions=partitions)["valid"])
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
@@ -94,6 +116,44 @@ def test_daemon_sensor_runs_survive_kill_9_exactly_once(
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
+        yield _Live(instance, daemon, log, producer, produced, stop)
+    finally:
+        stop.set()
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
+        instance.dispose()
+
+
+def _kill_then_expect_every_event_once(
+    live: _Live, run_id: str, clickhouse: ClickHouseResource, timeout_s: float
+) -> None:
+    """SIGKILL the run's processes, stop producing shortly after, and wait until every produced
+    event is in ClickHouse exactly once."""
+    pids = _wait("the run's processes", lambda: _run_pids(live.instance, run_id), 30, live.daemon, live.log)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(3)
+    live.stop.set()
+    live.producer.join(60)
+    expected = sum(live.produced)
+    _wait(
+        "every produced event in ClickHouse",
+        lambda: clickhouse.query("SELECT count() FROM events").result_rows[0][0] >= expected,
+        timeout_s, live.daemon, live.log,
+    )  # fmt: skip
+    total, unique = clickhouse.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
+    assert (total, unique) == (expected, expected)
+
+
+def test_daemon_sensor_runs_survive_kill_9_exactly_once(
+    tmp_path: Path, stack: Stack, kafka: KafkaResource, clickhouse: ClickHouseResource
+) -> None:
+    with _live_daemon(tmp_path, stack, kafka, clickhouse, {}, partitions=1) as live:
+        instance, daemon, log = live.instance, live.daemon, live.log
         first = _wait(
             "a sensor-launched ingestion run loading rows",
             lambda: next(
@@ -108,32 +168,10 @@ def test_daemon_sensor_runs_survive_kill_9_exactly_once(
             120, daemon, log,
         )  # fmt: skip
         # the machine dies under the run: its worker goes at once (SIGKILL)
-        pids = _wait("the run's processes", lambda: _run_pids(instance, first.run_id), 30, daemon, log)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(3)
-        stop.set()
-        producer.join(60)
-        expected = sum(produced)
-        _wait(
-            "every produced event in ClickHouse",
-            lambda: clickhouse.query("SELECT count() FROM events").result_rows[0][0] >= expected,
-            150, daemon, log,
-        )  # fmt: skip
-        total, unique = clickhouse.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
-        assert (total, unique) == (expected, expected)
+        _kill_then_expect_every_event_once(live, first.run_id, clickhouse, 150)
         runs = {r.run_id: r for r in _ingestion_runs(instance)}
         assert runs[first.run_id].status == dg.DagsterRunStatus.FAILURE  # marked by the sensor: stale heartbeat
         assert len(runs) >= 2  # the next run finished the job
-    finally:
-        stop.set()
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
-        instance.dispose()
 
 
 def test_three_shards_load_in_parallel_and_one_killed_shard_loses_nothing(
@@ -141,39 +179,9 @@ def test_three_shards_load_in_parallel_and_one_killed_shard_loses_nothing(
 ) -> None:
     """NOVA_INGEST_SHARDS=3 on a 6-partition topic: three runs side by side (dagster.yaml's per-value
     limit), one SIGKILLed mid-load; every event exactly once and the other shards' runs unharmed."""
-    home = tmp_path / "dagster"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        **stack.env(),
-        "DAGSTER_HOME": str(home),
-        "NOVA_CLICKHOUSE_URL": clickhouse.url,
-        "NOVA_CLICKHOUSE_DATABASE": clickhouse.database,
-        "NOVA_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-        "NOVA_INGEST_SENSOR_INTERVAL": "2",
-        # a run beats every 5 s; 12 s leaves room for a busy 2-core machine (three runs at once)
-        "NOVA_INGEST_HEARTBEAT_STALE": "12",
-        "NOVA_INGEST_SHARDS": "3",
-        "NOVA_INGEST_IDLE_EXIT_SECONDS": "20",
-    }
-    instance = dg.DagsterInstance.from_config(str(home))
-    produced: list[int] = []
-    stop = threading.Event()
-
-    def produce() -> None:
-        while not stop.is_set():
-            produced.append(produce_events(kafka, rate=2_000, duration_s=1, partitions=6)["valid"])
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
+    extra = {"NOVA_INGEST_SHARDS": "3", "NOVA_INGEST_IDLE_EXIT_SECONDS": "20"}
+    with _live_daemon(tmp_path, stack, kafka, clickhouse, extra, partitions=6) as live:
+        instance, daemon, log = live.instance, live.daemon, live.log
 
         def loading_shards() -> dict[str, dg.DagsterRun] | None:
             started = {
@@ -186,20 +194,7 @@ def test_three_shards_load_in_parallel_and_one_killed_shard_loses_nothing(
         shards = _wait("three shard runs loading at once", loading_shards, 180, daemon, log)
         assert {r.tags["nova/kafka-loader"] for r in shards.values()} == {f"kafka-shard-{k}" for k in range(3)}
         victim = shards["1/3"]
-        pids = _wait("the shard's processes", lambda: _run_pids(instance, victim.run_id), 30, daemon, log)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(3)
-        stop.set()
-        producer.join(60)
-        expected = sum(produced)
-        _wait(
-            "every produced event in ClickHouse",
-            lambda: clickhouse.query("SELECT count() FROM events").result_rows[0][0] >= expected,
-            180, daemon, log,
-        )  # fmt: skip
-        total, unique = clickhouse.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
-        assert (total, unique) == (expected, expected)
+        _kill_then_expect_every_event_once(live, victim.run_id, clickhouse, 180)
         per_partition = dict(clickhouse.query("SELECT kafka_partition, count() FROM events GROUP BY 1").result_rows)
         assert set(per_partition) == set(range(6))
         runs = {r.run_id: r for r in _ingestion_runs(instance)}
@@ -211,12 +206,3 @@ def test_three_shards_load_in_parallel_and_one_killed_shard_loses_nothing(
         # the killed shard's partitions (1 and 4) were finished by a later run of the same shard
         later = [r for r in runs.values() if r.tags.get("nova/shard") == "1/3" and r.run_id != victim.run_id]
         assert later
-    finally:
-        stop.set()
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
-        instance.dispose()

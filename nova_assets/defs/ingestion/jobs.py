@@ -41,6 +41,9 @@ class IngestConfig(dg.Config):
     invalidation_max_followers: int = 10_000  # per author; followers past it keep their feed until its TTL
     shard: int = 0  # with shards > 1, this run loads the partitions p with p % shards == shard
     shards: int = 1
+    # how a topic re-created or forgotten by the broker is recognized: "auto" (topic IDs, checked
+    # against the log's fingerprints when they change or are missing) or "fingerprint" (the log alone)
+    incarnations: str = "auto"
 
 
 DEAD_LETTER_SAMPLE = """

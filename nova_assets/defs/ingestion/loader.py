@@ -17,6 +17,13 @@ Exactly once, and why this way:
   new ID (kafka_incarnations), logs it at WARNING, reports it as metadata, and loads the new
   messages from the earliest offset; neither the already-loaded check nor the deduplication
   tokens match them against rows of the old incarnation.
+- The log itself is the second witness (kafka_checkpoints): runs record the fingerprint of the
+  last message they loaded per partition. A broker without topic IDs gets incarnations of its
+  own ("fp-..."), and a run starts a new one when the message at a checkpoint's offset is another
+  one, or the log ends before it. A topic ID that changes over the same messages (a log copied
+  with its offsets) keeps the old incarnation instead of loading everything again.
+- Messages that retention removed before they were loaded (committed offset below the log's
+  start) are counted and logged at WARNING, never skipped silently.
 - CDC mirrors are ReplacingMergeTree with version = LSN: re-applying a change is idempotent.
 - Runs `assign()` their partitions (no group join: instant start, no rebalances) and commit under
   the group id; the sensor and the `nova/kafka-loader` concurrency limit (dagster.yaml; ingestion
@@ -29,6 +36,7 @@ import hashlib
 import queue
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -52,8 +60,15 @@ from nova_assets.defs.ingestion.messages import (
     decode_change,
     decode_events,
 )
-from nova_assets.defs.ingestion.offsets import DEFAULT_TOPIC_PATTERNS, partition_lags, topic_incarnations
-from nova_assets.errors import NovaError
+from nova_assets.defs.ingestion.offsets import (
+    DEFAULT_TOPIC_PATTERNS,
+    expired_unloaded,
+    fingerprint,
+    partition_lags,
+    topic_incarnations,
+    verify_checkpoints,
+)
+from nova_assets.errors import ConfigError, NovaError
 from nova_assets.resources.clickhouse import ClickHouseResource, chdb_path
 from nova_assets.resources.kafka import KafkaResource
 
@@ -65,6 +80,8 @@ class IngestionFailed(NovaError):
 
 
 _INSERT_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nova-insert")  # one batch's tables
+CHECKPOINT_EVERY_S = 5.0  # how often a run records its newest loaded message per partition
+INCARNATION_SOURCES = ("auto", "fingerprint")
 
 
 @dataclass
@@ -80,10 +97,15 @@ class IngestSettings:
     topic_patterns: tuple[str, ...] = DEFAULT_TOPIC_PATTERNS
     shard: int = 0  # this loader owns the partitions p with p % shards == shard (NOVA_INGEST_SHARDS)
     shards: int = 1
+    # "auto": the broker's topic IDs, checked against the log when they change or are missing;
+    # "fingerprint": the log alone, for brokers whose topic IDs cannot be trusted
+    incarnations: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0 <= self.shard < self.shards:
             raise ValueError(f"shard={self.shard} must be within 0..shards-1 (shards={self.shards})")
+        if self.incarnations not in INCARNATION_SOURCES:
+            raise ConfigError("incarnations", self.incarnations, f"must be one of {', '.join(INCARNATION_SOURCES)}")
 
     def owns(self, partition: int) -> bool:
         """Stable assignment: a partition always belongs to the same shard while the shard count stays."""
@@ -104,6 +126,7 @@ class IngestStats:
     slowest_insert_s: float = 0.0
     slowest_commit_s: float = 0.0
     resets: list[str] = field(default_factory=list)  # "topic: old → new" per incarnation change seen
+    expired: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> messages retention removed unloaded
     started: float = field(default_factory=time.time)
     finished: float = 0.0
     e2v_ms: list[np.ndarray] = field(default_factory=list)
@@ -161,6 +184,7 @@ class IngestStats:
             "slowest_insert_s": round(self.slowest_insert_s, 3),
             "slowest_commit_s": round(self.slowest_commit_s, 3),
             "topic_resets": "; ".join(self.resets) if self.resets else "none",
+            "expired_before_load": sum(self.expired.values()),
             "seconds": round(elapsed, 3),
             "messages_per_s": round(self.messages / elapsed, 1),
         }
@@ -182,6 +206,7 @@ class _Batch:
     dead_topics: list[str] = field(default_factory=list)
     ranges: dict[TP, list[int]] = field(default_factory=dict)
     skipped: list[tuple[str, int, int]] = field(default_factory=list)
+    last: dict[TP, Any] = field(default_factory=dict)  # the newest message per partition (checkpoints)
     bytes: int = 0
     opened: float = 0.0
 
@@ -272,6 +297,8 @@ class Loader:
         self.ends: dict[TP, int] = {}  # a replay's exclusive end offset per partition
         self.incarnations: dict[str, str] = {}  # topic -> the broker's topic ID ('' when unknown)
         self.legacy: dict[str, bool] = {}  # topic -> rows loaded before incarnations existed are its own
+        self.pending_checkpoints: dict[TP, tuple[int, str]] = {}  # loaded, not yet written to kafka_checkpoints
+        self.checkpointed = 0.0
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -319,8 +346,15 @@ class Loader:
         return found
 
     def _check_incarnations(self, topics: list[str], stats: IngestStats) -> set[str]:
-        """Record each topic's incarnation; returns the topics whose incarnation changed (reset)."""
-        self.incarnations = topic_incarnations(self.kafka.admin(), topics, self.kafka.timeout_s)
+        """Settle each topic's incarnation; returns the topics whose incarnation changed (reset).
+
+        A topic ID equal to the last one recorded is trusted as is. A changed ID, or none (a broker
+        without topic IDs, a failed describe, or `incarnations="fingerprint"`), is checked against
+        the log: the messages at the last checkpoints must still be there.
+        """
+        given = {} if self.settings.incarnations == "fingerprint" else (
+            topic_incarnations(self.kafka.admin(), topics, self.kafka.timeout_s)
+        )  # fmt: skip
         known = {
             row[0]: (row[1], row[2])
             for row in self.clickhouse.query(
@@ -331,32 +365,75 @@ class Loader:
         }
         reset: set[str] = set()
         new_rows = []
-        for topic in topics:
-            current = self.incarnations.get(topic, "")
-            first, last = known.get(topic, ("", ""))
-            if not current:  # this broker gives no topic IDs: offsets alone, as before
-                self.legacy[topic] = True
-                continue
-            if not last:  # first sight: it also owns rows loaded before incarnations were recorded
-                new_rows.append([topic, current, "", self.run_id])
-                self.legacy[topic] = True
-                continue
-            self.legacy[topic] = first == current
-            if last != current:
-                reset.add(topic)
-                new_rows.append([topic, current, last, self.run_id])
-                note = f"{topic}: {last} -> {current}"
-                stats.resets.append(note)
-                self.log_warning(
-                    f"topic {topic} has a new incarnation ({last} -> {current}): it was deleted and created "
-                    "again, or the broker forgot it. Its offsets start over; loading it from the earliest "
-                    "offset, without matching rows of the old incarnation"
+        verifier: Consumer | None = None
+        try:
+            for topic in topics:
+                topic_id = given.get(topic, "")
+                first, last = known.get(topic, ("", ""))
+                if not last:  # first sight: it also owns rows loaded before incarnations were recorded
+                    current = topic_id or f"fp-{uuid.uuid4().hex}"
+                    new_rows.append([topic, current, "", self.run_id])
+                    self.incarnations[topic], self.legacy[topic] = current, True
+                    continue
+                if topic_id == last:
+                    self.incarnations[topic], self.legacy[topic] = last, first == last
+                    continue
+                if verifier is None:
+                    verifier = self.kafka.consumer(**{"auto.offset.reset": "error", "enable.partition.eof": False})
+                verdict, reasons = verify_checkpoints(
+                    verifier, topic, self._checkpoints(topic, last), self.kafka.timeout_s
                 )
+                why = "; ".join(reasons) or "no checkpoint to compare"
+                if verdict == "reset" or (topic_id and verdict == "unknown"):
+                    current = topic_id or f"fp-{uuid.uuid4().hex}"
+                    reset.add(topic)
+                    new_rows.append([topic, current, last, self.run_id])
+                    stats.resets.append(f"{topic}: {last} -> {current}")
+                    self.incarnations[topic], self.legacy[topic] = current, first == current
+                    self.log_warning(
+                        f"topic {topic} has a new incarnation ({last} -> {current}): it was deleted and created "
+                        f"again, or the broker forgot it ({why}). Its offsets start over; loading it from the "
+                        "earliest offset, without matching rows of the old incarnation"
+                    )
+                    continue
+                self.incarnations[topic], self.legacy[topic] = last, first == last
+                if topic_id:
+                    self.log_warning(
+                        f"topic {topic} has a new ID ({last} -> {topic_id}) over the same messages: the log was "
+                        "copied with its offsets. Keeping its incarnation; nothing is loaded twice"
+                    )
+        finally:
+            if verifier is not None:
+                verifier.close()
         if new_rows:
             self.clickhouse.insert(
                 "kafka_incarnations", new_rows, column_names=["topic", "incarnation", "previous", "run_id"]
             )
         return reset
+
+    def _checkpoints(self, topic: str, incarnation: str) -> dict[int, tuple[int, str]]:
+        """The newest loaded message per partition of one incarnation: partition -> (offset, fingerprint)."""
+        rows = self.clickhouse.query(
+            "SELECT partition, max(offset), argMax(fingerprint, offset) FROM kafka_checkpoints "
+            "WHERE topic = {t:String} AND incarnation = {i:String} GROUP BY partition",
+            parameters={"t": topic, "i": incarnation},
+        ).result_rows
+        return {int(p): (int(o), str(f)) for p, o, f in rows}
+
+    def _write_checkpoints(self) -> None:
+        """Record the newest loaded message per partition (only ever after its rows are in ClickHouse)."""
+        self.checkpointed = time.monotonic()
+        rows = [
+            [t, self.incarnations.get(t, ""), p, offset, fp, self.run_id]
+            for (t, p), (offset, fp) in sorted(self.pending_checkpoints.items())
+            if self.incarnations.get(t)
+        ]
+        if rows:
+            self.clickhouse.insert(
+                "kafka_checkpoints", rows,
+                column_names=["topic", "incarnation", "partition", "offset", "fingerprint", "run_id"],
+            )  # fmt: skip
+        self.pending_checkpoints = {}  # only once written: a failed write is carried by the next one
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -389,6 +466,14 @@ class Loader:
             for lag in lags:  # committed offsets of an old incarnation mean nothing in the new one
                 if lag.topic in reset:
                     starts[(lag.topic, lag.partition)] = lag.low
+            for lag in expired_unloaded(lags, reset):  # the broker would silently jump to its start
+                stats.expired[f"{lag.topic}:{lag.partition}"] = lag.low - lag.committed
+                self.log_warning(
+                    f"{lag.low - lag.committed} messages of {lag.topic}:{lag.partition} (offsets "
+                    f"{lag.committed}-{lag.low - 1}) were removed by retention before they were loaded; they "
+                    "cannot be loaded any more. Loading from the log's start; raise the topic's retention or "
+                    "load more often"
+                )
             self.ends = dict(ends or {})
             self.skip = self._already_loaded(starts, ends)
             if self.skip:
@@ -456,6 +541,10 @@ class Loader:
                 writer.close()
             finally:
                 self._commit_final(consumer)
+                try:
+                    self._write_checkpoints()
+                except Exception as exc:  # the rows are loaded; only the next run's reset check is older
+                    self.log(f"writing kafka_checkpoints failed ({exc}); the next run compares older ones")
 
     def _commit_final(self, consumer: Consumer) -> None:
         """Commit the run's last loaded offsets and wait for the answer (bounded by the broker's timeout)."""
@@ -496,6 +585,7 @@ class Loader:
                 if offset == end - 1 and pending is not None:
                     pending.pop(tp, None)
             batch.note(tp, offset)
+            batch.last[tp] = msg
             skip = self.skip.get(tp)
             if skip is not None and offset in skip:
                 stats.skipped_already_loaded += 1
@@ -541,12 +631,14 @@ class Loader:
         values = [m.value() for m in messages]
         partitions = [m.partition() for m in messages]
         offsets = [m.offset() for m in messages]
-        for partition, offset in zip(partitions, offsets, strict=True):  # ranges: first and last per partition
-            span = batch.ranges.get((EVENTS_TOPIC, partition))
+        for msg, partition, offset in zip(messages, partitions, offsets, strict=True):  # first and last per partition
+            tp = (EVENTS_TOPIC, partition)
+            span = batch.ranges.get(tp)
             if span is None:
-                batch.ranges[(EVENTS_TOPIC, partition)] = [offset, offset]
+                batch.ranges[tp] = [offset, offset]
             else:
                 span[1] = offset
+            batch.last[tp] = msg
         batch.bytes += sum(len(v) for v in values if v is not None)
         bad = decode_events(values, partitions, offsets, EVENTS_TOPIC, batch.events, self.settings.max_message_bytes)
         for index, rejected in bad:
@@ -645,6 +737,13 @@ class Loader:
             stats.slowest_commit_s = max(stats.slowest_commit_s, time.monotonic() - began)
             for tp in offsets:
                 self.committed[(tp.topic, tp.partition)] = tp.offset
+        for tp, msg in batch.last.items():
+            self.pending_checkpoints[tp] = (msg.offset(), fingerprint(msg))
+        if time.monotonic() - self.checkpointed >= CHECKPOINT_EVERY_S:
+            try:
+                self._write_checkpoints()
+            except Exception as exc:  # never a reason to stop loading: the next write carries them
+                self.log(f"writing kafka_checkpoints failed ({exc}); retrying with the next batch")
         visible_ms = visible * 1000.0
         if len(batch.events):
             e2v = visible_ms - np.asarray(batch.events.event_ms, dtype=np.float64)

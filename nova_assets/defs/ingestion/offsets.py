@@ -7,10 +7,12 @@ sensor tick.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from confluent_kafka import OFFSET_INVALID, Consumer, TopicCollection, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
@@ -72,6 +74,13 @@ def partition_lags(
     return out
 
 
+def expired_unloaded(lags: list[PartitionLag], reset: set[str] | frozenset[str] = frozenset()) -> list[PartitionLag]:
+    """Partitions whose committed offset is below the log's start: retention removed messages that
+    were never loaded (a consumer would jump to the start without a word). Reset topics excluded:
+    their committed offsets belong to the old incarnation."""
+    return [p for p in lags if p.topic not in reset and 0 <= p.committed < p.low]
+
+
 def fetched_highs(
     consumer: Consumer, starts: dict[tuple[str, int], int], timeout_s: float
 ) -> dict[tuple[str, int], int]:
@@ -120,3 +129,78 @@ def topic_incarnations(admin: AdminClient, topics: list[str], timeout_s: float =
     except Exception:  # unknown: callers treat '' as "cannot tell", never as a reset
         pass
     return out
+
+
+def fingerprint(msg: Any) -> str:
+    """What identifies a message beyond its offset: key, value and timestamp (a re-created topic's
+    message at the same offset differs in at least one of them)."""
+    key, value = msg.key() or b"", msg.value() or b""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(len(key).to_bytes(8, "big"))
+    digest.update(key)
+    digest.update(value)
+    digest.update(msg.timestamp()[1].to_bytes(8, "big", signed=True))
+    return digest.hexdigest()
+
+
+Verdict = Literal["same", "reset", "unknown"]
+
+
+def verify_checkpoints(
+    consumer: Consumer, topic: str, checkpoints: dict[int, tuple[int, str]], timeout_s: float = 5.0
+) -> tuple[Verdict, list[str]]:
+    """Is the topic still the log its checkpoints were taken from? With one reason per partition.
+
+    Each checkpoint is (offset, fingerprint) of a loaded message. Per partition: the same message
+    at that offset → same; another message there, or a log that now ends at or before it → reset;
+    a message past it (compaction) or an offset below the retained start (retention) → unknown.
+    Any reset makes the topic reset; else any match makes it the same. The consumer must use
+    `auto.offset.reset=error`, so an offset out of range is reported instead of silently moved.
+    """
+    if not checkpoints:
+        return "unknown", []
+    meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    exists = set(meta.partitions) if meta is not None and meta.error is None else set()
+    found: dict[int, tuple[str, str]] = {
+        p: ("reset", f"{p}: the partition no longer exists") for p in checkpoints if p not in exists
+    }  # a topic never loses partitions: it was re-created with fewer
+    checkpoints = {p: c for p, c in checkpoints.items() if p in exists}
+    consumer.assign([TopicPartition(topic, p, offset) for p, (offset, _fp) in checkpoints.items()])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while any(p not in found for p in checkpoints) and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=100, timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
+                partition = msg.partition()
+                if partition is None or partition not in checkpoints or partition in found:
+                    continue
+                offset, expected = checkpoints[partition]
+                err = msg.error()
+                if err is not None:
+                    if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                        found[partition] = _out_of_range(consumer, topic, partition, offset, timeout_s)
+                    continue
+                if msg.offset() == offset:
+                    same = fingerprint(msg) == expected
+                    found[partition] = ("same", "") if same else ("reset", f"{partition}: another message at {offset}")
+                elif msg.offset() > offset:
+                    found[partition] = ("unknown", f"{partition}: no message at {offset} (compacted?)")
+                consumer.pause([TopicPartition(topic, partition)])
+    finally:
+        consumer.unassign()
+    for partition, (offset, _fp) in checkpoints.items():
+        if partition not in found:  # nothing at or after the offset within the time: where does the log end?
+            found[partition] = _out_of_range(consumer, topic, partition, offset, timeout_s)
+    verdicts = {v for v, _ in found.values()}
+    reasons = [f"{topic}:{why}" for _v, why in found.values() if why]
+    if "reset" in verdicts:
+        return "reset", reasons
+    return ("same" if "same" in verdicts else "unknown"), reasons
+
+
+def _out_of_range(consumer: Consumer, topic: str, partition: int, offset: int, timeout_s: float) -> tuple[str, str]:
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s, cached=False)
+    if offset < low:
+        return "unknown", f"{partition}: offset {offset} is below the retained start {low}"
+    if offset >= high:
+        return "reset", f"{partition}: the log ends at {high}, before the loaded offset {offset}"
+    return "unknown", f"{partition}: no answer for offset {offset} (log {low}-{high})"

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.defs.ingestion.offsets import PartitionLag, expired_unloaded
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.manager import KafkaService
@@ -123,3 +125,79 @@ def test_a_hanging_broker_does_not_stop_inserts(broker: KafkaService, clickhouse
     assert after > during  # inserts went on while commits could not be answered
     thread.join(90)
     assert done.is_set() and _counts(clickhouse) == (total, total, 0)
+
+
+@pytest.mark.parametrize(("first", "second"), [(1000, 3000), (3000, 1000)], ids=["longer-log", "shorter-log"])
+def test_without_topic_ids_the_log_tells_a_forgotten_topic(
+    broker: KafkaService, clickhouse: ClickHouseResource, first: int, second: int
+) -> None:
+    """A broker that gives no topic IDs: the checkpoints' fingerprints notice the reset, either by
+    another message at the checkpoint's offset (longer-log) or a log ending before it (shorter-log)."""
+    kafka = _resource(broker)
+    settings = IngestSettings(incarnations="fingerprint", **FAST)
+    loaded = produce_events(kafka, rate=0, duration_s=60, total=first)["valid"]
+    Loader(clickhouse, kafka, settings).run()
+    quiet = Loader(clickhouse, kafka, settings).run()  # the same log: verified, not reset
+    assert quiet.resets == [] and _counts(clickhouse) == (loaded, loaded, 0)
+    broker.stop()
+    broker.start_and_wait()
+    fresh = produce_events(kafka, rate=0, duration_s=60, total=second)["valid"]
+    warnings: list[str] = []
+    stats = Loader(clickhouse, kafka, settings, log_warning=warnings.append).run()
+    assert len(stats.resets) == 1 and stats.rows["nova.events"] == fresh and stats.skipped_already_loaded == 0
+    assert _counts(clickhouse) == (loaded + fresh, loaded + fresh, 0)
+    why = "another message at" if second > first else "the log ends at"
+    assert warnings and "new incarnation" in warnings[0] and why in warnings[0]
+    incarnations = _incarnations(clickhouse)
+    assert [n for _, n in incarnations] == [loaded, fresh] and all(i.startswith("fp-") for i, _ in incarnations)
+    again = Loader(clickhouse, kafka, settings).run()
+    assert again.resets == [] and again.messages == 0
+
+
+def test_a_new_topic_id_over_the_same_log_loads_nothing_twice(
+    broker: KafkaService, clickhouse: ClickHouseResource
+) -> None:
+    """A log copied with its offsets (a cluster migration) has a new topic ID but the same messages."""
+    kafka = _resource(broker)
+    loaded = produce_events(kafka, rate=0, duration_s=60, total=2000)["valid"]
+    Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
+    # make the rows, the checkpoints and the incarnation history those of an "old cluster" ID
+    with clickhouse.session() as client:
+        client.command(
+            "ALTER TABLE events UPDATE kafka_incarnation = 'old-cluster' WHERE 1 SETTINGS mutations_sync = 2"
+        )
+        client.command(
+            "INSERT INTO kafka_checkpoints (topic, incarnation, partition, offset, fingerprint) "
+            "SELECT topic, 'old-cluster', partition, offset, fingerprint FROM kafka_checkpoints"
+        )
+        client.command("INSERT INTO kafka_incarnations (topic, incarnation) VALUES ('nova.events', 'old-cluster')")
+    consumer = kafka.consumer()
+    consumer.commit(offsets=[TopicPartition("nova.events", 0, 0)], asynchronous=False)  # read it all again
+    consumer.close()
+    warnings: list[str] = []
+    stats = Loader(clickhouse, kafka, IngestSettings(**FAST), log_warning=warnings.append).run()
+    assert stats.resets == [] and stats.skipped_already_loaded == loaded and sum(stats.rows.values()) == 0
+    assert warnings and "same messages" in warnings[0]
+    more = produce_events(kafka, rate=0, duration_s=60, total=500)["valid"]
+    Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
+    assert _counts(clickhouse) == (loaded + more, loaded + more, 0)
+    assert _incarnations(clickhouse) == [("old-cluster", loaded + more)]
+
+
+def test_messages_removed_by_retention_before_loading_are_found() -> None:
+    """The local broker cannot delete records (Tansu has no DeleteRecords), so this is the rule alone."""
+    lags = [
+        PartitionLag("nova.events", 0, committed=100, low=1000, high=3000),  # 900 expired unloaded
+        PartitionLag("nova.events", 1, committed=-1, low=1000, high=3000),  # never committed: starts at 1000
+        PartitionLag("nova.events", 2, committed=1000, low=1000, high=3000),  # exactly at the start
+        PartitionLag("nova.public.posts", 0, committed=5, low=40, high=50),  # a reset topic: old offsets
+    ]
+    assert expired_unloaded(lags, {"nova.public.posts"}) == [lags[0]]
+    assert expired_unloaded(lags) == [lags[0], lags[3]]
+
+
+def test_an_unknown_incarnation_source_names_the_setting() -> None:
+    from nova_assets.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="incarnations.*topic-ids.*must be one of auto, fingerprint"):
+        IngestSettings(incarnations="topic-ids")

@@ -263,7 +263,7 @@ class Platform:
         self.stop_daemon()
         for proc in self.procs:
             self._stop_group(proc)
-        self.stack.down(echo=lambda _m: None)
+        self.stack.down(echo=lambda _m: None, drain=False)
         self.log.close()
 
 

@@ -44,11 +44,16 @@ def stack_up(only: tuple[str, ...], timeout: float) -> None:
 
 @stack.command("down")
 @click.option("--only", "only", multiple=True, help="Act on one service.")
-def stack_down(only: tuple[str, ...]) -> None:
-    """Stop the stack's services (state under NOVA_HOME is kept)."""
+@click.option(
+    "--no-drain",
+    is_flag=True,
+    help="Stop a memory-only Kafka without first loading what it holds into ClickHouse (those messages are lost).",
+)
+def stack_down(only: tuple[str, ...], no_drain: bool) -> None:
+    """Stop the stack's services (state under NOVA_HOME is kept; a memory-only Kafka is drained first)."""
     from nova_assets.stack import Stack
 
-    _run(lambda: Stack().down(_only(only)))
+    _run(lambda: Stack().down(_only(only), drain=not no_drain))
 
 
 @stack.command("status")

@@ -37,7 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield local
     finally:
-        local.down(echo=lambda _msg: None)
+        local.down(echo=lambda _msg: None, drain=False)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

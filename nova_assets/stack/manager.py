@@ -590,13 +590,42 @@ class Stack:
             svc.wait_healthy(max(timeout_s, 180.0) if svc.name == "cdc" else timeout_s)  # JVM start + snapshot
             echo(f"{svc.name}: started on {svc.address} (pid {svc.pid()}) in {time.monotonic() - started:.1f} s")
 
-    def down(self, only: Iterable[str] | None = None, echo: Callable[[str], None] = print) -> None:
+    def down(self, only: Iterable[str] | None = None, echo: Callable[[str], None] = print, drain: bool = True) -> None:
+        """Stop services in reverse start order. A memory-only broker is drained into ClickHouse first
+        (CDC has stopped by then, so Debezium's last changes are in it): stopping it forgets them."""
         for svc in reversed(self._select(only)):
             if svc.pid() is None:
                 echo(f"{svc.name}: not running")
                 continue
+            if drain and isinstance(svc, KafkaService) and svc.storage is None:
+                self._drain(svc, echo)
             svc.stop()
             echo(f"{svc.name}: stopped")
+
+    def _drain(self, kafka: KafkaService, echo: Callable[[str], None]) -> None:
+        from nova_assets.stack.drain import drain
+
+        clickhouse = self.services.get("clickhouse")
+        url = os.environ.get(settings.CLICKHOUSE_URL) or (
+            clickhouse.env()[settings.CLICKHOUSE_URL] if clickhouse is not None and clickhouse.pid() else ""
+        )
+        if not url:
+            echo("kafka: ClickHouse is not running, so messages not loaded yet cannot be drained; they are lost")
+            return
+        skip = "`nova stack down --no-drain` stops it anyway, losing them"
+        try:
+            result = drain(kafka.address, url, self.home / "dagster", echo)
+        except Exception as exc:
+            raise StackError(f"kafka not stopped: draining it into ClickHouse failed ({exc}); {skip}") from exc
+        if result.how.startswith("the schema is not applied"):
+            echo(f"kafka: {result.unloaded} messages were never loaded ({result.how}); they are lost")
+        elif result.left:
+            raise StackError(
+                f"kafka not stopped: {result.left} of {result.unloaded} messages are still not in ClickHouse "
+                f"({result.how}); run `nova stack down` again, or {skip}"
+            )
+        elif result.unloaded:
+            echo(f"kafka: drained {result.loaded} messages into ClickHouse ({result.how}); nothing is lost")
 
     def status(self) -> list[ServiceStatus]:
         rows = []

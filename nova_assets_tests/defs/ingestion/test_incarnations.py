@@ -199,5 +199,5 @@ def test_messages_removed_by_retention_before_loading_are_found() -> None:
 def test_an_unknown_incarnation_source_names_the_setting() -> None:
     from nova_assets.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="incarnations.*topic-ids.*must be one of auto, fingerprint"):
+    with pytest.raises(ConfigError, match=r"incarnations.*topic-ids.*must be one of auto, fingerprint"):
         IngestSettings(incarnations="topic-ids")

@@ -45,6 +45,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
 
@@ -62,6 +63,7 @@ from nova_assets.defs.ingestion.messages import (
 )
 from nova_assets.defs.ingestion.offsets import (
     DEFAULT_TOPIC_PATTERNS,
+    PartitionLag,
     expired_unloaded,
     fingerprint,
     partition_lags,
@@ -411,6 +413,31 @@ class Loader:
             )
         return reset
 
+    def _record_expired(self, lags: list[PartitionLag], stats: IngestStats) -> None:
+        """Messages retention removed before they were loaded: a WARNING, run metadata, and one
+        dead letter per range (kind `expired`; its payload is the range as JSON: first, last, count),
+        so the loss stays on record and the kafka_log_continuity check sees it."""
+        rows = []
+        for lag in lags:
+            lost = lag.low - lag.committed
+            stats.expired[f"{lag.topic}:{lag.partition}"] = lost
+            reason = (
+                f"{lost} messages of {lag.topic}:{lag.partition} (offsets {lag.committed}-{lag.low - 1}) were "
+                "removed by retention before they were loaded; they cannot be loaded any more"
+            )
+            self.log_warning(f"{reason}. Loading from the log's start; raise the topic's retention or load more often")
+            rows.append(
+                [lag.topic, lag.partition, lag.committed, self.incarnations.get(lag.topic, ""), b"",
+                 orjson.dumps({"first": lag.committed, "last": lag.low - 1, "count": lost}), reason, "expired",
+                 self.run_id]
+            )  # fmt: skip
+        if rows:
+            token = hashlib.sha256(repr(sorted((r[0], r[1], r[2], r[3]) for r in rows)).encode()).hexdigest()[:32]
+            self.clickhouse.insert(
+                "dead_letters", rows, column_names=DEAD_LETTER_COLUMNS,
+                settings={"insert_deduplication_token": f"expired:{token}"},
+            )  # fmt: skip
+
     def _checkpoints(self, topic: str, incarnation: str) -> dict[int, tuple[int, str]]:
         """The newest loaded message per partition of one incarnation: partition -> (offset, fingerprint)."""
         rows = self.clickhouse.query(
@@ -466,14 +493,7 @@ class Loader:
             for lag in lags:  # committed offsets of an old incarnation mean nothing in the new one
                 if lag.topic in reset:
                     starts[(lag.topic, lag.partition)] = lag.low
-            for lag in expired_unloaded(lags, reset):  # the broker would silently jump to its start
-                stats.expired[f"{lag.topic}:{lag.partition}"] = lag.low - lag.committed
-                self.log_warning(
-                    f"{lag.low - lag.committed} messages of {lag.topic}:{lag.partition} (offsets "
-                    f"{lag.committed}-{lag.low - 1}) were removed by retention before they were loaded; they "
-                    "cannot be loaded any more. Loading from the log's start; raise the topic's retention or "
-                    "load more often"
-                )
+            self._record_expired(expired_unloaded(lags, reset), stats)
             self.ends = dict(ends or {})
             self.skip = self._already_loaded(starts, ends)
             if self.skip:

@@ -94,6 +94,36 @@ def kafka_lag_check(kafka: KafkaResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(
+    asset="events",
+    name="kafka_log_continuity",
+    description="No Kafka topic forgotten or re-created, and no message lost to retention, in the last day.",
+)
+def kafka_continuity_check(clickhouse: ClickHouseResource, kafka: KafkaResource) -> dg.AssetCheckResult:
+    """Resets are handled (the new log loads from its start) but worth a look: WARN. Messages that
+    retention removed before they were loaded are lost: ERROR, whether recorded or about to be."""
+    resets, lost, expiring = measure.kafka_continuity(clickhouse, kafka)
+    parts = []
+    if lost:
+        parts.append(f"{sum(n for _t, n in lost)} message(s) lost to retention ({', '.join(t for t, _n in lost)})")
+    if expiring:
+        parts.append(f"retention passed the loaded position on {', '.join(expiring)} (the next run records the loss)")
+    if resets:
+        parts.append(f"{len(resets)} topic reset(s): " + "; ".join(resets))
+    return dg.AssetCheckResult(
+        passed=not parts,
+        severity=dg.AssetCheckSeverity.ERROR if lost or expiring else dg.AssetCheckSeverity.WARN,
+        description="; ".join(parts) or "every topic is the log it was, and nothing expired unloaded",
+        metadata={
+            "topic_resets": len(resets),
+            "lost_to_retention": sum(n for _t, n in lost),
+            "partitions_expiring": len(expiring),
+            "resets": dg.MetadataValue.text("; ".join(resets) or "none"),
+            "window": dg.MetadataValue.text("1 day"),
+        },
+    )
+
+
 @dg.asset_check(asset="events", name="events_query_latency", description="User-timeline query probe (PREWHERE).")
 def events_query_check(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
     with clickhouse.session() as client:
@@ -203,6 +233,7 @@ quality_checks = [
 slo_checks = [
     event_to_visible_check,
     kafka_lag_check,
+    kafka_continuity_check,
     events_query_check,
     cdc_lag_checks,
     feed_query_check,

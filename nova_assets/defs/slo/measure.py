@@ -11,8 +11,9 @@ from confluent_kafka import TopicPartition
 
 from nova_assets.defs.cache.keys import stats_key
 from nova_assets.defs.cache.warming import fetch_feeds_json
-from nova_assets.defs.ingestion.offsets import partition_lags
+from nova_assets.defs.ingestion.offsets import expired_unloaded, partition_lags
 from nova_assets.defs.schema.queries import USER_TIMELINE
+from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
 
 
@@ -52,6 +53,35 @@ def kafka_lag(kafka: KafkaResource) -> tuple[Measurement, Measurement]:
         Measurement(value=age, sample_size=len(lags), partitions_lagging=sum(p.lag > 0 for p in lags)),
         Measurement(value=float(total), sample_size=len(lags)),
     )
+
+
+def kafka_continuity(
+    clickhouse: ClickHouseResource, kafka: KafkaResource
+) -> tuple[list[str], list[tuple[str, int]], list[str]]:
+    """Topic resets of the last day ("topic: old -> new at time"), messages recorded as lost to
+    retention per partition, and partitions whose committed offset retention has already passed."""
+    resets = [
+        f"{topic}: {old} -> {new} at {seen:%Y-%m-%d %H:%M:%S}"
+        for topic, old, new, seen in clickhouse.query(
+            "SELECT topic, previous, incarnation, seen_at FROM kafka_incarnations "
+            "WHERE previous != '' AND seen_at >= now64(3) - INTERVAL 1 DAY ORDER BY seen_at"
+        ).result_rows
+    ]
+    lost = [
+        (f"{topic}:{partition}", int(count))
+        for topic, partition, count in clickhouse.query(
+            "SELECT topic, partition, sum(JSONExtractInt(payload, 'count')) FROM dead_letters "
+            "WHERE error_kind = 'expired' AND received_at >= now64(3) - INTERVAL 1 DAY GROUP BY topic, partition "
+            "ORDER BY topic, partition"
+        ).result_rows
+    ]
+    consumer = kafka.consumer()
+    try:
+        lags = partition_lags(consumer, timeout_s=kafka.timeout_s)
+        expiring = [f"{p.topic}:{p.partition}" for p in expired_unloaded(lags)]
+    finally:
+        consumer.close()
+    return resets, lost, expiring
 
 
 def events_query(client: Client) -> Measurement:

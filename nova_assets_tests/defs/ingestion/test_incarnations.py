@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from confluent_kafka import TopicPartition
 
-from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
 from nova_assets.defs.ingestion.offsets import PartitionLag, expired_unloaded
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
@@ -201,3 +202,35 @@ def test_an_unknown_incarnation_source_names_the_setting() -> None:
 
     with pytest.raises(ConfigError, match=r"incarnations.*topic-ids.*must be one of auto, fingerprint"):
         IngestSettings(incarnations="topic-ids")
+
+
+def test_the_continuity_check_shows_resets_and_retention_losses(
+    broker: KafkaService, clickhouse: ClickHouseResource
+) -> None:
+    """What the UI shows: a reset is a WARN naming the old and new log; a loss to retention an ERROR."""
+    from nova_assets.defs.slo.checks import kafka_continuity_check
+
+    kafka = _resource(broker)
+    produce_events(kafka, rate=0, duration_s=60, total=500)
+    Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
+    clean = kafka_continuity_check(clickhouse=clickhouse, kafka=kafka)
+    assert clean.passed and clean.metadata["topic_resets"].value == 0
+    broker.stop()
+    broker.start_and_wait()
+    produce_events(kafka, rate=0, duration_s=60, total=500)
+    Loader(clickhouse, kafka, IngestSettings(**FAST)).run()
+    reset = kafka_continuity_check(clickhouse=clickhouse, kafka=kafka)
+    assert not reset.passed and reset.severity == dg.AssetCheckSeverity.WARN
+    assert "1 topic reset(s): nova.events: " in (reset.description or "")
+    # a loss to retention, recorded as the loader records it (the local broker cannot delete records)
+    loader = Loader(clickhouse, kafka, IngestSettings(**FAST), run_id="r1")
+    loader.incarnations = {"nova.events": "x"}
+    stats = IngestStats()
+    loader._record_expired([PartitionLag("nova.events", 0, committed=100, low=1000, high=3000)], stats)
+    assert stats.expired == {"nova.events:0": 900}
+    lost = kafka_continuity_check(clickhouse=clickhouse, kafka=kafka)
+    assert not lost.passed and lost.severity == dg.AssetCheckSeverity.ERROR
+    assert lost.metadata["lost_to_retention"].value == 900
+    assert (lost.description or "").startswith("900 message(s) lost to retention (nova.events:0)")
+    payload = clickhouse.query("SELECT payload FROM dead_letters WHERE error_kind = 'expired'").result_rows
+    assert payload == [('{"first":100,"last":999,"count":900}',)]

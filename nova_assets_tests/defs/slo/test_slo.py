@@ -73,7 +73,7 @@ def pipeline(clickhouse: ClickHouseResource, kafka: KafkaResource, redis_resourc
 
 def test_healthy_pipeline_passes_every_check(pipeline: Pipeline, instance: dg.DagsterInstance) -> None:
     results = pipeline.checks(instance)
-    assert len(results) == 16  # 7 SLO checks (cdc_lag on each of 5 mirrors) + 4 data-quality checks
+    assert len(results) == 17  # 7 SLO checks (cdc_lag on each of 5 mirrors), Kafka continuity, 4 data-quality
     failed = {k: (r.description, r.metadata.get("measured")) for k, r in results.items() if not r.passed}
     assert failed == {}
     e2v = results["events:event_to_visible_p95"]

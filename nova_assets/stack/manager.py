@@ -621,8 +621,8 @@ class Stack:
             echo(f"kafka: {result.unloaded} messages were never loaded ({result.how}); they are lost")
         elif result.left:
             raise StackError(
-                f"kafka not stopped: {result.left} of {result.unloaded} messages are still not in ClickHouse "
-                f"({result.how}); run `nova stack down` again, or {skip}"
+                f"kafka not stopped: {result.left} messages are still not in ClickHouse ({result.unloaded} when "
+                f"the drain began; {result.how}); stop what produces them and run `nova stack down` again, or {skip}"
             )
         elif result.unloaded:
             echo(f"kafka: drained {result.loaded} messages into ClickHouse ({result.how}); nothing is lost")

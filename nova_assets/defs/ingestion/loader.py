@@ -36,7 +36,6 @@ import hashlib
 import queue
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -268,6 +267,12 @@ class _Writer:
         self.raise_if_failed()
 
 
+def _fingerprint_incarnation(topic: str, previous: str) -> str:
+    """An incarnation for a broker without topic IDs, derived from the one it follows: shards that
+    notice the same reset at the same time name the new log alike."""
+    return "fp-" + hashlib.blake2b(f"{topic}\0{previous}".encode(), digest_size=16).hexdigest()
+
+
 DEAD_LETTER_COLUMNS = ["topic", "partition", "offset", "incarnation", "key", "payload", "error", "error_kind", "run_id"]
 
 
@@ -373,7 +378,7 @@ class Loader:
                 topic_id = given.get(topic, "")
                 first, last = known.get(topic, ("", ""))
                 if not last:  # first sight: it also owns rows loaded before incarnations were recorded
-                    current = topic_id or f"fp-{uuid.uuid4().hex}"
+                    current = topic_id or _fingerprint_incarnation(topic, "")
                     new_rows.append([topic, current, "", self.run_id])
                     self.incarnations[topic], self.legacy[topic] = current, True
                     continue
@@ -387,7 +392,7 @@ class Loader:
                 )
                 why = "; ".join(reasons) or "no checkpoint to compare"
                 if verdict == "reset" or (topic_id and verdict == "unknown"):
-                    current = topic_id or f"fp-{uuid.uuid4().hex}"
+                    current = topic_id or _fingerprint_incarnation(topic, last)
                     reset.add(topic)
                     new_rows.append([topic, current, last, self.run_id])
                     stats.resets.append(f"{topic}: {last} -> {current}")

@@ -57,7 +57,7 @@ def drain(
 ) -> DrainResult:
     """Load (or wait for Dagster to load) every message the broker holds and ClickHouse does not."""
     from nova_assets.defs.ingestion.loader import IngestSettings, Loader
-    from nova_assets.defs.ingestion.offsets import fetched_highs, partition_lags
+    from nova_assets.defs.ingestion.offsets import partition_lags
     from nova_assets.resources.clickhouse import ClickHouseResource
     from nova_assets.resources.kafka import KafkaResource
 
@@ -67,9 +67,7 @@ def drain(
     def unloaded() -> int:
         consumer = kafka.consumer()
         try:  # ends as fetches carry them: this broker's ListOffsets under-reports the end of a topic
-            lags = partition_lags(consumer, timeout_s=5)
-            ends = fetched_highs(consumer, {(p.topic, p.partition): p.start for p in lags}, 1.0) if lags else {}
-            return sum(max(0, max(p.high, ends.get((p.topic, p.partition), -1)) - p.start) for p in lags)
+            return sum(p.lag for p in partition_lags(consumer, timeout_s=5, verify_s=1.0, verify_all=True))
         finally:
             consumer.close()
 

@@ -229,8 +229,10 @@ def invalidate_readers(
     the next read comes from ClickHouse, which leaves them out), and announce them."""
     result = Invalidation()
     posts = list({str(p) for p in posts})
+    if not posts:
+        return result
     version = latest_version(client)
-    if not posts or version is None:
+    if version is None:
         return result
     rows = client.query(READERS, parameters={"version": version, "posts": posts, "max_fanout": max_fanout})
     readers = [str(r[0]) for r in rows.result_rows]

@@ -304,7 +304,7 @@ class Loader:
         self.ends: dict[TP, int] = {}  # a replay's exclusive end offset per partition
         self.incarnations: dict[str, str] = {}  # topic -> the broker's topic ID ('' when unknown)
         self.legacy: dict[str, bool] = {}  # topic -> rows loaded before incarnations existed are its own
-        self.pending_checkpoints: dict[TP, tuple[int, str]] = {}  # loaded, not yet written to kafka_checkpoints
+        self.pending_checkpoints: dict[TP, Any] = {}  # newest loaded message per partition, not yet written
         self.checkpointed = 0.0
 
     # --- setup -------------------------------------------------------------------------------
@@ -456,8 +456,8 @@ class Loader:
         """Record the newest loaded message per partition (only ever after its rows are in ClickHouse)."""
         self.checkpointed = time.monotonic()
         rows = [
-            [t, self.incarnations.get(t, ""), p, offset, fp, self.run_id]
-            for (t, p), (offset, fp) in sorted(self.pending_checkpoints.items())
+            [t, self.incarnations.get(t, ""), p, msg.offset(), fingerprint(msg), self.run_id]
+            for (t, p), msg in sorted(self.pending_checkpoints.items())
             if self.incarnations.get(t)
         ]
         if rows:
@@ -762,8 +762,7 @@ class Loader:
             stats.slowest_commit_s = max(stats.slowest_commit_s, time.monotonic() - began)
             for tp in offsets:
                 self.committed[(tp.topic, tp.partition)] = tp.offset
-        for tp, msg in batch.last.items():
-            self.pending_checkpoints[tp] = (msg.offset(), fingerprint(msg))
+        self.pending_checkpoints.update(batch.last)  # fingerprinted when written, not every flush
         if time.monotonic() - self.checkpointed >= CHECKPOINT_EVERY_S:
             try:
                 self._write_checkpoints()

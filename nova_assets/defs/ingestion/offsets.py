@@ -43,11 +43,13 @@ def partition_lags(
     patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS,
     timeout_s: float = 5.0,
     verify_s: float = 0.0,
+    verify_all: bool = False,
 ) -> list[PartitionLag]:
     """Committed offset and watermarks of every partition of the matching topics.
 
     With `verify_s`, partitions that look caught up are checked by a fetch (at most `verify_s`
-    seconds): some brokers under-report the high watermark in ListOffsets.
+    seconds): some brokers under-report the high watermark in ListOffsets. `verify_all` checks the
+    lagging ones too, where the count of unloaded messages must be right, not only non-zero.
     """
     metadata = consumer.list_topics(timeout=timeout_s)
     tps = [
@@ -65,7 +67,7 @@ def partition_lags(
         offset = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
         out.append(PartitionLag(tp.topic, tp.partition, offset if offset >= 0 else -1, low, high))
     if verify_s > 0:
-        quiet = {(p.topic, p.partition): p.start for p in out if p.lag == 0}
+        quiet = {(p.topic, p.partition): p.start for p in out if verify_all or p.lag == 0}
         fetched = fetched_highs(consumer, quiet, verify_s) if quiet else {}
         out = [
             PartitionLag(p.topic, p.partition, p.committed, p.low, max(p.high, fetched.get((p.topic, p.partition), -1)))

@@ -2,74 +2,24 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import gzip
 import statistics
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
-import clickhouse_connect
 import pytest
-from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from nova_assets.resources import ClickHouseResource
-from nova_assets.stack import Stack
-
-
-@pytest.fixture
-def server(stack: Stack) -> tuple[str, str]:
-    """(address, password) of the session's ClickHouse server."""
-    svc = stack.services["clickhouse"]
-    return svc.address, svc.password()  # type: ignore[attr-defined]
-
-
-def _client(server: tuple[str, str], database: str, compress: bool | str) -> Client:
-    address, password = server
-    client = clickhouse_connect.get_client(
-        dsn=f"http://default:{password}@{address}", compress=compress, autogenerate_session_id=False
-    )
-    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    client.database = database
-    return client
-
-
-def _http(
-    server: tuple[str, str],
-    params: dict[str, str],
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    auth: bool = True,
-) -> tuple[int, dict[str, str], bytes]:
-    address, password = server
-    request = urllib.request.Request(
-        f"http://{address}/?{urllib.parse.urlencode(params)}", data=body, headers=dict(headers or {})
-    )
-    if auth:
-        token = base64.b64encode(f"default:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
-
-
-@pytest.fixture
-def database(fresh_clickhouse: ClickHouseResource) -> Iterator[str]:
-    fresh_clickhouse.ping()  # creates it; the fixture drops it afterwards
-    yield fresh_clickhouse.database
+from nova_assets_tests.stack.helpers import client_for, http
 
 
 @pytest.mark.parametrize("compress", [False, True, "lz4", "zstd", "gzip"])
 def test_clickhouse_connect_round_trip(server: tuple[str, str], database: str, compress: bool | str) -> None:
-    client = _client(server, database, compress)
+    client = client_for(server, database, compress)
     client.command(
         "CREATE TABLE t (id UUID, n UInt32, s String, ts DateTime64(3), tags Array(String)) "
         "ENGINE = MergeTree ORDER BY n"
@@ -98,7 +48,7 @@ def test_clickhouse_connect_round_trip(server: tuple[str, str], database: str, c
 
 
 def test_settings_apply_to_their_request_only(server: tuple[str, str], database: str) -> None:
-    client = _client(server, database, False)
+    client = client_for(server, database, False)
     sql = "SELECT value FROM system.settings WHERE name = 'max_threads'"
     default = client.query(sql).result_rows
     for _ in range(10):  # every pooled connection ends up asked both ways
@@ -110,15 +60,15 @@ def test_settings_apply_to_their_request_only(server: tuple[str, str], database:
 
 
 def test_errors_carry_code_status_and_header(server: tuple[str, str], database: str) -> None:
-    client = _client(server, database, True)
+    client = client_for(server, database, True)
     with pytest.raises(DatabaseError) as info:
         client.query("SELECT * FROM missing_table")
     assert "Code: 60" in str(info.value) and "UNKNOWN_TABLE" in str(info.value)
-    status, headers, body = _http(server, {"query": "SELECT * FROM missing_table", "database": database})
+    status, headers, body = http(server, {"query": "SELECT * FROM missing_table", "database": database})
     assert status == 404
     assert headers["x-clickhouse-exception-code"] == "60"
     assert body.startswith(b"Code: 60. DB::Exception:")
-    status, _, body = _http(server, {"query": "SELEC 1"})
+    status, _, body = http(server, {"query": "SELEC 1"})
     assert status == 400 and b"SYNTAX_ERROR" in body
     # an error after the first rows of a stream is marked as ClickHouse marks it
     stream = client.query_rows_stream(
@@ -132,28 +82,28 @@ def test_plain_http_like_curl(server: tuple[str, str], database: str) -> None:
     address, password = server
     with urllib.request.urlopen(f"http://{address}/ping", timeout=5) as response:
         assert response.read() == b"Ok.\n"
-    status, headers, body = _http(server, {"query": "SELECT 1, 'a\tb'"})  # GET, TabSeparated
+    status, headers, body = http(server, {"query": "SELECT 1, 'a\tb'"})  # GET, TabSeparated
     assert (status, body) == (200, b"1\ta\\tb\n")
     assert headers["x-clickhouse-format"] == "TabSeparated" and "x-clickhouse-query-id" in headers
-    status, _, _ = _http(server, {"database": database}, b"CREATE TABLE kv (k String, v UInt8) ENGINE = Log")
+    status, _, _ = http(server, {"database": database}, b"CREATE TABLE kv (k String, v UInt8) ENGINE = Log")
     assert status == 200
-    status, headers, _ = _http(server, {"query": "INSERT INTO kv FORMAT CSV", "database": database}, b"a,1\nb,2\n")
+    status, headers, _ = http(server, {"query": "INSERT INTO kv FORMAT CSV", "database": database}, b"a,1\nb,2\n")
     assert status == 200 and '"written_rows":"2"' in headers["x-clickhouse-summary"]
-    status, _, _ = _http(server, {"database": database}, b"INSERT INTO kv FORMAT TSV\nc\t3\n")
+    status, _, _ = http(server, {"database": database}, b"INSERT INTO kv FORMAT TSV\nc\t3\n")
     assert status == 200
     body = gzip.compress(b"INSERT INTO kv VALUES ('d', 4)")
-    status, _, _ = _http(server, {"database": database}, body, {"Content-Encoding": "gzip"})
+    status, _, _ = http(server, {"database": database}, body, {"Content-Encoding": "gzip"})
     assert status == 200
     params = {"query": "SELECT k FROM kv WHERE v >= {v:UInt8} ORDER BY k", "param_v": "2", "database": database}
-    assert _http(server, params)[2] == b"b\nc\nd\n"
+    assert http(server, params)[2] == b"b\nc\nd\n"
     params = {**params, "enable_http_compression": "1", "default_format": "JSONEachRow"}
-    status, headers, body = _http(server, params, headers={"Accept-Encoding": "gzip"})
+    status, headers, body = http(server, params, headers={"Accept-Encoding": "gzip"})
     assert headers["content-encoding"] == "gzip" and gzip.decompress(body) == b'{"k":"b"}\n{"k":"c"}\n{"k":"d"}\n'
     # GET only reads
-    status, headers, _ = _http(server, {"query": "DROP TABLE kv", "database": database})
+    status, headers, _ = http(server, {"query": "DROP TABLE kv", "database": database})
     assert status == 403 and headers["x-clickhouse-exception-code"] == "164"
     # no or wrong credentials
-    status, headers, body = _http(server, {"query": "SELECT 1"}, auth=False)
+    status, headers, body = http(server, {"query": "SELECT 1"}, auth=False)
     assert status == 403 and headers["x-clickhouse-exception-code"] == "516"
     assert password.encode() not in body
     address_only = f"http://{address}/?" + urllib.parse.urlencode(
@@ -165,9 +115,9 @@ def test_plain_http_like_curl(server: tuple[str, str], database: str) -> None:
 
 def test_inserts_stay_fast_during_a_long_query(server: tuple[str, str], database: str) -> None:
     """One heavy query (10 s of full CPU) must not hold up the small inserts of ingestion."""
-    client = _client(server, database, True)
+    client = client_for(server, database, True)
     client.command("CREATE TABLE small (i UInt32) ENGINE = MergeTree ORDER BY i")
-    heavy = _client(server, database, True)
+    heavy = client_for(server, database, True)
     done = threading.Event()
     heavy_seconds: list[float] = []
 
@@ -201,7 +151,7 @@ def test_inserts_stay_fast_during_a_long_query(server: tuple[str, str], database
 
 def test_long_parameters_sent_as_a_form(server: tuple[str, str], database: str) -> None:
     """clickhouse-connect moves the query and its parameters into a multipart form when they are long."""
-    client = _client(server, database, True)
+    client = client_for(server, database, True)
     wanted = [str(uuid.uuid4()) for _ in range(20_000)]  # ~750 KB of parameter: too long for a URL
     found = client.query(
         "SELECT length({ids:Array(UUID)}), has({ids:Array(UUID)}, toUUID({last:String}))",

@@ -1,0 +1,11 @@
+"""ClickHouse's HTTP interface over chDB: what the local ClickHouse server speaks.
+
+Split along its seams: `protocol` reads a request, `engine` holds the chDB connections (pool and
+sessions), `compression` the bodies, `native` the protocol-versioned Native output, `app` the
+handlers that tie them together, `errors` ClickHouse's codes and HTTP statuses.
+"""
+
+from nova_assets.stack.clickhouse_http.app import Server, build_app
+from nova_assets.stack.clickhouse_http.errors import ClickHouseError
+
+__all__ = ["ClickHouseError", "Server", "build_app"]

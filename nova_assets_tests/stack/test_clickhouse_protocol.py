@@ -111,7 +111,8 @@ def test_a_corrupt_body_is_a_coded_error_and_the_server_stays_healthy(
 
 def test_a_stream_that_fails_midway_ends_with_the_in_band_exception(server: Server, database: str) -> None:
     client = _client(server, database, False)
-    sql = "SELECT number, throwIf(number = 100000) FROM numbers(200000)"
+    # 100,000 rows of ~110 bytes before the failure: more than the server's 1 MiB response buffer
+    sql = "SELECT number, repeat('x', 100) AS pad, throwIf(number = 100000) FROM numbers(200000)"
     settings = {"max_block_size": 1000, "wait_end_of_query": 0}
     rows = 0
     with pytest.raises(StreamFailureError, match="throwIf"), client.query_rows_stream(sql, settings=settings) as stream:
@@ -152,7 +153,7 @@ def test_native_keeps_column_time_zones_for_a_versioned_client(server: Server, d
     raw = client.raw_query(
         "SELECT toDateTime(0, 'Asia/Kolkata') AS dt FORMAT Native", settings={"client_protocol_version": 54405}
     )
-    assert raw.startswith(b"\x01\x00\x02\xff\xff\xff\xff\x00\x01\x01\x02dt\x19DateTime('Asia/Kolkata')")
+    assert raw.startswith(b"\x01\x00\x02\xff\xff\xff\xff\x00\x01\x01\x02dt\x18DateTime('Asia/Kolkata')")
 
 
 def test_with_insert_takes_inline_data(server: Server, database: str) -> None:
@@ -172,8 +173,8 @@ def test_bodies_and_parameters_are_binary_safe(server: Server, database: str) ->
     status, _, body = _http(server, {}, b"SELECT hex('\xff\xfe')")
     assert (status, body) == (200, b"FFFE\n")
     client = _client(server, database, False)
-    blob = bytes(range(256))
-    address, password = server  # a parameter holding every byte value, percent-encoded in the URL
+    blob = bytes(range(128, 256))  # none of it UTF-8 (and no escape character: parameters are escaped text)
+    address, password = server
     url = f"http://{address}/?query={urllib.parse.quote('SELECT hex({p:String})')}&param_p={urllib.parse.quote(blob)}"
     request = urllib.request.Request(url)
     request.add_header("Authorization", "Basic " + base64.b64encode(f"default:{password}".encode()).decode())

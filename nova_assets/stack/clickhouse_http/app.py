@@ -12,6 +12,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import ctypes
 import hmac
 import logging
 import secrets
@@ -64,6 +65,7 @@ CONTENT_TYPES = {
 }
 MAX_FORM_PART = 256 << 20  # a form field may hold a long query or a large bound array
 INSERT_CHUNK = 1 << 20  # bytes handed to chDB per append (fewer engine calls than per network read)
+IDLE_TRIM_AFTER = 10.0  # seconds without a request before freed memory goes back to the OS
 DRAIN_LIMIT = 1 << 30  # an unread body beyond this is not worth reading: the connection closes instead
 
 
@@ -117,6 +119,8 @@ class Server:
         self.version = version
         self.timezone = "UTC"
         self.display_name = "nova-local"
+        self.last_request = time.monotonic()
+        self.in_flight = 0
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A blocking engine call on the server's threads (chDB releases the GIL while it works)."""
@@ -127,10 +131,25 @@ class Server:
             row = await self.run(conn.run, "SELECT version(), timezone()")
         self.version, self.timezone = row.bytes().decode().strip().split("\t")
 
-    async def reap_sessions(self) -> None:
+    async def housekeeping(self) -> None:
+        """Expire idle sessions; after a quiet spell, hand freed memory back to the OS.
+
+        Large results leave their buffers with the allocators (glibc's and chDB's jemalloc) after
+        the request is gone; a server that idles between bursts should not keep its peak size.
+        """
+        trimmed = True
         while True:
             await asyncio.sleep(5)
             self.engine.expire()
+            quiet = time.monotonic() - self.last_request > IDLE_TRIM_AFTER
+            if not quiet:
+                trimmed = False
+            elif not trimmed and self.in_flight == 0:
+                trimmed = True
+                with contextlib.suppress(Exception):
+                    async with self.engine.connection() as conn:
+                        await self.run(conn.run, "SYSTEM JEMALLOC PURGE")
+                _malloc_trim()
 
     def _authenticate(self, request: Request, args: dict[str, bytes]) -> None:
         user = text(args["user"]) if "user" in args else None
@@ -194,6 +213,8 @@ class Server:
             return PlainTextResponse("Ok.\n")
         query_id = text(args.get("query_id", b""))
         body: _Body | None = None
+        self.last_request = time.monotonic()
+        self.in_flight += 1
         try:
             self._authenticate(request, args)
             body = _Body(request, decompressor(request.headers.get("content-encoding", "")))
@@ -201,7 +222,7 @@ class Server:
         except Exception as exc:
             error = ClickHouseError.from_engine(exc)
             if error.code == STD_EXCEPTION and not isinstance(exc, ClickHouseError):
-                log.warning("query %s: unexpected %s: %s", query_id, type(exc).__name__, exc)
+                log.warning("query %s: unexpected %s: %s", query_id, type(exc).__name__, exc, exc_info=True)
             elif error.code != AUTHENTICATION_FAILED:
                 log.info("query %s failed: %s", query_id, str(error).splitlines()[0][:300])
             if body is not None:
@@ -211,6 +232,8 @@ class Server:
                     async for _ in request.stream():
                         pass
             return self._error(error, query_id)
+        finally:
+            self.in_flight -= 1  # a stream still being written holds its connection, not this count
 
     async def _execute(self, request: Request, args: list[tuple[str, bytes]], body: _Body) -> Response:
         header_database = request.headers.get("x-clickhouse-database", "")
@@ -394,6 +417,12 @@ class Server:
         return Response(body, headers=headers)
 
 
+def _malloc_trim() -> None:
+    """glibc keeps freed heap pages; malloc_trim returns them (a no-op elsewhere)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _next_block(streaming: Any, transform: Callable[[bytes], bytes] | None) -> bytes:
     block = fetch(streaming)
     return transform(block) if transform is not None and block else block
@@ -446,7 +475,7 @@ def build_app(server: Server) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await server.start()
-        reaper = asyncio.create_task(server.reap_sessions())
+        reaper = asyncio.create_task(server.housekeeping())
         yield
         reaper.cancel()
 

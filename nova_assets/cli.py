@@ -263,7 +263,7 @@ def _apply_schema(url: str) -> None:
     from nova_assets.resources.clickhouse import ClickHouseResource
 
     clickhouse = ClickHouseResource.from_env(url)
-    with clickhouse.session() as client:
+    with clickhouse.ddl_session() as client:
         applied = apply_all(client, Renderer(clickhouse.database, clickhouse.cluster))
         created = [name for name, result in applied.items() if result.created]
     click.echo(f"ClickHouse schema: {len(created)} object(s) created" if created else "ClickHouse schema: up to date")

@@ -12,6 +12,7 @@ from nova_assets.errors import ConfigError
 
 NOVA_HOME = "NOVA_HOME"
 CLICKHOUSE_URL = "NOVA_CLICKHOUSE_URL"
+CLICKHOUSE_DDL_URL = "NOVA_CLICKHOUSE_DDL_URL"  # the schema's owner (DDL); empty: NOVA_CLICKHOUSE_URL
 CLICKHOUSE_CLUSTER = "NOVA_CLICKHOUSE_CLUSTER"
 CLICKHOUSE_DATABASE = "NOVA_CLICKHOUSE_DATABASE"
 CLICKHOUSE_POOL = "NOVA_CLICKHOUSE_POOL"
@@ -20,6 +21,18 @@ REDIS_URL = "NOVA_REDIS_URL"
 REDIS_CLUSTER = "NOVA_REDIS_CLUSTER"
 KAFKA_STORAGE = "NOVA_KAFKA_STORAGE"  # local Tansu: memory (default) or s3 (durable, on the local SeaweedFS)
 POSTGRES_DSN = "NOVA_POSTGRES_DSN"
+KAFKA_CONFIG = "NOVA_KAFKA_CONFIG"  # librdkafka pass-through (SASL, TLS) as a JSON object
+INGEST_SHARDS = "NOVA_INGEST_SHARDS"
+
+#: What a deployment sets for the code that runs Dagster definitions (code server, daemon,
+#: webserver, every run container): the servers, their credentials and their shape. The
+#: production contract tests hold docker/ to this list.
+DEPLOYMENT_SETTINGS = (
+    CLICKHOUSE_URL, CLICKHOUSE_DDL_URL, CLICKHOUSE_CLUSTER, KAFKA_BOOTSTRAP, KAFKA_CONFIG,
+    REDIS_URL, REDIS_CLUSTER, INGEST_SHARDS,
+)  # fmt: skip
+#: What the read path (`nova serve`) needs: it never writes and never touches Kafka.
+SERVING_SETTINGS = (CLICKHOUSE_URL, CLICKHOUSE_CLUSTER, REDIS_URL, REDIS_CLUSTER)
 
 #: Local stack ports. Chosen to stay clear of a system Kafka (9092), Redis (6379), Postgres (5432).
 PORT_SETTINGS = {

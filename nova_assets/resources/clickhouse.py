@@ -137,6 +137,9 @@ class ClickHouseResource(dg.ConfigurableResource):
     url: str = Field(description="chdb:///abs/dir (embedded) or http(s)://user:password@host:port (server).")
     database: str = Field(default="nova", description="Database holding the project's tables.")
     cluster: str = Field(default="", description="Cluster name for ON CLUSTER DDL; empty for single node.")
+    ddl_url: str = Field(
+        default="", description="The schema owner's URL, for DDL only (a user with CREATE/ALTER/DROP); empty: url."
+    )
     connect_timeout_s: float = Field(default=5.0, description="Server mode: connect timeout.")
 
     @property
@@ -151,6 +154,7 @@ class ClickHouseResource(dg.ConfigurableResource):
             url=url if url is not None else os.environ.get(settings.CLICKHOUSE_URL, ""),
             database=os.environ.get(settings.CLICKHOUSE_DATABASE) or "nova",
             cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""),
+            ddl_url=os.environ.get(settings.CLICKHOUSE_DDL_URL, ""),
         )
 
     @contextlib.contextmanager
@@ -158,6 +162,14 @@ class ClickHouseResource(dg.ConfigurableResource):
         """The process's clickhouse-connect client for this ClickHouse, its database selected."""
         _check_url(self.url)
         yield shared_client(self.url, self.database, self.cluster, self.connect_timeout_s)
+
+    @contextlib.contextmanager
+    def ddl_session(self) -> Iterator[Client]:
+        """A client as the schema's owner: in production DDL runs as its own user, and the
+        pipeline's user only reads and writes rows (docker/clickhouse/users.d/nova.xml)."""
+        url = self.ddl_url or self.url
+        _check_url(url)
+        yield shared_client(url, self.database, self.cluster, self.connect_timeout_s)
 
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None

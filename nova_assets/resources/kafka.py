@@ -22,7 +22,7 @@ from pydantic import Field
 from nova_assets import settings
 from nova_assets.errors import ConfigError, ServiceUnavailable
 
-KAFKA_CONFIG = "NOVA_KAFKA_CONFIG"
+KAFKA_CONFIG = settings.KAFKA_CONFIG
 
 #: Settings of other Kafka clients that librdkafka rejects, with what to use instead.
 NOT_LIBRDKAFKA = {

@@ -117,8 +117,9 @@ def feed_recommendations(
     context: dg.AssetExecutionContext, config: RecommendationsConfig, clickhouse: ClickHouseResource
 ) -> dg.MaterializeResult:
     params = config.params()
+    with clickhouse.ddl_session() as owner:
+        created = apply_object(owner, _OBJECT, renderer_for(clickhouse)).created
     with clickhouse.session() as client:
-        created = apply_object(client, _OBJECT, renderer_for(clickhouse)).created
         figures = recompute(client, params)
         dropped = cleanup(client, keep=config.keep_versions)
         split_ago_s, horizon_hours = eval_window(client, config.eval_split_hours_ago * 3600, config.eval_horizon_hours)

@@ -28,7 +28,7 @@ def _build(obj: SqlObject) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
         renderer = renderer_for(clickhouse)
-        with clickhouse.session() as client:
+        with clickhouse.ddl_session() as client:
             result = apply_object(client, obj, renderer)
             metadata: dict[str, dg.RawMetadataValue] = {
                 "ddl": dg.MetadataValue.md("```sql\n" + ";\n\n".join(result.statements) + ";\n```"),

@@ -91,6 +91,16 @@ def test_every_deployment_setting_reaches_every_process_that_runs_code(compose: 
     assert all(settings.POSTGRES_DSN not in _env(services[s]) for s in DAGSTER_SERVICES)
 
 
+def test_dagster_storage_uses_the_driver_dagster_postgres_works_with() -> None:
+    """SQLAlchemy 2.1 makes psycopg 3 the default for postgresql://; dagster-postgres' NOTIFY with a
+    bound parameter fails there (seen running docker/dagster/dagster.yaml against Postgres 18)."""
+    lock = (ROOT / "requirements.lock").read_text()
+    sqlalchemy = re.search(r"^SQLAlchemy==(\d+)\.(\d+)", lock, re.MULTILINE | re.IGNORECASE)
+    assert sqlalchemy is not None
+    if (int(sqlalchemy.group(1)), int(sqlalchemy.group(2))) >= (2, 1):
+        assert _instance()["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+
 def test_the_run_launcher_has_an_image_and_it_is_the_code_servers(compose: tuple[str, dict]) -> None:
     _, config = compose
     services = config["services"]

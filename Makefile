@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nova-installed
 
-.PHONY: install dev test lint stack-up stack-down clean bench-tools
+.PHONY: install dev test test-fast lint stack-up stack-down clean bench-tools
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ dev: install
 ## make test: lint, then the test suite against real local services it starts itself
 test: install lint
 	$(BIN)/python -m pytest
+
+## make test-fast: the unit tests only (no service started), for the edit-test loop
+test-fast: install
+	$(BIN)/python -m pytest -m unit -q
 
 lint: install
 	$(BIN)/ruff check nova_assets nova_assets_tests bench

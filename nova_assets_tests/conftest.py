@@ -22,6 +22,24 @@ from nova_assets.stack.manager import KafkaService
 from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
+#: fixtures that start or use the real local services: a test that needs one is an integration test
+SERVICE_FIXTURES = frozenset({"stack"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by these marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test unit, integration or ui by what it uses, unless it says so itself."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("unit", "integration", "ui")):
+            continue
+        if "ui" in item.path.parts:
+            item.add_marker(pytest.mark.ui)
+        elif SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
 # The session stack runs without CDC (its JVM costs ~15 s); the CDC tests start `nova cdc` themselves.
 os.environ["NOVA_STACK_SERVICES"] = "clickhouse,kafka,redis,postgres"
 

@@ -26,6 +26,8 @@ def test_every_benchmark_imports_and_has_its_entry_point(name: str) -> None:
     assert callable(module.run), f"bench/{name}.py has no run()"
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     env = {
         **os.environ,

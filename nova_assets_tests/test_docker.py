@@ -211,6 +211,7 @@ def test_dashboards_and_alerts_query_metrics_nova_serve_exports(world: World, re
     assert all(r["for"] == "5m" for r in rules)
 
 
+@pytest.mark.integration  # starts the image's code server
 def test_the_image_command_serves_the_definitions(tmp_path: Path) -> None:
     cmd_line = next(line for line in (DOCKER / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
     cmd = json.loads(cmd_line[4:])
@@ -244,6 +245,7 @@ def test_the_image_command_serves_the_definitions(tmp_path: Path) -> None:
         server.wait(30)
 
 
+@pytest.mark.integration  # loads the definitions in a process of its own
 def test_production_variables_reach_every_resource_without_a_local_stack(tmp_path: Path) -> None:
     """The env of the compose file's Dagster services: every resource points at the servers, and
     nothing looks at a local stack (NOVA_HOME stays empty)."""

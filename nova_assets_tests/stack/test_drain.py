@@ -18,6 +18,8 @@ from nova_assets.stack.drain import drain
 from nova_assets.stack.process import free_port
 from nova_assets_tests.defs.ingestion.test_ingestion import FAST, _counts
 
+pytestmark = pytest.mark.integration  # starts the project's services itself
+
 
 @pytest.fixture
 def kafka_only(

@@ -14,6 +14,8 @@ from nova_assets.resources import KafkaResource
 from nova_assets.stack.manager import KafkaService, S3Service
 from nova_assets.stack.process import free_port, free_port_block
 
+pytestmark = pytest.mark.integration  # starts the project's services itself
+
 
 @pytest.fixture
 def durable(tmp_path: Path) -> Iterator[tuple[S3Service, KafkaService]]:

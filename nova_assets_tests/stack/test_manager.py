@@ -11,6 +11,8 @@ import pytest
 from nova_assets.stack import Stack, StackError
 from nova_assets.stack.process import free_port
 
+pytestmark = pytest.mark.integration  # starts the project's services itself
+
 
 def _nova(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "NOVA_HOME": str(home), **(env or {})}

@@ -46,7 +46,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     summary = orjson.loads(done.stdout.strip().splitlines()[-1])
     for key in (
         "e2v_p95_s", "cdc_lag_p95_s", "hit_p95_ms", "miss_p95_ms", "failed_checks", "cpu_cores_by_part",
-        "platform_cpu_cores", "cpu_us_per_event", "cpu_us_per_change", "cpu_us_per_read",
+        "platform_cpu_cores", "platform_idle_cpu_cores", "cpu_us_per_event", "cpu_us_per_change", "cpu_us_per_read",
         "e2v_p95_alone_s", "cdc_lag_p95_alone_s", "hit_p95_alone_ms",
     ):  # fmt: skip
         assert key in summary, key

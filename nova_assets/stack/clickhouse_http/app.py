@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import hmac
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from nova_assets import settings
 from nova_assets.stack.clickhouse_http import native
 from nova_assets.stack.clickhouse_http.compression import Compressor, compressor, decompressor
 from nova_assets.stack.clickhouse_http.engine import FLUSH_AFTER, STREAM_BUFFER, Connection, Engine, fetch
@@ -47,6 +49,7 @@ from nova_assets.stack.clickhouse_http.protocol import (
     parse_query_string,
     text,
 )
+from nova_assets.stack.clickhouse_http.stats import QueryStats
 
 log = logging.getLogger("nova.clickhouse")
 
@@ -121,6 +124,7 @@ class Server:
         self.display_name = "nova-local"
         self.last_request = time.monotonic()
         self.in_flight = 0
+        self.stats = QueryStats(os.environ.get(settings.CLICKHOUSE_QUERY_STATS, ""))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A blocking engine call on the server's threads (chDB releases the GIL while it works)."""
@@ -141,6 +145,7 @@ class Server:
         while True:
             await asyncio.sleep(5)
             self.engine.expire()
+            self.stats.maybe_flush()
             quiet = time.monotonic() - self.last_request > IDLE_TRIM_AFTER
             if not quiet:
                 trimmed = False
@@ -245,6 +250,7 @@ class Server:
             first = await body.head(0 if query_param is not None else 1 << 16)
         body_is_data = query_param is not None and bool(first) and is_insert(text(query_param))
         query = parse(args, first, body_is_data, header_database)
+        self.stats.record(query.sql, query.insert_format)
         if query.insert_format:
             return await self._insert(query, first if body_is_data else query.head, body)
         if request.method == "POST":
@@ -267,6 +273,7 @@ class Server:
         values = {name: text(value) for name, value in all_args}
         reserved = frozenset(f"{name}_{suffix}" for name, _ in files for suffix in ("structure", "types", "format"))
         query = parse(all_args, b"", False, header_database, reserved)
+        self.stats.record(query.sql)
         external = [
             (name, _structure(name, values), values.get(f"{name}_format", "TabSeparated"), data) for name, data in files
         ]
@@ -478,5 +485,6 @@ def build_app(server: Server) -> Starlette:
         reaper = asyncio.create_task(server.housekeeping())
         yield
         reaper.cancel()
+        server.stats.maybe_flush(force=True)
 
     return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,32 @@
+"""The local server's request counts per query shape (NOVA_CLICKHOUSE_QUERY_STATS): literals fold, windows flush."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from nova_assets.stack.clickhouse_http.stats import QueryStats, shape
+
+
+def test_queries_differing_only_in_values_share_a_shape() -> None:
+    one = shape("SELECT * FROM events WHERE user_id = 'a' AND n > 10 AND v = {v:UInt32}")
+    two = shape("SELECT  *  FROM events WHERE user_id = 'bb' AND n > 2000 AND v = {v:UInt32}")
+    assert one == two == "SELECT * FROM events WHERE user_id = ? AND n > ? AND v = ?"
+    assert shape("INSERT INTO t (a, b)", "Native") == "INSERT INTO t (a, b) FORMAT Native"
+    assert len(shape("SELECT " + "x, " * 500 + "y")) <= 160
+
+
+def test_a_window_is_written_as_one_json_line_and_then_forgotten(tmp_path: Path) -> None:
+    path = tmp_path / "stats.jsonl"
+    stats = QueryStats(str(path), window_s=3600)
+    for n in range(3):
+        stats.record(f"SELECT {n}")
+    stats.record("INSERT INTO t", "JSONEachRow")
+    stats.maybe_flush()  # the window is not over: nothing yet
+    assert not path.exists()
+    stats.maybe_flush(force=True)
+    line = orjson.loads(path.read_text().splitlines()[0])
+    assert line["requests"] == 4 and line["shapes"][0] == ["SELECT ?", 3]
+    assert stats.counts == {}
+    QueryStats("").record("SELECT 1")  # off: records nothing, writes nothing

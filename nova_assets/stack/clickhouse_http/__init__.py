@@ -1,8 +1,9 @@
 """ClickHouse's HTTP interface over chDB: what the local ClickHouse server speaks.
 
-Split along its seams: `protocol` reads a request, `engine` holds the chDB connections (pool and
-sessions), `compression` the bodies, `native` the protocol-versioned Native output, `app` the
-handlers that tie them together, `errors` ClickHouse's codes and HTTP statuses.
+Split along its seams: `protocol` reads a request, `body` its body, `requests` the small pieces of
+one request's handling, `engine` holds the chDB connections (pool and sessions), `compression`
+the bodies' encodings, `native` the protocol-versioned Native output, `stats` the request mix,
+`app` the handlers that tie them together, `errors` ClickHouse's codes and HTTP statuses.
 """
 
 from nova_assets.stack.clickhouse_http.app import Server, build_app

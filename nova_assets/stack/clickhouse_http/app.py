@@ -12,7 +12,6 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import ctypes
 import hmac
 import logging
 import os
@@ -24,17 +23,17 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nova_assets import settings
 from nova_assets.stack.clickhouse_http import native
+from nova_assets.stack.clickhouse_http.body import Body
 from nova_assets.stack.clickhouse_http.compression import Compressor, compressor, decompressor
-from nova_assets.stack.clickhouse_http.engine import FLUSH_AFTER, STREAM_BUFFER, Connection, Engine, fetch
+from nova_assets.stack.clickhouse_http.engine import FLUSH_AFTER, STREAM_BUFFER, Connection, Engine
 from nova_assets.stack.clickhouse_http.errors import (
     AUTHENTICATION_FAILED,
-    BAD_ARGUMENTS,
     READONLY,
     STD_EXCEPTION,
     ClickHouseError,
@@ -49,6 +48,7 @@ from nova_assets.stack.clickhouse_http.protocol import (
     parse_query_string,
     text,
 )
+from nova_assets.stack.clickhouse_http.requests import as_int, describe, malloc_trim, next_block, revision, structure
 from nova_assets.stack.clickhouse_http.stats import QueryStats
 
 log = logging.getLogger("nova.clickhouse")
@@ -69,44 +69,6 @@ CONTENT_TYPES = {
 MAX_FORM_PART = 256 << 20  # a form field may hold a long query or a large bound array
 INSERT_CHUNK = 1 << 20  # bytes handed to chDB per append (fewer engine calls than per network read)
 IDLE_TRIM_AFTER = 10.0  # seconds without a request before freed memory goes back to the OS
-DRAIN_LIMIT = 1 << 30  # an unread body beyond this is not worth reading: the connection closes instead
-
-
-class _Body:
-    """A request body read once, decompressed on the way, and drained if left half-read."""
-
-    def __init__(self, request: Request, decompress: Callable[[bytes], bytes] | None) -> None:
-        self.raw = request.stream()
-        self.decompress = decompress
-
-    async def next(self) -> bytes | None:
-        chunk = await anext(self.raw, None)
-        if chunk is None:
-            return None
-        return self.decompress(chunk) if self.decompress else chunk
-
-    async def head(self, size: int) -> bytes:
-        """The first bytes (at least `size` when the body has them; one chunk when size is 0)."""
-        out = bytearray()
-        while (chunk := await self.next()) is not None:
-            out += chunk
-            if len(out) >= size:
-                break
-        return bytes(out)
-
-    async def rest(self) -> bytes:
-        out = bytearray()
-        while (chunk := await self.next()) is not None:
-            out += chunk
-        return bytes(out)
-
-    async def drain(self) -> None:
-        read = 0
-        with contextlib.suppress(Exception, ClientDisconnect):
-            async for chunk in self.raw:
-                read += len(chunk)
-                if read > DRAIN_LIMIT:
-                    break
 
 
 class Server:
@@ -154,7 +116,7 @@ class Server:
                 with contextlib.suppress(Exception):
                     async with self.engine.connection() as conn:
                         await self.run(conn.run, "SYSTEM JEMALLOC PURGE")
-                _malloc_trim()
+                malloc_trim()
 
     def _authenticate(self, request: Request, args: dict[str, bytes]) -> None:
         user = text(args["user"]) if "user" in args else None
@@ -217,12 +179,12 @@ class Server:
         if request.method == "GET" and "query" not in args:
             return PlainTextResponse("Ok.\n")
         query_id = text(args.get("query_id", b""))
-        body: _Body | None = None
+        body: Body | None = None
         self.last_request = time.monotonic()
         self.in_flight += 1
         try:
             self._authenticate(request, args)
-            body = _Body(request, decompressor(request.headers.get("content-encoding", "")))
+            body = Body(request, decompressor(request.headers.get("content-encoding", "")))
             return await self._execute(request, raw_args, body)
         except Exception as exc:
             error = ClickHouseError.from_engine(exc)
@@ -240,7 +202,7 @@ class Server:
         finally:
             self.in_flight -= 1  # a stream still being written holds its connection, not this count
 
-    async def _execute(self, request: Request, args: list[tuple[str, bytes]], body: _Body) -> Response:
+    async def _execute(self, request: Request, args: list[tuple[str, bytes]], body: Body) -> Response:
         header_database = request.headers.get("x-clickhouse-database", "")
         if request.method == "POST" and request.headers.get("content-type", "").startswith("multipart/form-data"):
             return await self._execute_form(request, args, header_database)
@@ -275,7 +237,7 @@ class Server:
         query = parse(all_args, b"", False, header_database, reserved)
         self.stats.record(query.sql)
         external = [
-            (name, _structure(name, values), values.get(f"{name}_format", "TabSeparated"), data) for name, data in files
+            (name, structure(name, values), values.get(f"{name}_format", "TabSeparated"), data) for name, data in files
         ]
         return await self._answer(request, query, external)
 
@@ -299,7 +261,7 @@ class Server:
             zipper = compressor(request.headers.get("accept-encoding", ""))
         return await self._select(query, zipper, external or [])
 
-    async def _insert(self, query: Query, first: bytes, body: _Body) -> Response:
+    async def _insert(self, query: Query, first: bytes, body: Body) -> Response:
         started = time.perf_counter()
         # the body up to INSERT_CHUNK is read first: a typical insert is then one engine call
         pending = bytearray(first)
@@ -341,10 +303,10 @@ class Server:
     ) -> Response:
         started = time.perf_counter()
         result_fmt = query.fmt if has_result(query.sql) else None
-        revision = _revision(query)
+        protocol_revision = revision(query)
         transform = None
-        if revision and query.fmt.lower() == "native":
-            transform = native.transformer(revision, lambda: _describe(self.engine, query))
+        if protocol_revision and query.fmt.lower() == "native":
+            transform = native.transformer(protocol_revision, lambda: describe(self.engine, query))
         isolated = bool(external) or TEMPORARY.search(query.sql) is not None
         # chDB streams only SELECTs; a command's result is one small block
         streamed = query.statement in ("select", "with") and result_fmt is not None
@@ -366,7 +328,7 @@ class Server:
                     data = await self.run(transform, data)
                 return self._whole(query, result_fmt, data, zipper, started, result)
             wait = query.flag("wait_end_of_query")
-            buffer = 1 << 62 if wait else _int(query.args.get("buffer_size"), STREAM_BUFFER)
+            buffer = 1 << 62 if wait else as_int(query.args.get("buffer_size"), STREAM_BUFFER)
             streaming, first, complete = await self.run(
                 conn.begin_stream, query, buffer, None if wait else FLUSH_AFTER, transform
             )
@@ -388,7 +350,7 @@ class Server:
                 while chunk:
                     yield zipper.compress(chunk) if zipper else chunk
                     try:
-                        chunk = await self.run(_next_block, streaming, transform)
+                        chunk = await self.run(next_block, streaming, transform)
                     except Exception as exc:  # mid-stream: ClickHouse's tagged exception block
                         error = ClickHouseError.from_engine(exc)
                         log.info("query %s failed while streaming: %s", query.query_id, str(error)[:300])
@@ -422,54 +384,6 @@ class Server:
             body = zipper.compress(body) + zipper.flush()
             headers["Content-Encoding"] = zipper.encoding
         return Response(body, headers=headers)
-
-
-def _malloc_trim() -> None:
-    """glibc keeps freed heap pages; malloc_trim returns them (a no-op elsewhere)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _next_block(streaming: Any, transform: Callable[[bytes], bytes] | None) -> bytes:
-    block = fetch(streaming)
-    return transform(block) if transform is not None and block else block
-
-
-def _describe(engine: Engine, query: Query) -> list[str]:
-    """The result's column types, zones included (chDB's revision-0 Native drops them).
-
-    Asked on a connection of its own: the query's connection is busy streaming.
-    """
-    conn = engine.open()
-    try:
-        conn.prepare(query.database, query.settings)
-        rows = conn.run(f"DESCRIBE ({query.sql})", "TabSeparatedRaw", query.params).bytes().decode()
-    finally:
-        conn.close()
-    return [line.split("\t")[1] for line in rows.splitlines() if "\t" in line]
-
-
-def _revision(query: Query) -> int:
-    return _int(query.args.get("client_protocol_version"), 0)
-
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise ClickHouseError(BAD_ARGUMENTS, f"Not a number: {value!r}", "BAD_ARGUMENTS") from None
-
-
-def _structure(name: str, values: dict[str, str]) -> str:
-    """An external table's columns: `<name>_structure`, or `<name>_types` named _1, _2, ..."""
-    if values.get(f"{name}_structure"):
-        return values[f"{name}_structure"]
-    if values.get(f"{name}_types"):
-        types = [t.strip() for t in values[f"{name}_types"].split(",") if t.strip()]
-        return ", ".join(f"_{i} {t}" for i, t in enumerate(types, 1))
-    raise ClickHouseError(
-        BAD_ARGUMENTS, f"Neither structure nor types have not been provided for external table {name}", "BAD_ARGUMENTS"
-    )
 
 
 def build_app(server: Server) -> Starlette:

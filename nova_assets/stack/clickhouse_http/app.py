@@ -314,8 +314,8 @@ class Server:
         lease = self.engine.connection(query, isolated)
         conn: Connection = await lease.__aenter__()
         try:
-            for name, structure, fmt, data in external:
-                await self.run(conn.load_external, query, name, structure, fmt, data)
+            for name, columns, fmt, data in external:
+                await self.run(conn.load_external, query, name, columns, fmt, data)
             if not streamed or external:  # external tables go with the query: no stream outlives them
                 try:
                     result = await self.run(conn.execute, query)

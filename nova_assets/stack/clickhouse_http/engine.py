@@ -157,8 +157,7 @@ class Connection:
                 self.run(f"USE {quote_identifier(database)}")
                 self.database = database
             for name in [n for n in self.settings if n not in settings]:
-                back = self.base.get(name)
-                self.run(f"SET {name} = {quote_string(back) if back is not None else 'DEFAULT'}")
+                self._restore(name)
                 del self.settings[name]
             for name, value in settings.items():
                 if self.settings.get(name) != value:
@@ -167,11 +166,15 @@ class Connection:
         except ClickHouseError:
             self.database = ""  # unknown state: reset everything on next use
             for name in list(settings):
-                back = self.base.get(name)
                 with contextlib.suppress(ClickHouseError):
-                    self.run(f"SET {name} = {quote_string(back) if back is not None else 'DEFAULT'}")
+                    self._restore(name)
                 self.settings.pop(name, None)
             raise
+
+    def _restore(self, name: str) -> None:
+        """A request's setting back to the session's own value (`base`), or the default."""
+        back = self.base.get(name)
+        self.run(f"SET {name} = {quote_string(back) if back is not None else 'DEFAULT'}")
 
     def drop_external(self, names: list[str]) -> None:
         """External tables belong to their query: a session keeps none of them."""
@@ -204,7 +207,6 @@ class Engine:
     def __init__(self, path: Path, size: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.size = size
         self.free = [Connection(chdb.connect(str(path))) for _ in range(size)]
         self.available = asyncio.Semaphore(size)  # engine work at once, sessions included
         self.sessions: dict[str, Session] = {}
@@ -216,8 +218,8 @@ class Engine:
     async def connection(self, query: Query | None = None, isolated: bool = False) -> AsyncIterator[Connection]:
         """The connection a request runs on: its session's, a private one, or a pooled one."""
         session_id = query.args.get("session_id", "") if query is not None else ""
-        if session_id:
-            session = self._session(session_id, query)  # type: ignore[arg-type]
+        if query is not None and session_id:
+            session = self._session(session_id, query)
             session.busy = True
             try:
                 async with self.available:
@@ -245,7 +247,6 @@ class Engine:
             self.available.release()
 
     def _session(self, session_id: str, query: Query) -> Session:
-        self.expire()
         raw_timeout = query.args.get("session_timeout", "")
         try:
             timeout = float(raw_timeout) if raw_timeout else DEFAULT_SESSION_TIMEOUT
@@ -258,6 +259,9 @@ class Engine:
                 "INVALID_SESSION_TIMEOUT",
             )
         session = self.sessions.get(session_id)
+        if session is not None and not session.busy and session.expires < time.monotonic():
+            self.close_session(session_id)  # timed out before the reaper's next pass: it is gone
+            session = None
         if session is None:
             if query.flag("session_check"):
                 raise ClickHouseError(SESSION_NOT_FOUND, f"Session {session_id} not found", "SESSION_NOT_FOUND")

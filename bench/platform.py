@@ -35,9 +35,9 @@ import orjson
 import redis
 
 from bench.common import SMOKE, report
-from nova_assets.cli import first_feeds
 from nova_assets.defs.schema.ddl import apply_all
 from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.dev import first_feeds
 from nova_assets.resources import ClickHouseResource
 from nova_assets.stack import Stack
 from nova_assets.stack.process import free_port

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -108,165 +105,18 @@ def sql(query: str) -> None:
 @click.option("--traffic", default=200.0, show_default=True, help="Demo events per second (0: none).")
 @click.option("--serve-port", default=8080, show_default=True, help="Port of `nova serve` (demo reads) on 127.0.0.1.")
 def dev(port: int, traffic: float, serve_port: int) -> None:
-    """Start the stack, create the ClickHouse schema, send demo traffic and run `dagster dev` on 127.0.0.1."""
-    from nova_assets.stack import Stack
+    """Start the stack, create the ClickHouse schema, send demo traffic and run `dagster dev` on 127.0.0.1;
+    a service or process that dies is restarted (NOVA_HOME/supervisor.log)."""
+    from nova_assets import dev as dev_loop
 
-    local = Stack()
-    _run(lambda: local.up())
-    env = {**os.environ, **local.env()}
-    _run(lambda: _apply_schema(env[settings.CLICKHOUSE_URL]))
-    dagster_home = local.home / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env["DAGSTER_HOME"] = str(dagster_home)
-    cmd = [
-        sys.executable, "-m", "dagster", "dev",
-        "-w", str(REPO_ROOT / "workspace.yaml"),
-        "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    click.echo(f"starting Dagster on http://127.0.0.1:{port} ...")
-    # its own process group: on Ctrl-C nova dev stops Dagster and everything it started (webserver,
-    # daemon, code server, runs) within a bounded time, instead of waiting on its graceful shutdown
-    proc = subprocess.Popen(cmd, env=env, cwd=dagster_home, start_new_session=True)
-    children: list[subprocess.Popen[bytes]] = []
+    code = 0
 
-    def interrupted(*_args: object) -> None:
-        raise KeyboardInterrupt
+    def go() -> None:
+        nonlocal code
+        code = dev_loop.run(port, traffic, serve_port, echo=click.echo)
 
-    # explicit handlers: a SIGINT ignored by the parent (a background job) would be ignored here too
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    try:
-        # Traffic starts once Dagster is up: events sent while it boots would wait for the first
-        # ingestion run, and that backlog would fill the SLO checks' 5-minute window.
-        _wait_for_dagster(port, proc)
-        if traffic > 0:
-            log = open(local.home / "demo-traffic.log", "ab")  # noqa: SIM115 - lives as long as the children
-
-            def generate(kind: str, rate: float, *extra: str) -> subprocess.Popen[bytes]:
-                """`nova generate <kind>` for a year (until `nova dev` stops), into the demo log."""
-                args = ["generate", kind, "--rate", str(rate), "--duration", "31536000", *extra]
-                return subprocess.Popen(
-                    [sys.executable, "-m", "nova_assets.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-                )
-
-            children.append(generate("events", traffic, "--malformed", "0.002"))
-            if "cdc" in local.services:  # app changes in Postgres, flowing through Debezium
-                children.append(generate("app", max(1.0, traffic / 10)))
-            # the read path, with light reads: the hit-rate and feed-latency checks measure real ones
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "nova_assets.cli", "serve", "--port", str(serve_port)],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            children.append(generate("reads", max(1.0, traffic / 10), "--port", str(serve_port)))
-            changes = f"{max(1.0, traffic / 10):g} app changes/s, " if "cdc" in local.services else ""
-            click.echo(
-                f"demo traffic: {traffic:g} events/s to nova.events, {changes}"
-                f"{max(1.0, traffic / 10):g} feed reads/s on http://127.0.0.1:{serve_port} "
-                f"(log: {local.home / 'demo-traffic.log'})"
-            )
-        # the first feeds once events are in, so recommendations cover real users from the start
-        click.echo(f"Dagster is up on http://127.0.0.1:{port}; waiting for the first events to be loaded ...")
-        try:
-            first_feeds(env, wait_for_events_s=90 if traffic > 0 else 0)
-        except NovaError as exc:  # the schedules will try again; the demo goes on
-            click.echo(f"warning: {exc}", err=True)
-        click.echo(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops Dagster; `nova stack down` stops the stack)")
-        code = proc.wait()
-    except KeyboardInterrupt:
-        click.echo("stopping Dagster and the demo traffic (the stack keeps running: `nova stack down`)")
-        code = 130
-    finally:
-        for child in children:
-            child.terminate()
-        _stop_group(proc, grace_s=4.0)
-        for child in children:
-            try:
-                child.wait(2)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    _run(go)
     sys.exit(code)
-
-
-def _stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGINT to a process group (graceful), SIGTERM after `grace_s`, SIGKILL 2 s later; leaves nothing."""
-    import contextlib
-
-    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        # the leader is gone; its children (webserver, daemon, runs) may not be
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        return
-
-
-def _wait_for_dagster(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:
-    """Until the Dagster webserver answers (its daemon starts beside it), or `dagster dev` exits."""
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-
-
-def first_feeds(env: dict[str, str], wait_for_events_s: float = 0.0) -> None:
-    """Materialize the ClickHouse schema assets, feed_recommendations and feed_cache once, as a Dagster
-    run the UI shows, so the demo starts complete (feeds to read, checks that measure something)
-    instead of waiting for the schedules. With `wait_for_events_s`, first wait for events to arrive."""
-    import time
-
-    import dagster as dg
-
-    os.environ.update(env)
-    from nova_assets.definitions import defs
-    from nova_assets.defs.schema.assets import GROUP
-    from nova_assets.resources.clickhouse import ClickHouseResource
-
-    if wait_for_events_s > 0:
-        clickhouse = ClickHouseResource.from_env(env[settings.CLICKHOUSE_URL])
-        deadline = time.monotonic() + wait_for_events_s
-        while time.monotonic() < deadline:
-            if clickhouse.query("SELECT count() FROM events").result_rows[0][0] > 0:
-                break
-            time.sleep(1)
-    click.echo("materializing the schema assets, feed_recommendations and feed_cache once (schedules take over)")
-    graph = defs.resolve_asset_graph()
-    keys = [
-        k for k in graph.get_all_asset_keys() if graph.get(k).group_name == GROUP and graph.get(k).is_materializable
-    ]
-    keys += [dg.AssetKey("feed_recommendations"), dg.AssetKey("feed_cache")]
-    job = defs.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
-    if not result.success:
-        raise NovaError("the first schema / feed_recommendations / feed_cache run failed: see it in the Dagster UI")
-
-
-def _apply_schema(url: str) -> None:
-    """Create what is missing in ClickHouse (idempotent), so sensors and schedules find their tables."""
-    from nova_assets.defs.schema.ddl import apply_all
-    from nova_assets.defs.schema.sql_files import Renderer
-    from nova_assets.resources.clickhouse import ClickHouseResource
-
-    clickhouse = ClickHouseResource.from_env(url)
-    with clickhouse.ddl_session() as client:
-        applied = apply_all(client, Renderer(clickhouse.database, clickhouse.cluster))
-        created = [name for name, result in applied.items() if result.created]
-    click.echo(f"ClickHouse schema: {len(created)} object(s) created" if created else "ClickHouse schema: up to date")
 
 
 @main.group()

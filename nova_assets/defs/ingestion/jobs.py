@@ -6,6 +6,7 @@ asset pages show every micro-batch run with its figures.
 
 import datetime as dt
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
 from nova_assets.defs.cache.warming import Invalidation, invalidate_followers, invalidate_readers
+from nova_assets.defs.ingestion.handover import ENDS_AT_TAG, SuccessorWatch, await_turn
 from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
 from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -24,7 +26,6 @@ from nova_assets.tables import escape_bytes, table
 
 PIPELINE_TAG = "nova/pipeline"
 LOADER_TAG = "nova/kafka-loader"  # dagster.yaml runs at most one run per value of this tag at a time
-SHARD_TAG = "nova/shard"  # "k/N": the run loads shard k of N (NOVA_INGEST_SHARDS)
 HEARTBEAT_TAG = "nova/heartbeat"
 RANGES_TAG = "nova/offsets"
 
@@ -177,6 +178,7 @@ def ingest_kafka(
             run_id, {HEARTBEAT_TAG: f"{time.time():.0f}@{host}", "nova/messages": str(stats.messages)}
         )
 
+    instance.add_run_tags(run_id, {ENDS_AT_TAG: f"{time.time() + config.max_run_seconds:.0f}"})
     heartbeat(IngestStats())
     settings = config.model_dump()
     invalidator = Invalidator(clickhouse, redis, settings.pop("invalidation_max_followers"), context.log.warning)
@@ -194,7 +196,12 @@ def ingest_kafka(
         context.log.info(
             f"shard {config.shard} of {config.shards}: partitions p with p % {config.shards} == {config.shard}"
         )
-    _report(context, loader.run(), "ingestion", invalidator.metadata(), clickhouse)
+    # the predecessor stops, flushes and commits first
+    await_turn(instance, run_id, context.log.info, heartbeat=lambda: heartbeat(IngestStats()))
+    stop = threading.Event()
+    with SuccessorWatch(instance, run_id, stop, context.log.info):
+        stats = loader.run(stop=stop)
+    _report(context, stats, "ingestion", invalidator.metadata(), clickhouse)
 
 
 @dg.job(name="kafka_ingestion", tags={PIPELINE_TAG: "ingestion", LOADER_TAG: "kafka"})
@@ -261,14 +268,13 @@ def replay_kafka(
     ranges = replay_ranges(kafka, config)
     context.log.info(f"replaying {ranges}")
     settings = IngestSettings(commit=False, max_run_seconds=3600, idle_exit_seconds=30)
-    _report(
-        context,
-        Loader(
-            clickhouse, kafka, settings, log=context.log.info, run_id=context.run_id, log_warning=context.log.warning
-        ).run(ranges),
-        "replay",
-        clickhouse=clickhouse,
+    loader = Loader(
+        clickhouse, kafka, settings, log=context.log.info, run_id=context.run_id, log_warning=context.log.warning
     )
+    await_turn(context.instance, context.run_id, context.log.info)  # no other loader on these partitions
+    with SuccessorWatch(context.instance, context.run_id, threading.Event(), context.log.info):
+        stats = loader.run(ranges)
+    _report(context, stats, "replay", clickhouse=clickhouse)
 
 
 @dg.job(name="kafka_replay", tags={PIPELINE_TAG: "replay", LOADER_TAG: "kafka"})

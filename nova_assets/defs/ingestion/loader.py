@@ -316,10 +316,13 @@ class Loader:
             parameters={"tables": MIRROR_TABLES},
         ).result_rows
         shapes: dict[str, dict[str, str]] = defaultdict(dict)
+        snapshot: set[str] = set()
         for table, name, typ in rows:
             if name not in MIRROR_META_COLUMNS:
                 shapes[table][name] = typ
-        return {table: MirrorShape(table, cols) for table, cols in shapes.items()}
+            elif name == "snapshot":
+                snapshot.add(table)
+        return {table: MirrorShape(table, cols, table in snapshot) for table, cols in shapes.items()}
 
     def _already_loaded(self, starts: dict[TP, int], ends: dict[TP, int] | None) -> dict[TP, set[int]]:
         """Offsets at/after each start that are already in ClickHouse (events or dead letters)."""
@@ -641,7 +644,8 @@ class Loader:
                     stats.tombstones += 1
                     continue
                 batch.changes[table].append(change.row)
-                batch.change_ms[table].append(change.source_ms)
+                if not change.snapshot:  # a snapshot row's source time is its read: no commit lag
+                    batch.change_ms[table].append(change.source_ms)
             except Rejected as rejected:
                 self._dead(batch, stats, msg, rejected)
         if ev_values:

@@ -293,7 +293,7 @@ def _show(value: Any) -> str:
 
 # --- CDC records (Debezium ExtractNewRecordState: columns + __table, __lsn, __ts_ms, __source_ts_ms, __deleted) ---
 
-MIRROR_META_COLUMNS = ("version", "is_deleted", "source_ts", "ingested_at")
+MIRROR_META_COLUMNS = ("version", "is_deleted", "source_ts", "snapshot", "ingested_at")
 
 
 @dataclass(frozen=True)
@@ -302,10 +302,11 @@ class MirrorShape:
 
     table: str
     columns: dict[str, str]  # source column -> ClickHouse type
+    snapshot: bool = False  # the mirror has the `snapshot` column (migration 0003..0008)
 
     @property
     def insert_columns(self) -> list[str]:
-        return [*self.columns, "version", "is_deleted", "source_ts"]
+        return [*self.columns, "version", "is_deleted", "source_ts", *(["snapshot"] if self.snapshot else [])]
 
 
 def _check_value(column: str, ch_type: str, value: Any) -> Any:
@@ -350,6 +351,7 @@ _record_decoder = msgspec.json.Decoder(dict[str, Any])
 class DecodedChange:
     row: bytes
     source_ms: int
+    snapshot: bool = False  # read by Debezium's snapshot (op = r): its source time is the read, not a commit
 
 
 def decode_change(raw: bytes | None, shape: MirrorShape) -> DecodedChange | None:
@@ -384,4 +386,7 @@ def decode_change(raw: bytes | None, shape: MirrorShape) -> DecodedChange | None
     out["version"] = lsn
     out["is_deleted"] = 1 if str(record.get("__deleted", "false")).lower() == "true" else 0
     out["source_ts"] = ms_to_text(ts_ms)
-    return DecodedChange(_encoder.encode(out), ts_ms)
+    snapshot = record.get("__op") == "r"
+    if shape.snapshot:
+        out["snapshot"] = int(snapshot)
+    return DecodedChange(_encoder.encode(out), ts_ms, snapshot)

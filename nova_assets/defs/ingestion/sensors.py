@@ -1,7 +1,8 @@
 """`kafka_ingestion_sensor`: compares end offsets with the group's commits and starts a run on lag.
 
 It never polls messages (metadata requests only, a few milliseconds), requests at most one run at
-a time per shard, and fails a run whose heartbeat went stale (its process was killed), so
+a time per shard (plus, shortly before that run's window ends, its successor, which takes over
+without a gap: `handover.py`), and fails a run whose heartbeat went stale (its process was killed), so
 ingestion resumes by itself: the default run launcher cannot tell Dagster's run monitoring that a
 worker died.
 
@@ -18,14 +19,8 @@ import dagster as dg
 import orjson
 
 from nova_assets import settings
-from nova_assets.defs.ingestion.jobs import (
-    HEARTBEAT_TAG,
-    LOADER_TAG,
-    PIPELINE_TAG,
-    RANGES_TAG,
-    SHARD_TAG,
-    kafka_ingestion_job,
-)
+from nova_assets.defs.ingestion.handover import ENDS_AT_TAG, SHARD_TAG, SUCCESSOR_OF_TAG, handover_due
+from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, LOADER_TAG, PIPELINE_TAG, RANGES_TAG, kafka_ingestion_job
 from nova_assets.defs.ingestion.offsets import PartitionLag, describe_ranges, partition_lags
 from nova_assets.defs.sources.assets import topic_key
 from nova_assets.resources.kafka import KafkaResource
@@ -36,6 +31,8 @@ HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"
 RUN_SECONDS = "NOVA_INGEST_RUN_SECONDS"  # how long one ingestion run keeps consuming (default 600)
 IDLE_EXIT_SECONDS = "NOVA_INGEST_IDLE_EXIT_SECONDS"  # a run ends after this long without messages (default 30)
 SHARDS = "NOVA_INGEST_SHARDS"  # parallel loaders, each owning a fixed subset of partitions (default 1)
+HANDOVER_LEAD = "NOVA_INGEST_HANDOVER_LEAD_SECONDS"  # launch the next run this long before a run ends (30)
+HANDOVER_SUFFIX = "-handover"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -109,48 +106,73 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
             asset_events=observations,
         )
     shards = settings.env_int(SHARDS, 1, minimum=1, maximum=1024)
-    busy = busy_shards(running, shards)
+    by_shard = runs_by_shard(running, shards)
     requests, waiting = [], []
     seq = int(cursor.get("seq", 0))
+    lead = settings.env_float(HANDOVER_LEAD, 30.0, minimum=1.0)
     for shard in range(shards):
         mine = [p for p in lags if p.partition % shards == shard]
         lag = sum(p.lag for p in mine)
         if lag == 0:
             continue
-        if shard in busy:
-            waiting.append(f"shard {shard}: lag {lag}, run {busy[shard].run_id[:8]} ({busy[shard].status.value})")
+        runs = by_shard.get(shard, [])
+        successor_of = None
+        if len(runs) == 1 and handover_due(runs[0], _ends_at(runs[0]), now, lead):
+            successor_of = runs[0]  # its window ends soon: the next run starts up while it loads
+        elif runs:
+            run = runs[-1]
+            waiting.append(f"shard {shard}: lag {lag}, run {run.run_id[:8]} ({run.status.value})")
             continue
         ranges = describe_ranges(mine)
         seq += 1
         fingerprint = hashlib.sha256(ranges.encode()).hexdigest()[:16]
         tags = {PIPELINE_TAG: "ingestion", RANGES_TAG: ranges[:4000], "nova/lag": str(lag)}
+        loader = "kafka" if shards == 1 else f"kafka-shard-{shard}"
         if shards > 1:
-            tags.update({LOADER_TAG: f"kafka-shard-{shard}", SHARD_TAG: f"{shard}/{shards}"})
+            tags[SHARD_TAG] = f"{shard}/{shards}"
+        if successor_of is not None:
+            tags[SUCCESSOR_OF_TAG] = successor_of.run_id
+            # the other of two loader tag values, so dagster.yaml's limit of one per value lets the
+            # successor start beside its predecessor (the hand-over keeps them from loading at once)
+            if successor_of.tags.get(LOADER_TAG, "kafka").endswith(HANDOVER_SUFFIX):
+                tags[LOADER_TAG] = loader
+            else:
+                tags[LOADER_TAG] = loader + HANDOVER_SUFFIX
+        else:
+            tags[LOADER_TAG] = loader
         requests.append(
             dg.RunRequest(run_key=f"ingest-{seq}-{fingerprint}", run_config=run_config(shard, shards), tags=tags)
         )
     new_cursor["seq"] = seq
     if not requests:
         return dg.SensorResult(
-            skip_reason=f"lag {total} messages; " + "; ".join(waiting) if shards > 1 else
-            f"lag {total} messages; run {running[0].run_id[:8]} ({running[0].status.value}) is on it",
+            skip_reason=f"lag {total} messages; " + "; ".join(waiting),
             cursor=orjson.dumps(new_cursor).decode(),
             asset_events=observations,
-        )  # fmt: skip
+        )
     return dg.SensorResult(run_requests=requests, cursor=orjson.dumps(new_cursor).decode(), asset_events=observations)
 
 
-def busy_shards(running: list[dg.DagsterRun], shards: int) -> dict[int, dg.DagsterRun]:
-    """Shard -> its in-flight run. A run of another shard count (or an untagged one) may own any
-    partition: while it lives, every shard waits."""
-    busy: dict[int, dg.DagsterRun] = {}
-    for run in running:
+def _ends_at(run: dg.DagsterRun) -> float:
+    try:
+        return float(run.tags.get(ENDS_AT_TAG, "inf"))
+    except ValueError:
+        return float("inf")
+
+
+def runs_by_shard(running: list[dg.DagsterRun], shards: int) -> dict[int, list[dg.DagsterRun]]:
+    """Shard -> its in-flight runs, oldest first. A run of another shard count (or an untagged one
+    under shards) may own any partition: while it lives, every shard waits for it."""
+    by_shard: dict[int, list[dg.DagsterRun]] = {}
+    for run in sorted(running, key=lambda r: r.tags.get(ENDS_AT_TAG, "")):
         tag = run.tags.get(SHARD_TAG, "0/1")
         shard, _, count = tag.partition("/")
         if count != str(shards):
-            return dict.fromkeys(range(shards), run)
-        busy.setdefault(int(shard), run)
-    return busy
+            for k in range(shards):
+                by_shard.setdefault(k, []).extend([run, run])  # two: never a hand-over from it
+            continue
+        by_shard.setdefault(int(shard), []).append(run)
+    return by_shard
 
 
 def run_config(shard: int = 0, shards: int = 1) -> dict:

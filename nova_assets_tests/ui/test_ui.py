@@ -176,21 +176,16 @@ def check_statuses(text: str) -> dict[str, str]:
 
 
 def test_checks_of_events_pass(page: Page, dev: Dev) -> None:
-    """The data-quality and latency checks pass; the freshness SLOs are evaluated with figures.
-
-    The e2v and consumer-lag SLOs are evaluated but not required to pass here: this test cuts
-    ingestion runs to 30 s (so a finished run shows), and every run change-over holds events for
-    the few seconds a new run takes to start, which a 5-minute P95 over 30-s runs cannot hide. In
-    `make dev` runs last 10 minutes.
-    """
-    must_pass = ("events_query_latency", "no_duplicate_event_ids", "no_future_events")
-    evaluated = ("event_to_visible_p95", "kafka_consumer_lag")
+    """Every check of `events` passes, the freshness SLOs (e2v, consumer lag) too: ingestion runs
+    are cut to 30 s here, and each hands over to the next without a pause in loading."""
+    must_pass = (
+        "events_query_latency", "no_duplicate_event_ids", "no_future_events", "event_to_visible_p95",
+        "kafka_consumer_lag",
+    )  # fmt: skip
 
     def ready(text: str) -> bool:
         status = check_statuses(text)
-        return all(status.get(n) == "Succeeded" for n in must_pass) and all(
-            status.get(n) in ("Succeeded", "Failed", "Warning") for n in evaluated
-        )
+        return all(status.get(n) == "Succeeded" for n in must_pass)
 
     _until(page, dev, "/assets/events?view=checks", ready, timeout_s=240, shows="no_future_events")
     page.get_by_text("events_query_latency", exact=True).first.click()

@@ -28,15 +28,15 @@ import numpy as np
 import orjson
 
 from bench.common import clickhouse_server, report
-from nova_assets.defs.cdc.runner import STAGE_LOG
-from nova_assets.defs.cdc.verify import differences, mirror_state, source_state
-from nova_assets.defs.ingestion.loader import IngestSettings, Loader
-from nova_assets.defs.schema.ddl import apply_all
-from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.core.cdc.runner import STAGE_LOG
+from nova_assets.core.cdc.verify import differences, mirror_state, source_state
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.process import free_port
+from nova_assets.core.schema.ddl import apply_all
+from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.generate.app import generate
 from nova_assets.resources import KafkaResource, PostgresResource
 from nova_assets.stack.manager import CdcService, ClickHouseService, KafkaService, PostgresService
-from nova_assets.stack.process import free_port
 
 RATE, SECONDS, WRITERS, PER_TXN = 10_000, 60, 8, 50
 # The writers stand in for app servers, which run on other machines: at nice 10 they take only

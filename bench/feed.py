@@ -24,15 +24,15 @@ import orjson
 import redis
 
 from bench.common import clickhouse_server, percentile, report
-from nova_assets.defs.cache.warming import warm
-from nova_assets.defs.recommendations.scoring import ScoringParams, evaluate, recompute
-from nova_assets.defs.schema.ddl import apply_all
-from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.core.cache.warming import warm
+from nova_assets.core.process import free_port
+from nova_assets.core.recommendations.scoring import ScoringParams, evaluate, recompute
+from nova_assets.core.schema.ddl import apply_all
+from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.generate.history import load_history
 from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources import RedisResource
 from nova_assets.stack.manager import RedisService
-from nova_assets.stack.process import free_port
 
 USERS, POSTS, TOPICS, EVENTS, HOURS = 50_000, 100_000, 200, 10_000_000, 72
 CLIENTS, SECONDS = 50, 20

@@ -28,15 +28,15 @@ from pathlib import Path
 from confluent_kafka import TopicPartition
 
 from bench.common import report
-from nova_assets.defs.ingestion.loader import IngestSettings, Loader
-from nova_assets.defs.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, decode_event
-from nova_assets.defs.schema.ddl import apply_all
-from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, decode_event
+from nova_assets.core.process import free_port, free_port_block
+from nova_assets.core.schema.ddl import apply_all
+from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.generate.events import ensure_topic, produce_events
 from nova_assets.generate.world import World
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.manager import KafkaService, S3Service
-from nova_assets.stack.process import free_port, free_port_block
 
 TOTAL = 1_000_000
 NAIVE_SAMPLE = 3_000
@@ -132,7 +132,7 @@ SHARD_TOTAL = 600_000
 SHARD_PARTITIONS = 6
 SHARD_LOADER = """
 import sys, time
-from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.resources import ClickHouseResource, KafkaResource
 url, database, bootstrap, group, shard, shards = sys.argv[1:7]
 kafka = KafkaResource(bootstrap_servers=bootstrap, group_id=group, client_config={"log_level": 0})

@@ -35,12 +35,12 @@ import orjson
 import redis
 
 from bench.common import SMOKE, report
-from nova_assets.defs.schema.ddl import apply_all
-from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.core.process import free_port
+from nova_assets.core.schema.ddl import apply_all
+from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.dev import first_feeds
 from nova_assets.resources import ClickHouseResource
 from nova_assets.stack import Stack
-from nova_assets.stack.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the issue's load by default; NOVA_BENCH_PLATFORM_{EVENT,CHANGE,READ}_RATE find what one machine sustains

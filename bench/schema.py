@@ -11,9 +11,9 @@ import tempfile
 import time
 
 from bench.common import percentile, report
-from nova_assets.defs.schema.ddl import apply_all
-from nova_assets.defs.schema.queries import USER_TIMELINE
-from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.core.schema.ddl import apply_all
+from nova_assets.core.schema.queries import USER_TIMELINE
+from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 EVENTS = 1_000_000

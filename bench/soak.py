@@ -40,9 +40,9 @@ import psycopg
 from confluent_kafka import TopicPartition
 
 from bench.common import SMOKE, report
+from nova_assets.core.process import free_port
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack import Stack
-from nova_assets.stack.process import free_port
 
 MINUTES = float(os.environ.get("NOVA_BENCH_SOAK_MINUTES", "4" if SMOKE else "60"))
 GREEN_AFTER_S = float(os.environ.get("NOVA_BENCH_SOAK_GREEN_AFTER", "300"))

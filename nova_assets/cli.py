@@ -255,7 +255,7 @@ def cdc() -> None:
     """Run Debezium (Postgres → Kafka nova.public.<table>) in the foreground; state under NOVA_HOME/cdc."""
     import logging
 
-    from nova_assets.defs.cdc.runner import run
+    from nova_assets.core.cdc.runner import run
     from nova_assets.resources import KafkaResource, PostgresResource
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -29,7 +29,7 @@ SUPERVISOR_LOG = "supervisor.log"
 
 def seed_world(postgres_dsn: str) -> dict[str, int]:
     """The demo world's users, follows and the posts of its window in Postgres (idempotent)."""
-    from nova_assets.defs.cdc.runner import apply_source_schema
+    from nova_assets.core.cdc.runner import apply_source_schema
     from nova_assets.generate.app import AppWriter
     from nova_assets.generate.world import World
     from nova_assets.resources import PostgresResource
@@ -42,8 +42,8 @@ def seed_world(postgres_dsn: str) -> dict[str, int]:
 
 def apply_schema(url: str) -> list[str]:
     """Create what is missing in ClickHouse (idempotent), so sensors and schedules find their tables."""
-    from nova_assets.defs.schema.ddl import apply_all
-    from nova_assets.defs.schema.sql_files import Renderer
+    from nova_assets.core.schema.ddl import apply_all
+    from nova_assets.core.schema.sql_files import Renderer
     from nova_assets.resources.clickhouse import ClickHouseResource
 
     clickhouse = ClickHouseResource.from_env(url)

@@ -14,12 +14,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from nova_assets.defs.schema.ddl import apply_all
-from nova_assets.defs.schema.sql_files import Renderer
+from nova_assets.core.process import free_port
+from nova_assets.core.schema.ddl import apply_all
+from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
 from nova_assets.stack import Stack
 from nova_assets.stack.manager import KafkaService
-from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
 #: fixtures that start or use the real local services: a test that needs one is an integration test

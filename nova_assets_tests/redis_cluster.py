@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis
 
+from nova_assets.core.process import free_port
 from nova_assets.stack.manager import HOST, RedisService
-from nova_assets.stack.process import free_port
 
 SLOTS = 16_384
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nova_assets.defs.cdc.runner import connector_properties
-from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
-from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.core.cdc.runner import connector_properties
+from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
+from nova_assets.core.process import free_port
+from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import RedisResource
 from nova_assets.serving import FeedService
 from nova_assets.serving.http import serve_in_thread
-from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
 ROOT = Path(__file__).resolve().parents[1]

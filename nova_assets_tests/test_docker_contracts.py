@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from nova_assets import settings
-from nova_assets.defs.cache import warming
-from nova_assets.defs.recommendations import scoring
+from nova_assets.core.cache import warming
+from nova_assets.core.recommendations import scoring
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nova_assets.defs.cdc.runner import connector_properties
+from nova_assets.core.cdc.runner import connector_properties
+from nova_assets.core.identifiers import redact
 from nova_assets.errors import ConfigError, ServiceUnavailable, redact_secrets
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
-from nova_assets.resources._util import redact
 
 SECRET = "hunter2-s3cr3t"
 

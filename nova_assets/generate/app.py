@@ -151,7 +151,7 @@ def generate(
     Parallel writers (benchmarks) share one world: writer 0 seeds it and publishes the posts, the
     others (`seed_world=False`, their own `writer_index`) write changes from their own random stream.
     """
-    from nova_assets.defs.cdc.runner import apply_source_schema
+    from nova_assets.core.cdc.runner import apply_source_schema
 
     if seed_world:
         apply_source_schema(postgres)

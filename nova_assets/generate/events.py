@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import orjson
-from confluent_kafka.admin import NewTopic
 
-from nova_assets.defs.ingestion.messages import EVENTS_TOPIC
+from nova_assets.core.ingestion.messages import EVENTS_TOPIC
+from nova_assets.core.kafka_admin import ensure_topic
 from nova_assets.generate.world import World, iso_ms
 from nova_assets.resources.kafka import KafkaResource
 
@@ -57,18 +57,6 @@ def malformed(kind: str, good: bytes) -> bytes:
     elif kind == "oversized":
         event["padding"] = "x" * 300_000
     return orjson.dumps(event)
-
-
-def ensure_topic(kafka: KafkaResource, topic: str = EVENTS_TOPIC, partitions: int = 1) -> None:
-    admin = kafka.admin()
-    if topic in admin.list_topics(timeout=kafka.timeout_s).topics:
-        return
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    try:
-        futures[topic].result(timeout=10)
-    except Exception as exc:  # a concurrent creator is fine
-        if "already exists" not in str(exc).lower():
-            raise
 
 
 def stream(rate: float, duration_s: float, chunk: int = 1000) -> Iterator[int]:

@@ -13,7 +13,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,22 +24,11 @@ from clickhouse_connect.driver.query import QueryResult
 from pydantic import Field
 
 from nova_assets import settings
+from nova_assets.core.clickhouse_files import serving
+from nova_assets.core.identifiers import CHDB_SCHEME, chdb_path, quote_identifier, redact
 from nova_assets.errors import ConfigError, ServiceUnavailable
-from nova_assets.resources._util import quote_identifier, redact
-from nova_assets.stack.clickhouse_files import serving
 
-CHDB_SCHEME = "chdb://"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def chdb_path(url: str) -> Path | None:
-    """The data directory of a `chdb:///dir` URL, None for a server URL."""
-    if not url.startswith(CHDB_SCHEME):
-        return None
-    path = url[len(CHDB_SCHEME) :]
-    if not path.startswith("/"):
-        raise ConfigError(settings.CLICKHOUSE_URL, url, "an embedded URL needs an absolute path", "use chdb:///abs/dir")
-    return Path(path)
 
 
 def _check_url(url: str) -> None:

@@ -10,8 +10,8 @@ import psycopg
 from pydantic import Field
 
 from nova_assets import settings
+from nova_assets.core.identifiers import redact
 from nova_assets.errors import ConfigError, ServiceUnavailable
-from nova_assets.resources._util import redact
 
 
 class PostgresResource(dg.ConfigurableResource):

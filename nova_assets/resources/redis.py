@@ -16,8 +16,8 @@ import redis.cluster
 from pydantic import Field
 
 from nova_assets import settings
+from nova_assets.core.identifiers import redact
 from nova_assets.errors import ConfigError, ServiceUnavailable
-from nova_assets.resources._util import redact
 
 _clients: dict[tuple[Any, ...], redis.Redis | redis.cluster.RedisCluster] = {}
 _clients_lock = threading.Lock()

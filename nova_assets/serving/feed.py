@@ -25,7 +25,6 @@ import queue
 import threading
 import time
 import uuid
-from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -37,13 +36,14 @@ import pybreaker
 import redis
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.defs.cache.keys import INVALIDATE_CHANNEL, STATS_TTL_S, feed_key, stats_key, trending_key
-from nova_assets.defs.cache.warming import feed_value, fetch_feeds_json, set_many
-from nova_assets.defs.recommendations.scoring import NIL_USER, latest_version
+from nova_assets.core.cache import stats
+from nova_assets.core.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
+from nova_assets.core.cache.stats import Tally
+from nova_assets.core.cache.warming import feed_value, fetch_feeds_json, set_many
+from nova_assets.core.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics
 
-HIT_BUCKETS_MS = (5, 10, 25, 50, 100, 150, 300, 1000)
 MAX_LIMIT = 200
 MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
 MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
@@ -532,15 +532,8 @@ class FeedService:
             self.metrics.misses.labels("feed").inc()
             if source in ("trending", "degraded"):
                 self.metrics.fallbacks.labels(source).inc()
-        bucket = next((f"hit_le_{b}" for b in HIT_BUCKETS_MS if latency_ms <= b), "hit_le_inf")
         with self._tally_lock:
-            if source in ("l1", "redis"):
-                self._tally[f"hits_{source}"] += 1
-                self._tally[bucket] += 1
-            else:
-                self._tally["misses"] += 1
-                if source != "clickhouse":
-                    self._tally[f"fallback_{source}"] += 1
+            self._tally.count(source, latency_ms)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._stats_flush_s):
@@ -551,13 +544,8 @@ class FeedService:
             tally, self._tally = self._tally, Tally()
         if not tally:
             return
-        key = stats_key()
         try:
-            pipe = self.cache.pipeline(transaction=False)
-            for field, count in tally.items():
-                pipe.hincrby(key, field, count)
-            pipe.expire(key, STATS_TTL_S)
-            pipe.execute()
+            stats.flush(self.cache, tally)
         except redis.RedisError:
             with self._tally_lock:
                 self._tally.update(tally)  # keep them for the next flush

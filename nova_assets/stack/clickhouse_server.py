@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from nova_assets.stack.clickhouse_files import SERVER_FILE, password_for
+from nova_assets.core.clickhouse_files import SERVER_FILE, password_for
 from nova_assets.stack.clickhouse_http import ClickHouseError, Server, build_app
 
 __all__ = ["ClickHouseError", "Server", "build_app", "main"]

@@ -56,8 +56,8 @@ def drain(
     stalled_s: float = STALLED_S,
 ) -> DrainResult:
     """Load (or wait for Dagster to load) every message the broker holds and ClickHouse does not."""
-    from nova_assets.defs.ingestion.loader import IngestSettings, Loader
-    from nova_assets.defs.ingestion.offsets import partition_lags
+    from nova_assets.core.ingestion.loader import IngestSettings, Loader
+    from nova_assets.core.ingestion.offsets import partition_lags
     from nova_assets.resources.clickhouse import ClickHouseResource
     from nova_assets.resources.kafka import KafkaResource
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import orjson
 
 from nova_assets import settings
+from nova_assets.core import process
+from nova_assets.core.clickhouse_files import SERVER_NEEDLE, USER, password_for, secret_file
 from nova_assets.errors import ConfigError, NovaError
-from nova_assets.stack import process
-from nova_assets.stack.clickhouse_files import SERVER_NEEDLE, USER, password_for, secret_file
 
 HOST = "127.0.0.1"
 STATE_FILE = "stack.json"

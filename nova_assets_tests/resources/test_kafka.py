@@ -61,7 +61,7 @@ def test_extra_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unreachable_broker_names_the_setting() -> None:
-    from nova_assets.stack.process import free_port
+    from nova_assets.core.process import free_port
 
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(ServiceUnavailable) as info:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from nova_assets.core.process import free_port
 from nova_assets.errors import ServiceUnavailable
 from nova_assets.resources.postgres import PostgresResource
 from nova_assets.stack import Stack
-from nova_assets.stack.process import free_port
 
 
 def test_query_and_logical_wal(stack: Stack) -> None:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from nova_assets.core.process import free_port
 from nova_assets.errors import ConfigError, ServiceUnavailable
 from nova_assets.resources.redis import RedisResource
 from nova_assets.stack import Stack
-from nova_assets.stack.process import free_port
 
 
 def test_set_get_and_pool_settings(stack: Stack) -> None:

@@ -9,12 +9,12 @@ import uuid
 import orjson
 import pytest
 
-from nova_assets.defs.cache.keys import feed_key, stats_key
-from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.core.cache.keys import feed_key, stats_key
+from nova_assets.core.process import free_port
+from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import ClickHouseResource, RedisResource
 from nova_assets.serving import FeedService, InvalidRequest
 from nova_assets.serving.http import serve_in_thread
-from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
 
@@ -176,7 +176,7 @@ def test_redis_down_still_answers_from_clickhouse(world: World) -> None:
 
 
 def test_cache_equals_recommendations_for_warmed_users(world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
-    from nova_assets.defs.cache.warming import warm
+    from nova_assets.core.cache.warming import warm
 
     with world.ch.session() as client:
         version = recompute(client, ScoringParams(feed_size=10))["version"]
@@ -209,7 +209,7 @@ def test_unknown_users_share_trending_without_cache_entries(service: FeedService
 def test_invalidation_reaches_l1(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    from nova_assets.defs.cache.warming import invalidate_followers
+    from nova_assets.core.cache.warming import invalidate_followers
 
     follower, author = world.users[4], world.authors[3]
     world.ch.insert(

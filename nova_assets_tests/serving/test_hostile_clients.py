@@ -22,12 +22,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from nova_assets.defs.cache.keys import STATS_PREFIX
-from nova_assets.defs.cache.warming import warm
-from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.core.cache.keys import STATS_PREFIX
+from nova_assets.core.cache.warming import warm
+from nova_assets.core.process import free_port
+from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import RedisResource
 from nova_assets.stack import Stack
-from nova_assets.stack.process import free_port
 from nova_assets_tests.world import World
 
 HEAD_TIMEOUT_S = 2.0
@@ -95,8 +95,8 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 @pytest.fixture(scope="module")
 def serve(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     # module-scoped world: the fixtures `world`/`redis_resource` are per test, so build them here
-    from nova_assets.defs.schema.ddl import apply_all
-    from nova_assets.defs.schema.sql_files import Renderer
+    from nova_assets.core.schema.ddl import apply_all
+    from nova_assets.core.schema.sql_files import Renderer
     from nova_assets.resources import ClickHouseResource
 
     ch = ClickHouseResource(url=stack.env()["NOVA_CLICKHOUSE_URL"], database=f"test_{uuid.uuid4().hex[:12]}")

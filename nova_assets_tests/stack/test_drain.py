@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from nova_assets import settings
+from nova_assets.core.process import free_port
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack import Stack
 from nova_assets.stack.drain import drain
-from nova_assets.stack.process import free_port
 from nova_assets_tests.defs.ingestion.test_ingestion import FAST, _counts
 
 pytestmark = pytest.mark.integration  # starts the project's services itself
@@ -43,7 +43,7 @@ def test_stack_down_loads_what_kafka_holds_before_it_forgets(
     kafka_only: tuple[Stack, KafkaResource], clickhouse: ClickHouseResource
 ) -> None:
     """The issue's repro: load, send more, `stack down --only kafka`, up, send more, down again."""
-    from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+    from nova_assets.core.ingestion.loader import IngestSettings, Loader
 
     stack, kafka = kafka_only
     loaded = produce_events(kafka, rate=0, duration_s=60, total=3000)["valid"]

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from nova_assets.defs.ingestion.offsets import fetched_highs, partition_lags
+from nova_assets.core.ingestion.offsets import fetched_highs, partition_lags
+from nova_assets.core.process import free_port, free_port_block
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import KafkaResource
 from nova_assets.stack.manager import KafkaService, S3Service
-from nova_assets.stack.process import free_port, free_port_block
 
 pytestmark = pytest.mark.integration  # starts the project's services itself
 

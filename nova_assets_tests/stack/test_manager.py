@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from nova_assets.core.process import free_port
 from nova_assets.stack import Stack, StackError
-from nova_assets.stack.process import free_port
 
 pytestmark = pytest.mark.integration  # starts the project's services itself
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nova_assets.stack.process import free_port, free_port_block
+from nova_assets.core.process import free_port, free_port_block
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 try:

@@ -1,20 +1,18 @@
 """`feed_cache`: the most active users' feeds in Redis, refreshed on a schedule."""
 
-import datetime as dt
 import os
-import time
 
 import dagster as dg
 import pandas as pd
 import redis as redis_lib
 
-from nova_assets.defs.cache.keys import stats_key
-from nova_assets.defs.cache.warming import warm
+from nova_assets.core.cache import stats
+from nova_assets.core.cache.warming import warm
 from nova_assets.defs.recommendations.assets import feed_recommendations
 from nova_assets.defs.slo.freshness import FRESHNESS
+from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.redis import RedisResource
-from nova_assets.tables import table
 
 SCHEDULE = "NOVA_CACHE_CRON"
 DEFAULT_CRON = "*/5 * * * *"
@@ -32,20 +30,13 @@ class FeedCacheConfig(dg.Config):
 
 def hit_rate_by_minute(client: redis_lib.Redis, minutes: int = 60, now: float | None = None) -> pd.DataFrame:
     """The read path's hits and misses per minute (from `nova serve`'s counters in Redis), minutes with reads only."""
-    current = int((now if now is not None else time.time()) // 60)
-    wanted = list(range(current - minutes + 1, current + 1))
-    pipe = client.pipeline(transaction=False)
-    for minute in wanted:
-        pipe.hgetall(stats_key(minute))
     rows = []
-    for minute, counters in zip(wanted, pipe.execute(), strict=True):
-        values = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in counters.items()}
-        hits = values.get("hits_l1", 0) + values.get("hits_redis", 0)
-        misses = values.get("misses", 0)
+    for minute, counters in stats.by_minute(client, minutes, now):
+        hits, misses = stats.hits(counters), counters.get("misses", 0)
         if hits + misses:
             rows.append(
                 {
-                    "minute": dt.datetime.fromtimestamp(minute * 60, dt.UTC).strftime("%Y-%m-%d %H:%M"),
+                    "minute": stats.minute_label(minute),
                     "hits": hits,
                     "misses": misses,
                     "hit_rate": round(hits / (hits + misses), 4),

@@ -15,14 +15,14 @@ import orjson
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
-from nova_assets.defs.cache.warming import Invalidation, invalidate_followers, invalidate_readers
+from nova_assets.core.cache.warming import Invalidation, invalidate_followers, invalidate_readers
+from nova_assets.core.ingestion.loader import IngestSettings, IngestStats, Loader
+from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.defs.ingestion.handover import ENDS_AT_TAG, SuccessorWatch, await_turn
-from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
-from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
+from nova_assets.defs.tables import escape_bytes, table
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
 from nova_assets.resources.redis import RedisResource
-from nova_assets.tables import escape_bytes, table
 
 PIPELINE_TAG = "nova/pipeline"
 LOADER_TAG = "nova/kafka-loader"  # dagster.yaml runs at most one run per value of this tag at a time

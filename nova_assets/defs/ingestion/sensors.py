@@ -19,9 +19,9 @@ import dagster as dg
 import orjson
 
 from nova_assets import settings
+from nova_assets.core.ingestion.offsets import PartitionLag, describe_ranges, partition_lags
 from nova_assets.defs.ingestion.handover import ENDS_AT_TAG, SHARD_TAG, SUCCESSOR_OF_TAG, handover_due
 from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, LOADER_TAG, PIPELINE_TAG, RANGES_TAG, kafka_ingestion_job
-from nova_assets.defs.ingestion.offsets import PartitionLag, describe_ranges, partition_lags
 from nova_assets.defs.sources.assets import topic_key
 from nova_assets.resources.kafka import KafkaResource
 

@@ -9,13 +9,13 @@ import dagster as dg
 import pandas as pd
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.defs.recommendations.scoring import NIL_USER, ScoringParams, cleanup, evaluate, recompute
+from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cleanup, evaluate, recompute
+from nova_assets.core.schema.ddl import apply_object
+from nova_assets.core.schema.sql_files import load_objects
 from nova_assets.defs.schema.assets import renderer_for
-from nova_assets.defs.schema.ddl import apply_object
-from nova_assets.defs.schema.sql_files import load_objects
 from nova_assets.defs.slo.freshness import FRESHNESS
+from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
-from nova_assets.tables import table
 
 SCHEDULE = "NOVA_RECOMMENDATIONS_CRON"
 DEFAULT_CRON = "*/10 * * * *"

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from nova_assets.defs.schema.ddl import apply_object
-from nova_assets.defs.schema.sql_files import Renderer, SqlObject, load_objects
+from nova_assets.core.schema.ddl import apply_object
+from nova_assets.core.schema.sql_files import Renderer, SqlObject, load_objects
 from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.defs.sources.assets import SOURCE_OF
 from nova_assets.resources.clickhouse import ClickHouseResource

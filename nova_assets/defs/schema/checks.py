@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from nova_assets.core.schema.ddl import describe, diff, expected_descriptions
+from nova_assets.core.schema.sql_files import load_objects
 from nova_assets.defs.schema.assets import renderer_for
-from nova_assets.defs.schema.ddl import describe, diff, expected_descriptions
-from nova_assets.defs.schema.sql_files import load_objects
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 CHECK_NAME = "matches_sql"

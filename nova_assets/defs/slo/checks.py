@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from nova_assets.defs.slo import measure
-from nova_assets.defs.slo.declaration import Slo, slos
+from nova_assets.core.slo import measure
+from nova_assets.core.slo.declaration import Slo, slos
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
 from nova_assets.resources.redis import RedisResource

@@ -6,10 +6,10 @@ import dagster as dg
 import orjson
 import pytest
 
+from nova_assets.core.cache.keys import feed_key, trending_key
+from nova_assets.core.cache.warming import invalidate_followers, warm
+from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.defs.cache.assets import feed_cache
-from nova_assets.defs.cache.keys import feed_key, trending_key
-from nova_assets.defs.cache.warming import invalidate_followers, warm
-from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import RedisResource
 from nova_assets_tests.world import EVENT_COLUMNS, World
 
@@ -82,9 +82,9 @@ def test_set_many_reports_refused_writes_and_keeps_the_connection(tmp_path) -> N
     """A Redis that refuses writes (out of memory, no eviction) is an error with a count, not silence."""
     import redis as redis_lib
 
-    from nova_assets.defs.cache.warming import set_many
+    from nova_assets.core.cache.warming import set_many
+    from nova_assets.core.process import free_port
     from nova_assets.stack.manager import RedisService
-    from nova_assets.stack.process import free_port
 
     service = RedisService(tmp_path, free_port())
     service.start_and_wait()
@@ -102,8 +102,8 @@ def test_set_many_reports_refused_writes_and_keeps_the_connection(tmp_path) -> N
 
 
 def test_hit_rate_by_minute_reads_the_read_paths_counters(redis_resource: RedisResource) -> None:
+    from nova_assets.core.cache.keys import stats_key
     from nova_assets.defs.cache.assets import hit_rate_by_minute
-    from nova_assets.defs.cache.keys import stats_key
 
     r = redis_resource.client()
     now = 1_800_000_000.0

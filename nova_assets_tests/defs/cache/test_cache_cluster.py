@@ -9,9 +9,9 @@ import orjson
 import pytest
 import redis
 
-from nova_assets.defs.cache.keys import feed_key, stats_key, trending_key
-from nova_assets.defs.cache.warming import invalidate_followers, warm
-from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
+from nova_assets.core.cache.keys import feed_key, stats_key, trending_key
+from nova_assets.core.cache.warming import invalidate_followers, warm
+from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import RedisResource
 from nova_assets.serving import FeedService
 from nova_assets_tests.redis_cluster import start_cluster

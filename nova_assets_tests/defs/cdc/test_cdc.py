@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nova_assets.defs.cdc.verify import MIRROR_COLUMNS, mirror_state, source_state
-from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.cdc.verify import MIRROR_COLUMNS, mirror_state, source_state
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.generate.app import generate
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource
 from nova_assets.stack import Stack
@@ -101,8 +101,8 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
 @pytest.mark.timeout(600)
 def test_cdc_changes_survive_a_broker_restart(tmp_path: Path, stack: Stack, clickhouse: ClickHouseResource) -> None:
     """Changes Debezium sent before the broker restarted are still there to load: none is lost."""
+    from nova_assets.core.process import free_port, free_port_block
     from nova_assets.stack.manager import KafkaService, S3Service
-    from nova_assets.stack.process import free_port, free_port_block
 
     s3 = S3Service(tmp_path / "broker", free_port_block(10))
     broker = KafkaService(tmp_path / "broker", free_port(), storage=s3)

@@ -15,12 +15,12 @@ import dagster as dg
 import pytest
 from confluent_kafka import TopicPartition
 
-from nova_assets.defs.ingestion.loader import IngestSettings, IngestStats, Loader
-from nova_assets.defs.ingestion.offsets import PartitionLag, expired_unloaded
+from nova_assets.core.ingestion.loader import IngestSettings, IngestStats, Loader
+from nova_assets.core.ingestion.offsets import PartitionLag, expired_unloaded
+from nova_assets.core.process import free_port
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.manager import KafkaService
-from nova_assets.stack.process import free_port
 from nova_assets_tests.defs.ingestion.test_ingestion import FAST, WORKER, _committed, _counts
 
 

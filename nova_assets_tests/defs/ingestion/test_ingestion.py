@@ -12,12 +12,12 @@ import dagster as dg
 import pytest
 from confluent_kafka import TopicPartition
 
+from nova_assets.core.ingestion.loader import IngestionFailed, IngestSettings, Loader
+from nova_assets.core.process import free_port
 from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, kafka_ingestion_job, kafka_replay_job
-from nova_assets.defs.ingestion.loader import IngestionFailed, IngestSettings, Loader
 from nova_assets.defs.ingestion.sensors import kafka_ingestion_sensor
 from nova_assets.generate.events import MALFORMED_KINDS, produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
-from nova_assets.stack.process import free_port
 
 FAST = {"idle_exit_seconds": 1.0, "max_run_seconds": 120.0}
 
@@ -161,7 +161,7 @@ def test_crash_between_insert_and_commit_loads_nothing_twice(
 
 WORKER = """
 import os, sys
-from nova_assets.defs.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
 ch = ClickHouseResource(url=sys.argv[1], database=sys.argv[3])
 kafka = KafkaResource(bootstrap_servers=sys.argv[2])

@@ -5,7 +5,7 @@ import time
 import orjson
 import pytest
 
-from nova_assets.defs.ingestion.messages import MirrorShape, Rejected, decode_change, decode_event
+from nova_assets.core.ingestion.messages import MirrorShape, Rejected, decode_change, decode_event
 from nova_assets.generate.events import MALFORMED_KINDS, iso_ms, malformed
 from nova_assets.generate.world import World, WorldConfig
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from nova_assets.defs.recommendations.scoring import ScoringParams, evaluate, recompute
+from nova_assets.core.recommendations.scoring import ScoringParams, evaluate, recompute
 from nova_assets.generate.history import load_history
 from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources import ClickHouseResource

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cleanup, latest_version, recompute
 from nova_assets.defs.recommendations.assets import feed_recommendations
-from nova_assets.defs.recommendations.scoring import NIL_USER, ScoringParams, cleanup, latest_version, recompute
 from nova_assets_tests.world import World
 
 

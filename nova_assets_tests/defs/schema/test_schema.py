@@ -8,12 +8,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from nova_assets.core.schema import queries
+from nova_assets.core.schema.ddl import apply_object, describe, expected_descriptions
+from nova_assets.core.schema.sql_files import CLICKHOUSE_DIR, Renderer, load_objects
 from nova_assets.defs.recommendations.assets import feed_recommendations
-from nova_assets.defs.schema import queries
 from nova_assets.defs.schema.assets import schema_assets
 from nova_assets.defs.schema.checks import schema_drift_checks
-from nova_assets.defs.schema.ddl import apply_object, describe, expected_descriptions
-from nova_assets.defs.schema.sql_files import CLICKHOUSE_DIR, Renderer, load_objects
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 EVENT_COLUMNS = ["event_id", "event_time", "user_id", "post_id", "author_id", "action", "dwell_ms", "device", "app_ver"]

@@ -14,16 +14,16 @@ import dagster as dg
 import orjson
 import pytest
 
+from nova_assets.core.cache.warming import warm
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.process import free_port
+from nova_assets.core.recommendations.scoring import ScoringParams, recompute
+from nova_assets.core.slo.declaration import SLOS, slos
 from nova_assets.defs import cache, ingestion, recommendations, schema, slo
-from nova_assets.defs.cache.warming import warm
-from nova_assets.defs.ingestion.loader import IngestSettings, Loader
-from nova_assets.defs.recommendations.scoring import ScoringParams, recompute
 from nova_assets.defs.slo.alerts import slo_alert_sensor
-from nova_assets.defs.slo.declaration import SLOS, slos
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
 from nova_assets.serving import FeedService
-from nova_assets.stack.process import free_port
 
 UTC = dt.UTC
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from nova_assets.resources._util import quote_identifier
+from nova_assets.core.identifiers import quote_identifier
 
 SQL_ROOT = Path(__file__).resolve().parents[3] / "sql"
 CLICKHOUSE_DIR = SQL_ROOT / "clickhouse"

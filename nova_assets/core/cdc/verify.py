@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from nova_assets.resources.clickhouse import ClickHouseResource
-from nova_assets.resources.postgres import PostgresResource
+from nova_assets.core.ports import ClickHouse, Postgres
 
 #: the columns compared per table (keys plus the fields the app changes)
 MIRROR_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -17,7 +16,7 @@ MIRROR_COLUMNS: dict[str, tuple[str, ...]] = {
 State = dict[str, set[tuple[str, ...]]]
 
 
-def source_state(postgres: PostgresResource) -> State:
+def source_state(postgres: Postgres) -> State:
     out = {}
     with postgres.connect() as conn:
         for table, cols in MIRROR_COLUMNS.items():
@@ -26,7 +25,7 @@ def source_state(postgres: PostgresResource) -> State:
     return out
 
 
-def mirror_state(clickhouse: ClickHouseResource) -> State:
+def mirror_state(clickhouse: ClickHouse) -> State:
     out = {}
     for table, cols in MIRROR_COLUMNS.items():
         select = ", ".join(f"toString({c})" for c in cols)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.defs.schema.sql_files import SQL_ROOT
+from nova_assets.core.schema.sql_files import SQL_ROOT
 
 QUERIES = SQL_ROOT / "queries"
 NIL_USER = uuid.UUID(int=0)

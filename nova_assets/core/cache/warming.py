@@ -17,8 +17,8 @@ import redis.cluster
 from clickhouse_connect.driver.client import Client
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from nova_assets.defs.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
-from nova_assets.defs.recommendations.scoring import NIL_USER, latest_version, query_text
+from nova_assets.core.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
+from nova_assets.core.recommendations.scoring import NIL_USER, latest_version, query_text
 
 ACTIVE_USERS = query_text("active_users")
 FEED_POSTS = query_text("feed_posts")

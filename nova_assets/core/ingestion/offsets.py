@@ -15,7 +15,7 @@ from typing import Any, Literal
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
+from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 
 DEFAULT_TOPIC_PATTERNS = (EVENTS_TOPIC, f"{CDC_TOPIC_PREFIX}*")
 

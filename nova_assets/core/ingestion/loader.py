@@ -48,7 +48,8 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
 
-from nova_assets.defs.ingestion.messages import (
+from nova_assets.core.identifiers import chdb_path
+from nova_assets.core.ingestion.messages import (
     CDC_TOPIC_PREFIX,
     EVENT_COLUMNS,
     EVENTS_TOPIC,
@@ -60,7 +61,7 @@ from nova_assets.defs.ingestion.messages import (
     decode_change,
     decode_events,
 )
-from nova_assets.defs.ingestion.offsets import (
+from nova_assets.core.ingestion.offsets import (
     DEFAULT_TOPIC_PATTERNS,
     PartitionLag,
     expired_unloaded,
@@ -69,9 +70,8 @@ from nova_assets.defs.ingestion.offsets import (
     topic_incarnations,
     verify_checkpoints,
 )
+from nova_assets.core.ports import ClickHouse, Kafka
 from nova_assets.errors import ConfigError, NovaError
-from nova_assets.resources.clickhouse import ClickHouseResource, chdb_path
-from nova_assets.resources.kafka import KafkaResource
 
 TP = tuple[str, int]
 
@@ -281,8 +281,8 @@ class Loader:
 
     def __init__(
         self,
-        clickhouse: ClickHouseResource,
-        kafka: KafkaResource,
+        clickhouse: ClickHouse,
+        kafka: Kafka,
         settings: IngestSettings | None = None,
         log: Callable[[str], None] = print,
         run_id: str = "",

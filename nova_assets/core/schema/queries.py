@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.core.ports import ClickHouse
 
 USER_TIMELINE = """
 SELECT event_time, action, post_id, author_id, dwell_ms
@@ -43,7 +43,7 @@ LIMIT {limit:UInt32}
 
 
 def user_timeline(
-    clickhouse: ClickHouseResource, user_id: uuid.UUID | str, since: dt.datetime, limit: int = 100
+    clickhouse: ClickHouse, user_id: uuid.UUID | str, since: dt.datetime, limit: int = 100
 ) -> list[tuple[Any, ...]]:
     """A user's recent events, newest first (the sorting key starts with user_id, event_time)."""
     params = {"user_id": str(user_id), "since": since, "limit": limit}
@@ -51,7 +51,7 @@ def user_timeline(
 
 
 def post_engagement(
-    clickhouse: ClickHouseResource, post_ids: Sequence[uuid.UUID | str], hours: int = 24
+    clickhouse: ClickHouse, post_ids: Sequence[uuid.UUID | str], hours: int = 24
 ) -> dict[uuid.UUID, dict[str, int]]:
     """Engagement of posts over the last `hours` hours, from the hourly rollup."""
     if not post_ids:
@@ -62,6 +62,6 @@ def post_engagement(
     return {row[0]: dict(zip(names, row[1:], strict=True)) for row in result.result_rows}
 
 
-def user_affinity(clickhouse: ClickHouseResource, user_id: uuid.UUID | str, limit: int = 50) -> list[tuple[Any, ...]]:
+def user_affinity(clickhouse: ClickHouse, user_id: uuid.UUID | str, limit: int = 50) -> list[tuple[Any, ...]]:
     """The authors a user engaged with most over the last 90 days."""
     return clickhouse.query(USER_AFFINITY, parameters={"user_id": str(user_id), "limit": limit}).result_rows

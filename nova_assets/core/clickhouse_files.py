@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from nova_assets.stack.process import alive
+from nova_assets.core.process import alive
 
 USER = "default"
 PASSWORD_FILE = "password"

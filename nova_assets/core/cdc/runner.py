@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 import orjson
 
 from nova_assets import settings
-from nova_assets.defs.ingestion.messages import CDC_TOPIC_PREFIX
+from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX
+from nova_assets.core.kafka_admin import ensure_topic
+from nova_assets.core.ports import Kafka, Postgres
 from nova_assets.errors import ConfigError
-from nova_assets.resources.kafka import KafkaResource
-from nova_assets.resources.postgres import PostgresResource
 
 TABLES = ("users", "posts", "likes", "comments", "follows", "debezium_heartbeat")
 SLOT = "nova"
@@ -89,18 +89,16 @@ def connector_properties(dsn: str, state_dir: Path, heartbeat_ms: int = HEARTBEA
     }
 
 
-def apply_source_schema(postgres: PostgresResource) -> None:
+def apply_source_schema(postgres: Postgres) -> None:
     """Create the Nova app tables (sql/postgres/) if missing."""
-    from nova_assets.defs.schema.sql_files import postgres_statements
+    from nova_assets.core.schema.sql_files import postgres_statements
 
     with postgres.connect(autocommit=True) as conn:
         for statement in postgres_statements():
             conn.execute(statement)
 
 
-def ensure_topics(kafka: KafkaResource) -> None:
-    from nova_assets.generate.events import ensure_topic
-
+def ensure_topics(kafka: Kafka) -> None:
     for table in TABLES:
         ensure_topic(kafka, f"{CDC_TOPIC_PREFIX}{table}")
 
@@ -169,7 +167,7 @@ def write_stages(out: Any, values: list[bytes], seen_ms: float, acked_ms: float)
     out.flush()
 
 
-def run(postgres: PostgresResource, kafka: KafkaResource, state_dir: Path, stop: threading.Event | None = None) -> None:
+def run(postgres: Postgres, kafka: Kafka, state_dir: Path, stop: threading.Event | None = None) -> None:
     """Run the connector until stopped (SIGTERM/SIGINT or `stop`); blocks."""
     state_dir.mkdir(parents=True, exist_ok=True)
     apply_source_schema(postgres)

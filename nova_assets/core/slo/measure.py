@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import redis
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import TopicPartition
 
-from nova_assets.defs.cache.keys import stats_key
-from nova_assets.defs.cache.warming import fetch_feeds_json
-from nova_assets.defs.ingestion.offsets import expired_unloaded, partition_lags
-from nova_assets.defs.schema.queries import USER_TIMELINE
-from nova_assets.resources.clickhouse import ClickHouseResource
-from nova_assets.resources.kafka import KafkaResource
+from nova_assets.core.cache import stats
+from nova_assets.core.cache.warming import fetch_feeds_json
+from nova_assets.core.ingestion.offsets import expired_unloaded, partition_lags
+from nova_assets.core.ports import ClickHouse, Kafka
+from nova_assets.core.schema.queries import USER_TIMELINE
 
 
 class Measurement(dict):
@@ -30,7 +28,7 @@ def event_to_visible(client: Client, window_s: int = 300) -> Measurement:
     return Measurement(value=float(value) if n else None, sample_size=int(n), window_s=window_s)
 
 
-def kafka_lag(kafka: KafkaResource) -> tuple[Measurement, Measurement]:
+def kafka_lag(kafka: Kafka) -> tuple[Measurement, Measurement]:
     """Unconsumed messages, and the age of the oldest unconsumed one (reads one message per lagging partition)."""
     consumer = kafka.consumer(**{"enable.partition.eof": False})
     try:
@@ -55,9 +53,7 @@ def kafka_lag(kafka: KafkaResource) -> tuple[Measurement, Measurement]:
     )
 
 
-def kafka_continuity(
-    clickhouse: ClickHouseResource, kafka: KafkaResource
-) -> tuple[list[str], list[tuple[str, int]], list[str]]:
+def kafka_continuity(clickhouse: ClickHouse, kafka: Kafka) -> tuple[list[str], list[tuple[str, int]], list[str]]:
     """Topic resets of the last day ("topic: old -> new at time"), messages recorded as lost to
     retention per partition, and partitions whose committed offset retention has already passed."""
     resets = [
@@ -161,33 +157,9 @@ def coverage(client: Client) -> Measurement:
 
 def cache_stats(cache: redis.Redis, minutes: int = 5) -> tuple[Measurement, Measurement]:
     """Hit rate and hit latency P95 from the read path's per-minute counters in Redis."""
-    now = int(time.time() // 60)
-    pipe = cache.pipeline(transaction=False)
-    for minute in range(now - minutes + 1, now + 1):
-        pipe.hgetall(stats_key(minute))
-    totals: dict[str, int] = {}
-    for bucket in pipe.execute():
-        for k, v in bucket.items():
-            key = k.decode() if isinstance(k, bytes) else k
-            totals[key] = totals.get(key, 0) + int(v)
-    hits = totals.get("hits_l1", 0) + totals.get("hits_redis", 0)
-    reads = hits + totals.get("misses", 0)
+    counters = stats.totals(cache, minutes)
+    hits = stats.hits(counters)
+    reads = hits + counters.get("misses", 0)
     rate = Measurement(value=hits / reads if reads else None, sample_size=reads, hits=hits, window_min=minutes)
-    latency = Measurement(value=_p95_from_buckets(totals), sample_size=hits, window_min=minutes)
+    latency = Measurement(value=stats.hit_p95_ms(counters), sample_size=hits, window_min=minutes)
     return rate, latency
-
-
-def _p95_from_buckets(totals: dict[str, Any]) -> float | None:
-    from nova_assets.serving.feed import HIT_BUCKETS_MS
-
-    bounds = [*HIT_BUCKETS_MS, float("inf")]
-    counts = [totals.get(f"hit_le_{b}" if b != float("inf") else "hit_le_inf", 0) for b in bounds]
-    total = sum(counts)
-    if not total:
-        return None
-    seen = 0
-    for bound, count in zip(bounds, counts, strict=True):
-        seen += count
-        if seen >= 0.95 * total:
-            return float(bound) if bound != float("inf") else float(HIT_BUCKETS_MS[-1] * 2)
-    return None

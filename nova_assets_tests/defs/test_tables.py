@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nova_assets.tables import escape_bytes, table
+from nova_assets.defs.tables import escape_bytes, table
 
 
 def test_schema_follows_the_dtypes_and_cells_are_plain() -> None:

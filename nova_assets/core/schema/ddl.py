@@ -15,8 +15,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.defs.schema.sql_files import Renderer, SqlObject, load_objects
-from nova_assets.resources._util import quote_identifier
+from nova_assets.core.identifiers import quote_identifier
+from nova_assets.core.schema.sql_files import Renderer, SqlObject, load_objects
 
 MIGRATIONS_OBJECT = "schema_migrations"
 _TTL = re.compile(r"\bTTL (.+?)(?: SETTINGS |$)")

@@ -1,0 +1,1 @@
+"""cache: the Dagster-free part (see nova_assets.core)."""

@@ -1,0 +1,1 @@
+"""cdc: the Dagster-free part (see nova_assets.core)."""

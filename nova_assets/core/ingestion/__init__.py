@@ -1,0 +1,1 @@
+"""ingestion: the Dagster-free part (see nova_assets.core)."""

@@ -1,0 +1,61 @@
+"""What the core needs of each external system, as structural types.
+
+The Dagster resources in `nova_assets.resources` satisfy these (the type checker verifies it where
+they are passed in); the core names only these, so it depends on no Dagster class and a caller
+outside Dagster may hand it anything with the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import psycopg
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.query import QueryResult
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+
+class ClickHouse(Protocol):
+    """A ClickHouse database: a clickhouse-connect client for it, and one-call shortcuts."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def database(self) -> str: ...
+    @property
+    def cluster(self) -> str: ...
+    def session(self) -> AbstractContextManager[Client]: ...
+    def ddl_session(self) -> AbstractContextManager[Client]: ...
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> QueryResult: ...
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        settings: dict[str, Any] | None = None,
+    ) -> int: ...
+
+
+class Kafka(Protocol):
+    """Kafka brokers: configured clients and the metadata timeout."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+    @property
+    def timeout_s(self) -> float: ...
+    def consumer(self, **overrides: Any) -> Consumer: ...
+    def producer(self, **overrides: Any) -> Producer: ...
+    def admin(self) -> AdminClient: ...
+
+
+class Postgres(Protocol):
+    """The app's Postgres database."""
+
+    @property
+    def dsn(self) -> str: ...
+    def connect(self, autocommit: bool = False) -> AbstractContextManager[psycopg.Connection]: ...

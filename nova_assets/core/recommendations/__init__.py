@@ -1,0 +1,1 @@
+"""recommendations: the Dagster-free part (see nova_assets.core)."""

@@ -1,0 +1,1 @@
+"""schema: the Dagster-free part (see nova_assets.core)."""

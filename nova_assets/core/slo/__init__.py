@@ -1,0 +1,1 @@
+"""slo: the Dagster-free part (see nova_assets.core)."""

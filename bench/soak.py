@@ -279,8 +279,12 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
             if "min10" not in samples and now - began >= 600:
                 samples["min10"] = {"rss_mb": rss_by_part(home), "home_mb": home_mb(home), "at_s": now - began}
             if pending and now >= next_kill and (home / "supervisor.log").exists():
-                unit = pending.pop(0)
+                unit = pending[0]
                 pid = _kill(home, stack, unit)
+                if pid is None and now < next_kill + 90:  # not started yet (reads start after the first warm)
+                    time.sleep(1.0)
+                    continue
+                pending.pop(0)
                 kills.append({"unit": unit, "pid": pid, "at": time.time()})
                 print(f"  killed {unit} (pid {pid}) at +{time.time() - began:.0f} s", file=sys.stderr)
                 next_kill = time.time() + KILL_EVERY_S

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from nova_assets import settings
 from nova_assets.defs import cache, ingestion, recommendations, schema, slo, sources
+from nova_assets.defs.slo.freshness import with_freshness
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource, RedisResource
 
 
@@ -22,7 +25,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-defs = dg.Definitions.merge(
+_merged = dg.Definitions.merge(
     sources.defs,
     schema.defs,
     ingestion.defs,
@@ -33,3 +36,8 @@ defs = dg.Definitions.merge(
     # Redis, and a Python subprocess per step would cost seconds of CPU on every scheduled run.
     dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
 )
+
+with warnings.catch_warnings():
+    # the SLO's freshness policies, applied in one place; Dagster 1.13 marks the call as preview
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    defs = _merged.map_resolved_asset_specs(func=with_freshness)

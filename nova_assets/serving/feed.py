@@ -1,4 +1,4 @@
-"""`get_feed` / `get_feeds`: the guide's multi-tier cache, with a circuit breaker around ClickHouse.
+"""`FeedService.feeds`: the guide's multi-tier cache, with a circuit breaker around ClickHouse.
 
 L1 is a small in-process LRU with a TTL (5 min) and an idle timeout (1 min) for ~10k users, as
 the guide's moka cache. It is hand-written (30 lines) because cachetools' caches have no idle
@@ -20,6 +20,7 @@ other processes can read the hit rate and the hit latency.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -29,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 import pybreaker
@@ -45,6 +46,7 @@ from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics
 
 MAX_LIMIT = 200
+V = TypeVar("V")
 MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
 MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
 NEGATIVE_CAPACITY = 50_000  # ids known to have no personal feed (bounded: random ids recycle it)
@@ -91,29 +93,34 @@ class FeedPage:
         return head[:-1] + b',"posts":[' + b",".join(self.posts_json) + b"]}"
 
 
-class _L1:
-    """Bounded LRU with time-to-live and time-to-idle."""
+class TtlMap(Generic[V]):
+    """Bounded, thread-safe map whose entries expire `ttl_s` after they were put and, with
+    `idle_s`, after that long unread; the least recently used go first when full. L1 and the
+    negative cache are both one. Hand-written (30 lines): cachetools' caches have no idle expiry."""
 
-    def __init__(self, capacity: int, ttl_s: float, idle_s: float) -> None:
+    def __init__(self, capacity: int, ttl_s: float, idle_s: float | None = None) -> None:
         self.capacity, self.ttl_s, self.idle_s = capacity, ttl_s, idle_s
-        self.items: OrderedDict[str, tuple[Cached, float, float]] = OrderedDict()
+        self.items: OrderedDict[str, tuple[V, float, float]] = OrderedDict()  # value, put at, read at
         self.lock = threading.Lock()
 
-    def get(self, key: str) -> Cached | None:
+    def get(self, key: str) -> V | None:
         now = time.monotonic()
         with self.lock:
             item = self.items.get(key)
             if item is None:
                 return None
             value, created, last = item
-            if now - created > self.ttl_s or now - last > self.idle_s:
+            if now - created > self.ttl_s or (self.idle_s is not None and now - last > self.idle_s):
                 del self.items[key]
                 return None
             self.items[key] = (value, created, now)
             self.items.move_to_end(key)
             return value
 
-    def put(self, key: str, value: Cached) -> None:
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def put(self, key: str, value: V) -> None:
         now = time.monotonic()
         with self.lock:
             self.items[key] = (value, now, now)
@@ -122,40 +129,6 @@ class _L1:
                 self.items.popitem(last=False)
 
     def pop(self, key: str) -> None:
-        with self.lock:
-            self.items.pop(key, None)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
-
-
-class _Negative:
-    """Bounded set of ids without a personal feed, each for `ttl_s`; the oldest are forgotten first."""
-
-    def __init__(self, capacity: int, ttl_s: float) -> None:
-        self.capacity, self.ttl_s = capacity, ttl_s
-        self.items: OrderedDict[str, float] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def __contains__(self, key: str) -> bool:
-        with self.lock:
-            expires = self.items.get(key)
-            if expires is None:
-                return False
-            if expires < time.monotonic():
-                del self.items[key]
-                return False
-            return True
-
-    def add(self, key: str) -> None:
-        with self.lock:
-            self.items[key] = time.monotonic() + self.ttl_s
-            self.items.move_to_end(key)
-            while len(self.items) > self.capacity:
-                self.items.popitem(last=False)
-
-    def discard(self, key: str) -> None:
         with self.lock:
             self.items.pop(key, None)
 
@@ -264,8 +237,8 @@ class FeedService:
         self.clickhouse = clickhouse
         self.cache = cache
         self.redis_ttl_s = redis_ttl_s
-        self.l1 = _L1(l1_capacity, l1_ttl_s, l1_idle_s)
-        self.negative = _Negative(negative_capacity, negative_ttl_s)
+        self.l1: TtlMap[Cached] = TtlMap(l1_capacity, l1_ttl_s, l1_idle_s)
+        self.negative: TtlMap[bool] = TtlMap(negative_capacity, negative_ttl_s)  # ids without a feed
         self.trending: Cached | None = None  # what every user without a personal feed is shown
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=breaker_fail_max, reset_timeout=breaker_reset_s, name="clickhouse"
@@ -297,11 +270,17 @@ class FeedService:
 
     # --- public -------------------------------------------------------------------------------
 
-    def get_feed(self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0) -> FeedPage:
-        return self.get_feeds([user_id], limit, offset)[str(parse_user_id(str(user_id)))]
-
-    def get_feeds(self, user_ids: list[str | uuid.UUID], limit: int = 20, offset: int = 0) -> dict[str, FeedPage]:
-        """Pages for many users (blocking): L1, one Redis round trip, then one ClickHouse query."""
+    async def feeds(
+        self,
+        user_ids: list[str | uuid.UUID],
+        limit: int = 20,
+        offset: int = 0,
+        redis_wait_s: float | None = None,
+    ) -> dict[str, FeedPage]:
+        """The read path, the one chain `nova serve`, `nova feed` and the tests use: this process's
+        memory (L1, or trending for a known cold id) on the caller's loop, then one coalesced Redis
+        read (skipped when slower than `redis_wait_s`: ClickHouse answers), then one coalesced
+        ClickHouse query. Nothing here blocks the loop."""
         check_page(limit, offset)
         started = time.perf_counter()
         users = [parse_user_id(str(u)) for u in user_ids]
@@ -312,16 +291,38 @@ class FeedService:
                 found[str(user)] = local
         pending = list(dict.fromkeys(u for u in users if str(u) not in found))
         if pending:
-            found.update(self._from_redis(pending))
+            lookups = [asyncio.wrap_future(f) for f in self._redis_loader.submit(pending)]
+            with contextlib.suppress(Exception):  # slow or failing Redis: ClickHouse answers
+                for user, cached in zip(
+                    pending, await asyncio.wait_for(asyncio.gather(*lookups), redis_wait_s), strict=True
+                ):
+                    if cached is not None:
+                        found[str(user)] = cached
         missing = [u for u in pending if str(u) not in found]
         if missing:
-            futures = self._loader.submit(missing)
-            for user, future in zip(missing, futures, strict=True):
-                loaded = future.result(timeout=MISS_TIMEOUT_S)
+            loads = [asyncio.wrap_future(f) for f in self._loader.submit(missing)]
+            for user, loaded in zip(
+                missing, await asyncio.wait_for(asyncio.gather(*loads), MISS_TIMEOUT_S), strict=True
+            ):
                 if loaded is None:  # a bug, not a miss: fail the request rather than hang it
                     raise LookupError(f"the feed loader returned nothing for {user}")
                 found[str(user)] = loaded
         return {str(u): self.page(str(u), *found[str(u)], limit, offset, started, len(users)) for u in users}
+
+    async def feed(
+        self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0, redis_wait_s: float | None = None
+    ) -> FeedPage:
+        """One user's page (see `feeds`)."""
+        pages = await self.feeds([user_id], limit, offset, redis_wait_s)
+        return pages[str(parse_user_id(str(user_id)))]
+
+    def get_feed(self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0) -> FeedPage:
+        """`feed` for callers without an event loop (`nova feed`, scripts)."""
+        return asyncio.run(self.feed(user_id, limit, offset))
+
+    def get_feeds(self, user_ids: list[str | uuid.UUID], limit: int = 20, offset: int = 0) -> dict[str, FeedPage]:
+        """`feeds` for callers without an event loop."""
+        return asyncio.run(self.feeds(user_ids, limit, offset))
 
     def local(self, user: str) -> _Loaded | None:
         """The user's feed from this process's memory (L1, or trending for a known cold id); never blocks."""
@@ -331,49 +332,6 @@ class FeedService:
         if self.trending is not None and user in self.negative:
             return self.trending, "l1"
         return None
-
-    def from_redis_later(self, user: uuid.UUID) -> Future[_Loaded | None]:
-        """The user's feed from the next coalesced Redis read (None when Redis has none)."""
-        return self._redis_loader.submit([user])[0]
-
-    def from_clickhouse_later(self, user: uuid.UUID) -> Future[_Loaded | None]:
-        """The user's feed (or trending) from the next coalesced ClickHouse query."""
-        return self._loader.submit([user])[0]
-
-    def get_feed_later(
-        self, user_id: str | uuid.UUID, limit: int = 20, offset: int = 0, started: float | None = None
-    ) -> Future[FeedPage]:
-        """The page of a user who missed L1: Redis, then ClickHouse; nothing here blocks."""
-        check_page(limit, offset)
-        user = parse_user_id(str(user_id))
-        started = started if started is not None else time.perf_counter()
-        page: Future[FeedPage] = Future()
-
-        def answer(loaded: Future[_Loaded | None]) -> None:
-            try:
-                value = loaded.result()
-                if value is None:
-                    raise LookupError(f"the feed loader returned nothing for {user}")
-                page.set_result(self.page(str(user), *value, limit, offset, started, 1))
-            except BaseException as exc:
-                page.set_exception(exc)
-
-        def after_redis(cached: Future[_Loaded | None]) -> None:
-            try:
-                value = cached.result()
-            except BaseException:  # Redis failing: ClickHouse still answers
-                value = None
-            if value is not None:
-                answer(cached)
-            else:
-                self.from_clickhouse_later(user).add_done_callback(answer)
-
-        local = self.local(str(user))
-        if local is not None:
-            page.set_result(self.page(str(user), *local, limit, offset, started, 1))
-        else:
-            self.from_redis_later(user).add_done_callback(after_redis)
-        return page
 
     def page(
         self, user: str, value: Cached, source: str, limit: int, offset: int, started: float, share: int = 1
@@ -387,7 +345,7 @@ class FeedService:
         """Forget users' feeds in this process (after an invalidation)."""
         for user in users:
             self.l1.pop(user)
-            self.negative.discard(user)
+            self.negative.pop(user)
         self.invalidations += len(users)
         self.metrics.invalidations.inc(len(users))
 
@@ -465,7 +423,7 @@ class FeedService:
         for user in users:
             posts = feeds.get(user)
             if not posts:  # no personal feed: the shared trending entry, and no per-user cache entry
-                self.negative.add(str(user))
+                self.negative.put(str(user), True)
                 out[str(user)] = (self.trending, "trending")
                 continue
             raw = feed_value(user, version, posts, "personal")

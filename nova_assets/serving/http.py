@@ -17,7 +17,6 @@ Redis is skipped after `redis_wait_s`, ClickHouse answers).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import threading
 import time
@@ -32,12 +31,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nova_assets.serving.feed import (
-    MISS_TIMEOUT_S,
     FeedPage,
     FeedService,
     InvalidRequest,
-    check_page,
-    parse_user_id,
 )
 
 
@@ -196,25 +192,10 @@ class FeedServer:
         self.server = uvicorn.Server(self.config)
 
     async def _feed(self, user_id: str, query_string: bytes) -> FeedPage:
-        """L1 on the loop; then Redis (skipped when slower than `redis_wait_s`), then ClickHouse."""
-        started = time.perf_counter()
+        """The service's read chain, Redis skipped when slower than `redis_wait_s`."""
         query = parse_qs(query_string.decode("latin-1"))
         limit, offset = _int(query, "limit", 20), _int(query, "offset", 0)
-        check_page(limit, offset)
-        service = self.service
-        user = parse_user_id(user_id)
-        key = str(user)
-        loaded = service.local(key)
-        if loaded is None:
-            with contextlib.suppress(Exception):  # slow or failing Redis: ClickHouse answers
-                loaded = await asyncio.wait_for(
-                    asyncio.wrap_future(service.from_redis_later(user)), self.limits.redis_wait_s
-                )
-        if loaded is None:
-            loaded = await asyncio.wait_for(asyncio.wrap_future(service.from_clickhouse_later(user)), MISS_TIMEOUT_S)
-            if loaded is None:
-                raise LookupError(f"the feed loader returned nothing for {user}")
-        return service.page(key, *loaded, limit, offset, started)
+        return await self.service.feed(user_id, limit, offset, redis_wait_s=self.limits.redis_wait_s)
 
     async def _route(self, path: str, query_string: bytes) -> tuple[int, bytes, bytes]:
         if path == "/metrics":

@@ -57,6 +57,13 @@ class Supervisor:
         now = time.monotonic()
         self._states = {u.name: _State(started=now) for u in self.units}
 
+    def add(self, unit: Unit) -> None:
+        """Watch one more unit (a process started after the supervisor)."""
+        with self._lock:
+            self._states[unit.name] = _State(started=time.monotonic())
+            self.units.append(unit)
+        self.log(f"supervisor: watching {unit.name}")
+
     def restarts(self) -> dict[str, int]:
         """Restarts so far per unit (for reports and tests)."""
         with self._lock:
@@ -69,7 +76,9 @@ class Supervisor:
     def tick(self) -> None:
         """Look at every unit once; start the restarts that are due."""
         now = time.monotonic()
-        for unit in self.units:
+        with self._lock:
+            units = list(self.units)
+        for unit in units:
             with self._lock:
                 state = self._states[unit.name]
                 if state.restarting or self._stop.is_set():

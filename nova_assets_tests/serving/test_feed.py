@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import urllib.error
@@ -82,18 +83,28 @@ def test_concurrent_misses_share_one_query(service: FeedService, world: World) -
         return load(users)
 
     service._loader.load = gated
-    first = service.get_feed_later(world.users[0], limit=2)
-    deadline = time.monotonic() + 10
-    while not batches and time.monotonic() < deadline:  # the loader holds the first miss at the gate
-        time.sleep(0.01)
-    waiting = [
-        service.get_feed_later(u, limit=2, offset=1) for u in [*world.users[1:6], world.users[1], world.cold_user]
-    ]
-    before = service.clickhouse_queries
-    gate.set()
-    pages = [f.result(timeout=10) for f in [first, *waiting]]
+
+    async def requests() -> list:  # type: ignore[type-arg]
+        first = asyncio.ensure_future(service.feed(world.users[0], limit=2))
+        deadline = time.monotonic() + 10
+        while not batches and time.monotonic() < deadline:  # the loader holds the first miss at the gate
+            await asyncio.sleep(0.01)
+        others = [*world.users[1:6], world.users[1], world.cold_user]
+        waiting = [asyncio.ensure_future(service.feed(u, limit=2, offset=1)) for u in others]
+        await asyncio.sleep(0.3)  # past Redis (empty), they queue behind the held query
+        return [first, *waiting]
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        tasks = await requests()
+        before.append(service.clickhouse_queries)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    before: list[int] = []
+    pages = asyncio.run(scenario())
+    before_count = before[0]
     assert batches == [[str(world.users[0])], sorted(str(u) for u in [*world.users[1:6], world.cold_user])]
-    assert service.clickhouse_queries == before + 2
+    assert service.clickhouse_queries == before_count + 2
     assert [p.posts[0]["rank"] for p in pages] == [1] + [2] * 7
     assert [p.source for p in pages] == ["clickhouse"] * 7 + ["trending"]
     assert pages[1].user_id == pages[6].user_id == str(world.users[1])

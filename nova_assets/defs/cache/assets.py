@@ -9,7 +9,6 @@ import redis as redis_lib
 from nova_assets.core.cache import stats
 from nova_assets.core.cache.warming import warm
 from nova_assets.defs.recommendations.assets import feed_recommendations
-from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.redis import RedisResource
@@ -47,7 +46,6 @@ def hit_rate_by_minute(client: redis_lib.Redis, minutes: int = 60, now: float | 
 
 @dg.asset(
     name="feed_cache",
-    freshness_policy=FRESHNESS["feed_cache"],
     group_name="cache",
     deps=[feed_recommendations],
     kinds={"redis"},

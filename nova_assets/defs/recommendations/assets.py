@@ -13,7 +13,6 @@ from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cl
 from nova_assets.core.schema.ddl import apply_object
 from nova_assets.core.schema.sql_files import load_objects
 from nova_assets.defs.schema.assets import renderer_for
-from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
 
@@ -101,7 +100,6 @@ def sample_feeds(client: Client, version: int, users: int = 3, k: int = 10) -> p
 
 @dg.asset(
     name="feed_recommendations",
-    freshness_policy=FRESHNESS["feed_recommendations"],
     group_name="recommendations",
     deps=[dg.AssetKey(d) for d in _OBJECT.depends],
     kinds={"clickhouse", "sql"},

@@ -4,7 +4,6 @@ import dagster as dg
 
 from nova_assets.core.schema.ddl import apply_object
 from nova_assets.core.schema.sql_files import Renderer, SqlObject, load_objects
-from nova_assets.defs.slo.freshness import FRESHNESS
 from nova_assets.defs.sources.assets import SOURCE_OF
 from nova_assets.resources.clickhouse import ClickHouseResource
 
@@ -24,7 +23,6 @@ def _build(obj: SqlObject) -> dg.AssetsDefinition:
         kinds={"clickhouse", "sql"},
         tags={"nova/object_kind": obj.kind, **({"nova/role": obj.role} if obj.role else {})},
         metadata={"sql_file": str(obj.path.relative_to(obj.path.parents[2]))},
-        freshness_policy=FRESHNESS.get(obj.name),
     )
     def _asset(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
         renderer = renderer_for(clickhouse)

@@ -1,4 +1,4 @@
-"""Freshness policies, set from each asset's cadence."""
+"""Freshness policies, set from each asset's cadence; applied once, where the definitions are assembled."""
 
 import datetime as dt
 
@@ -23,3 +23,9 @@ FRESHNESS: dict[str, dg.FreshnessPolicy] = {
         fail_window=dt.timedelta(minutes=10), warn_window=dt.timedelta(minutes=7)
     ),
 }
+
+
+def with_freshness(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """The asset's freshness policy from FRESHNESS, if it has one (for `map_resolved_asset_specs`)."""
+    policy = FRESHNESS.get(spec.key.to_user_string())
+    return spec.replace_attributes(freshness_policy=policy) if policy is not None else spec

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from bench.common import clickhouse_server, report
+from nova_assets.core import quantiles
 from nova_assets.core.cdc.runner import STAGE_LOG
 from nova_assets.core.cdc.verify import differences, mirror_state, source_state
 from nova_assets.core.ingestion.loader import IngestSettings, Loader
@@ -37,13 +38,14 @@ from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.generate.app import generate
 from nova_assets.resources import KafkaResource, PostgresResource
 from nova_assets.stack.manager import CdcService, ClickHouseService, KafkaService, PostgresService
+from nova_assets.topics import APP_TABLES
 
 RATE, SECONDS, WRITERS, PER_TXN = 10_000, 60, 8, 50
 # The writers stand in for app servers, which run on other machines: at nice 10 they take only
 # the CPU the pipeline leaves (with equal priority, 8 writer processes starved the loader on 2 cores)
 WRITER_NICE = int(os.environ.get("NOVA_BENCH_CDC_WRITER_NICE", "10"))
 FLUSH_MS = int(os.environ.get("NOVA_BENCH_CDC_FLUSH_MS", "100"))  # the loader's micro-batch interval
-MIRRORS = ("users", "posts", "likes", "comments", "follows")
+MIRRORS = APP_TABLES
 GENERATOR = """
 import sys, orjson
 from nova_assets.generate.app import generate
@@ -98,10 +100,7 @@ def _self_cpu() -> float:
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
-    if len(values) == 0:
-        return {"p50_s": float("nan"), "p95_s": float("nan"), "p99_s": float("nan"), "max_s": float("nan")}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99]) / 1000.0
-    return {"p50_s": float(p50), "p95_s": float(p95), "p99_s": float(p99), "max_s": float(values.max() / 1000.0)}
+    return quantiles.summary(values, scale=1 / 1000.0, suffix="_s")
 
 
 def _stage_lags(stage_file: Path, visible: dict[int, int], since_ms: float, until_ms: float) -> list[np.ndarray]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import orjson
 
 from nova_assets import settings
 from nova_assets.core.process import free_port
+from nova_assets.core.quantiles import percentile  # noqa: F401 - the benchmarks' percentile
 from nova_assets.resources import ClickHouseResource
 from nova_assets.stack.manager import ClickHouseService
 
@@ -29,15 +29,6 @@ def clickhouse_server(home: Path) -> Iterator[ClickHouseResource]:
         yield ClickHouseResource(url=service.url())
     finally:
         service.stop()
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation; NaN for no values."""
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return float(values[0])
-    return float(statistics.quantiles(values, n=1000, method="inclusive")[min(998, max(0, int(q * 10) - 1))])
 
 
 def report(title: str, rows: list[tuple[str, str, str]], summary: dict[str, Any], as_json: bool) -> None:

@@ -43,13 +43,14 @@ from bench.common import SMOKE, report
 from nova_assets.core.process import free_port
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack import Stack
+from nova_assets.topics import APP_TABLES
 
 MINUTES = float(os.environ.get("NOVA_BENCH_SOAK_MINUTES", "4" if SMOKE else "60"))
 GREEN_AFTER_S = float(os.environ.get("NOVA_BENCH_SOAK_GREEN_AFTER", "300"))
 KILL = [k for k in os.environ.get("NOVA_BENCH_SOAK_KILL", "").split(",") if k]
 KILL_EVERY_S = float(os.environ.get("NOVA_BENCH_SOAK_KILL_EVERY", "30"))
 KILL_START_S = float(os.environ.get("NOVA_BENCH_SOAK_KILL_START", "120"))
-MIRRORS = ("users", "posts", "likes", "comments", "follows")
+MIRRORS = APP_TABLES
 # what a process is, from its command line (first match wins)
 LABELS = (
     ("clickhouse_server", "clickhouse server"), ("tansu", "kafka (tansu)"), ("valkey", "redis (valkey)"),

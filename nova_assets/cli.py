@@ -83,7 +83,7 @@ def sql(query: str) -> None:
     """Run a query on ClickHouse and print the server's formatting."""
     from nova_assets.resources.clickhouse import ClickHouseResource
 
-    url = os.environ.get(settings.CLICKHOUSE_URL)
+    url = settings.env_str(settings.CLICKHOUSE_URL)
     if not url:
         from nova_assets.stack import Stack
 
@@ -188,7 +188,7 @@ def generate_reads(rate: float, duration: float, port: int, cold: float) -> None
 
 def _env(name: str) -> str:
     """A NOVA_* setting from the environment, else from the local stack."""
-    value = os.environ.get(name)
+    value = settings.env_str(name)
     if value:
         return value
     from nova_assets.stack import Stack

@@ -23,7 +23,20 @@ REDIS_CLUSTER = "NOVA_REDIS_CLUSTER"
 KAFKA_STORAGE = "NOVA_KAFKA_STORAGE"  # local Tansu: memory (default) or s3 (durable, on the local SeaweedFS)
 POSTGRES_DSN = "NOVA_POSTGRES_DSN"
 KAFKA_CONFIG = "NOVA_KAFKA_CONFIG"  # librdkafka pass-through (SASL, TLS) as a JSON object
-INGEST_SHARDS = "NOVA_INGEST_SHARDS"
+INGEST_SHARDS = "NOVA_INGEST_SHARDS"  # parallel loaders, each owning a fixed subset of partitions (default 1)
+INGEST_SENSOR_INTERVAL = "NOVA_INGEST_SENSOR_INTERVAL"  # seconds between sensor ticks (default 5)
+INGEST_HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"  # a run silent this long is failed (default 45)
+INGEST_RUN_SECONDS = "NOVA_INGEST_RUN_SECONDS"  # how long one ingestion run keeps consuming (default 600)
+INGEST_IDLE_EXIT_SECONDS = "NOVA_INGEST_IDLE_EXIT_SECONDS"  # a run ends after this long without messages (30)
+INGEST_HANDOVER_LEAD = "NOVA_INGEST_HANDOVER_LEAD_SECONDS"  # launch the next run this long before one ends (30)
+RECOMMENDATIONS_CRON = "NOVA_RECOMMENDATIONS_CRON"
+CACHE_CRON = "NOVA_CACHE_CRON"
+SLO_CRON = "NOVA_SLO_CRON"
+SLO_OVERRIDES = "NOVA_SLO_OVERRIDES"  # JSON: {"cdc_lag_s": {"target": 1}}
+ALERT_WEBHOOK = "NOVA_ALERT_WEBHOOK"  # failed ERROR checks and runs are POSTed here as JSON
+CDC_STAGE_LOG = "NOVA_CDC_STAGE_LOG"  # a file: one line per change with its stage times (nova bench cdc)
+STACK_SERVICES = "NOVA_STACK_SERVICES"  # which local services `nova stack up` manages
+REDIS_MAXMEMORY = "NOVA_REDIS_MAXMEMORY"  # the local valkey's maxmemory (default 1gb)
 
 #: What a deployment sets for the code that runs Dagster definitions (code server, daemon,
 #: webserver, every run container): the servers, their credentials and their shape. The
@@ -48,6 +61,11 @@ PORT_SETTINGS = {
 def nova_home() -> Path:
     """State directory of the local stack (default `./.nova`)."""
     return Path(os.environ.get(NOVA_HOME) or ".nova").resolve()
+
+
+def env_str(name: str, default: str = "") -> str:
+    """Read a text setting (empty or unset: the default)."""
+    return os.environ.get(name) or default
 
 
 def env_int(name: str, default: int, *, minimum: int = 1, maximum: int = 65535) -> int:

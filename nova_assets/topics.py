@@ -2,4 +2,6 @@
 
 EVENTS_TOPIC = "nova.events"
 CDC_TOPIC_PREFIX = "nova.public."  # + table: Debezium's topic per Postgres table
-MIRROR_TABLES = ["users", "posts", "likes", "comments", "follows", "debezium_heartbeat"]
+APP_TABLES = ("users", "posts", "likes", "comments", "follows")  # the Nova app's tables, mirrored in ClickHouse
+HEARTBEAT_TABLE = "debezium_heartbeat"  # written by Debezium itself, so CDC lag stays measurable when the app is idle
+MIRROR_TABLES = [*APP_TABLES, HEARTBEAT_TABLE]  # every table Debezium captures

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -53,6 +54,23 @@ def terminate(pid: int, timeout_s: float = 10.0, needle: str | None = None) -> N
         os.kill(pid, signal.SIGKILL)
     while alive(pid, needle):
         time.sleep(0.05)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float, first: signal.Signals = signal.SIGINT) -> None:
+    """Stop a process group: `first` (SIGINT: graceful), SIGTERM after `grace_s`, SIGKILL 2 s later;
+    leaves nothing. `proc` must lead its group (started with `start_new_session=True`)."""
+    steps = [(first, grace_s)] + [(sig, 2.0) for sig in (signal.SIGTERM, signal.SIGKILL) if sig != first]
+    for sig, wait_s in steps:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        break
+    # the leader is gone; its children (webserver, daemon, runs) may not be
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -10,7 +10,6 @@ fails at once and names the server's URL.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -139,10 +138,10 @@ class ClickHouseResource(dg.ConfigurableResource):
         """The resource as the NOVA_CLICKHOUSE_* settings describe it (Definitions, CLI commands,
         subprocesses); `url` overrides NOVA_CLICKHOUSE_URL (an EnvVar reads it at run time)."""
         return cls(
-            url=url if url is not None else os.environ.get(settings.CLICKHOUSE_URL, ""),
-            database=os.environ.get(settings.CLICKHOUSE_DATABASE) or "nova",
-            cluster=os.environ.get(settings.CLICKHOUSE_CLUSTER, ""),
-            ddl_url=os.environ.get(settings.CLICKHOUSE_DDL_URL, ""),
+            url=url if url is not None else settings.env_str(settings.CLICKHOUSE_URL),
+            database=settings.env_str(settings.CLICKHOUSE_DATABASE, "nova"),
+            cluster=settings.env_str(settings.CLICKHOUSE_CLUSTER),
+            ddl_url=settings.env_str(settings.CLICKHOUSE_DDL_URL),
         )
 
     @contextlib.contextmanager

@@ -10,7 +10,6 @@ Defaults follow the guide's consumer tuning, corrected for librdkafka and for th
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import dagster as dg
@@ -58,7 +57,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 def extra_config_from_env() -> dict[str, Any]:
     """Pass-through librdkafka settings (SASL, TLS, ...) from NOVA_KAFKA_CONFIG as a JSON object."""
-    raw = os.environ.get(KAFKA_CONFIG, "")
+    raw = settings.env_str(KAFKA_CONFIG)
     if not raw:
         return {}
     shown = f"<{len(raw)} characters, not shown: it may hold secrets>"  # never quoted, even redacted

@@ -62,7 +62,7 @@ def drain(
     from nova_assets.resources.kafka import KafkaResource
 
     kafka = KafkaResource(bootstrap_servers=kafka_bootstrap, timeout_s=5, client_config={"log_level": 0})
-    clickhouse = ClickHouseResource(url=clickhouse_url, database=os.environ.get(settings.CLICKHOUSE_DATABASE) or "nova")
+    clickhouse = ClickHouseResource(url=clickhouse_url, database=settings.env_str(settings.CLICKHOUSE_DATABASE, "nova"))
 
     def unloaded() -> int:
         consumer = kafka.consumer()

@@ -296,7 +296,7 @@ class RedisService(Service):
             "--dir", str(self.dir),
             "--save", "",
             "--appendonly", "no",
-            "--maxmemory", os.environ.get("NOVA_REDIS_MAXMEMORY", "1gb"),
+            "--maxmemory", settings.env_str(settings.REDIS_MAXMEMORY, "1gb"),
             "--maxmemory-policy", "allkeys-lru",
             "--timeout", "300",
             "--tcp-keepalive", "60",
@@ -509,7 +509,7 @@ SERVICES: dict[str, type[Service]] = {
     "cdc": CdcService,
 }
 #: which services `nova stack up` manages; tests that need no CDC leave it out (its JVM takes ~15 s)
-STACK_SERVICES = "NOVA_STACK_SERVICES"
+STACK_SERVICES = settings.STACK_SERVICES
 
 
 class Stack:

@@ -10,15 +10,13 @@ thread of their own, so a slow one (the Debezium JVM) never delays noticing anot
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nova_assets.core.process import stop_group
 from nova_assets.stack.manager import Stack
 
 
@@ -166,23 +164,6 @@ class Child:
 
     def stop(self, grace_s: float = 4.0) -> None:
         stop_group(self.proc, grace_s)
-
-
-def stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGINT to a process group (graceful), SIGTERM after `grace_s`, SIGKILL 2 s later; leaves nothing.
-
-    `proc` must lead its group (started with `start_new_session=True`)."""
-    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        break
-    # the leader is gone; its children (webserver, daemon, runs) may not be
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
 
 
 def service_unit(stack: Stack, name: str) -> Unit:

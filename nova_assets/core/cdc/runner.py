@@ -31,12 +31,13 @@ from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX
 from nova_assets.core.kafka_admin import ensure_topic
 from nova_assets.core.ports import Kafka, Postgres
 from nova_assets.errors import ConfigError
+from nova_assets.topics import MIRROR_TABLES
 
-TABLES = ("users", "posts", "likes", "comments", "follows", "debezium_heartbeat")
+TABLES = tuple(MIRROR_TABLES)
 SLOT = "nova"
 PUBLICATION = "dbz_publication"
 HEARTBEAT_MS = 10_000
-STAGE_LOG = "NOVA_CDC_STAGE_LOG"  # a file: one line per change with its stage times (nova bench cdc)
+STAGE_LOG = settings.CDC_STAGE_LOG  # a file: one line per change with its stage times (nova bench cdc)
 log = logging.getLogger("nova.cdc")
 
 
@@ -176,7 +177,7 @@ def run(postgres: Postgres, kafka: Kafka, state_dir: Path, stop: threading.Event
     from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
     producer = kafka.producer()
-    stage_path = os.environ.get(STAGE_LOG)
+    stage_path = settings.env_str(STAGE_LOG) or None
     stage_log = open(stage_path, "a", buffering=1 << 20) if stage_path else None  # noqa: SIM115 (lives with run)
 
     class Publisher(BasePythonChangeHandler):

@@ -48,6 +48,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
 
+from nova_assets.core import quantiles
 from nova_assets.core.identifiers import chdb_path
 from nova_assets.core.ingestion.messages import (
     CDC_TOPIC_PREFIX,
@@ -164,9 +165,7 @@ class IngestStats:
         parts = self.e2v_ms if which == "e2v" else self.cdc_lag_ms
         if not parts:
             return {}
-        values = np.concatenate(parts) / 1000.0
-        p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        return {"p50_s": float(p50), "p95_s": float(p95), "p99_s": float(p99), "max_s": float(values.max())}
+        return quantiles.summary(np.concatenate(parts), scale=1 / 1000.0, suffix="_s")
 
     def metadata(self) -> dict[str, Any]:
         elapsed = max(1e-6, (self.finished or time.time()) - self.started)

@@ -8,14 +8,14 @@ with NOVA_SLO_OVERRIDES, a JSON object such as `{"event_to_visible_p95_s": {"tar
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
 import orjson
 
+from nova_assets import settings
 from nova_assets.errors import ConfigError
 
-OVERRIDES = "NOVA_SLO_OVERRIDES"
+OVERRIDES = settings.SLO_OVERRIDES
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ SLOS: tuple[Slo, ...] = (
 def slos() -> dict[str, Slo]:
     """The declaration with NOVA_SLO_OVERRIDES applied (read at each evaluation)."""
     table = {s.name: s for s in SLOS}
-    raw = os.environ.get(OVERRIDES, "")
+    raw = settings.env_str(OVERRIDES)
     if not raw:
         return table
     try:

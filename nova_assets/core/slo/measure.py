@@ -13,6 +13,7 @@ from nova_assets.core.cache.warming import fetch_feeds_json
 from nova_assets.core.ingestion.offsets import expired_unloaded, partition_lags
 from nova_assets.core.ports import ClickHouse, Kafka
 from nova_assets.core.schema.queries import USER_TIMELINE
+from nova_assets.topics import MIRROR_TABLES
 
 
 class Measurement(dict):
@@ -94,10 +95,7 @@ def cdc_lag(client: Client, heartbeat_interval_s: float = 10.0, window_s: int = 
 
     Rows of Debezium's snapshot (`snapshot = 1`) are a backfill of what existed before CDC started:
     their source time is when they were read, so they are counted apart, not judged as lag."""
-    union = " UNION ALL ".join(
-        f"SELECT ingested_at, source_ts, snapshot FROM {t}"
-        for t in ("users", "posts", "likes", "comments", "follows", "debezium_heartbeat")
-    )
+    union = " UNION ALL ".join(f"SELECT ingested_at, source_ts, snapshot FROM {t}" for t in MIRROR_TABLES)
     p95, n, last, snapshot_rows = client.query(
         "SELECT quantileExactIf(0.95)(toFloat64(ingested_at - source_ts), snapshot = 0), countIf(snapshot = 0),"
         f" maxIf(source_ts, snapshot = 0), countIf(snapshot = 1) FROM ({union})"

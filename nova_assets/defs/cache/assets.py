@@ -1,11 +1,10 @@
 """`feed_cache`: the most active users' feeds in Redis, refreshed on a schedule."""
 
-import os
-
 import dagster as dg
 import pandas as pd
 import redis as redis_lib
 
+from nova_assets import settings
 from nova_assets.core.cache import stats
 from nova_assets.core.cache.warming import warm
 from nova_assets.defs.recommendations.assets import feed_recommendations
@@ -13,7 +12,7 @@ from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.redis import RedisResource
 
-SCHEDULE = "NOVA_CACHE_CRON"
+SCHEDULE = settings.CACHE_CRON
 DEFAULT_CRON = "*/5 * * * *"
 
 
@@ -74,7 +73,7 @@ def feed_cache(
 feed_cache_schedule = dg.ScheduleDefinition(
     name="feed_cache_schedule",
     target=dg.AssetSelection.assets(feed_cache),
-    cron_schedule=os.environ.get(SCHEDULE, DEFAULT_CRON),
+    cron_schedule=settings.env_str(SCHEDULE, DEFAULT_CRON),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Warm Redis with the most active users' feeds (NOVA_CACHE_CRON, default every 5 minutes).",
 )

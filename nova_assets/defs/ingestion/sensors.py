@@ -25,13 +25,13 @@ from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, LOADER_TAG, PIPELINE_
 from nova_assets.defs.sources.assets import topic_key
 from nova_assets.resources.kafka import KafkaResource
 
-SENSOR_INTERVAL = "NOVA_INGEST_SENSOR_INTERVAL"
+SENSOR_INTERVAL = settings.INGEST_SENSOR_INTERVAL
 OBSERVE_EVERY_S = 60.0  # a lag observation per topic and minute: a plot, not an event per tick
-HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"
-RUN_SECONDS = "NOVA_INGEST_RUN_SECONDS"  # how long one ingestion run keeps consuming (default 600)
-IDLE_EXIT_SECONDS = "NOVA_INGEST_IDLE_EXIT_SECONDS"  # a run ends after this long without messages (default 30)
-SHARDS = "NOVA_INGEST_SHARDS"  # parallel loaders, each owning a fixed subset of partitions (default 1)
-HANDOVER_LEAD = "NOVA_INGEST_HANDOVER_LEAD_SECONDS"  # launch the next run this long before a run ends (30)
+HEARTBEAT_STALE = settings.INGEST_HEARTBEAT_STALE
+RUN_SECONDS = settings.INGEST_RUN_SECONDS
+IDLE_EXIT_SECONDS = settings.INGEST_IDLE_EXIT_SECONDS
+SHARDS = settings.INGEST_SHARDS
+HANDOVER_LEAD = settings.INGEST_HANDOVER_LEAD
 HANDOVER_SUFFIX = "-handover"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

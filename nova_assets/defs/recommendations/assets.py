@@ -1,7 +1,6 @@
 """`feed_recommendations`: every covered user's ranked feed, recomputed on a schedule, published atomically."""
 
 import math
-import os
 import time
 from dataclasses import fields
 
@@ -9,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from clickhouse_connect.driver.client import Client
 
+from nova_assets import settings
 from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cleanup, evaluate, recompute
 from nova_assets.core.schema.ddl import apply_object
 from nova_assets.core.schema.sql_files import load_objects
@@ -16,7 +16,7 @@ from nova_assets.defs.schema.assets import renderer_for
 from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
 
-SCHEDULE = "NOVA_RECOMMENDATIONS_CRON"
+SCHEDULE = settings.RECOMMENDATIONS_CRON
 DEFAULT_CRON = "*/10 * * * *"
 _OBJECT = next(o for o in load_objects() if o.name == "feed_recommendations")
 _DEFAULTS = ScoringParams()
@@ -145,7 +145,7 @@ def feed_recommendations(
 recommendations_schedule = dg.ScheduleDefinition(
     name="feed_recommendations_schedule",
     target=dg.AssetSelection.assets(feed_recommendations),
-    cron_schedule=os.environ.get(SCHEDULE, DEFAULT_CRON),
+    cron_schedule=settings.env_str(SCHEDULE, DEFAULT_CRON),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Recompute every user's feed (NOVA_RECOMMENDATIONS_CRON, default every 10 minutes).",
 )

@@ -4,7 +4,6 @@ The webhook (NOVA_ALERT_WEBHOOK) receives one JSON object per alert; delivery is
 times with backoff and a failure to deliver is logged, never raised (the log is the sink of record).
 """
 
-import os
 import time
 import urllib.request
 from typing import Any
@@ -13,7 +12,9 @@ import dagster as dg
 import orjson
 from tenacity import retry, stop_after_attempt, wait_exponential
 
-WEBHOOK = "NOVA_ALERT_WEBHOOK"
+from nova_assets import settings
+
+WEBHOOK = settings.ALERT_WEBHOOK
 
 
 @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
@@ -27,7 +28,7 @@ def post_json(url: str, body: dict[str, Any], timeout_s: float = 5.0) -> int:
 
 def _deliver(context: dg.SensorEvaluationContext, alert: dict[str, Any]) -> None:
     context.log.error(f"ALERT {alert['kind']}: {alert['summary']}")
-    url = os.environ.get(WEBHOOK, "")
+    url = settings.env_str(WEBHOOK)
     if not url:
         return
     try:

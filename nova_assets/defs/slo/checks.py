@@ -9,8 +9,9 @@ from nova_assets.core.slo.declaration import Slo, slos
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
 from nova_assets.resources.redis import RedisResource
+from nova_assets.topics import APP_TABLES
 
-MIRRORS = ("users", "posts", "likes", "comments", "follows")
+MIRRORS = APP_TABLES
 
 
 def _detail(name: str, value: object) -> object:

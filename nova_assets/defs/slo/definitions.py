@@ -1,9 +1,8 @@
 """The SLO checks job, its one-minute schedule and the alert sensor, as one Definitions."""
 
-import os
-
 import dagster as dg
 
+from nova_assets import settings
 from nova_assets.defs.slo.alerts import slo_alert_sensor
 from nova_assets.defs.slo.checks import slo_checks
 
@@ -13,12 +12,12 @@ slo_checks_job = dg.define_asset_job(
     description="Every SLO and data-quality check (cheap queries over the last minutes).",
 )
 
-SCHEDULE = "NOVA_SLO_CRON"
+SCHEDULE = settings.SLO_CRON
 
 slo_checks_schedule = dg.ScheduleDefinition(
     name="slo_checks_every_minute",
     target=slo_checks_job,
-    cron_schedule=os.environ.get(SCHEDULE, "* * * * *"),
+    cron_schedule=settings.env_str(SCHEDULE, "* * * * *"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 

@@ -4,6 +4,8 @@ import datetime as dt
 
 import dagster as dg
 
+from nova_assets.topics import APP_TABLES
+
 #: ingestion runs start within seconds of new data; recommendations every 10 min; cache every 5 min
 FRESHNESS: dict[str, dg.FreshnessPolicy] = {
     "events": dg.FreshnessPolicy.time_window(
@@ -11,7 +13,7 @@ FRESHNESS: dict[str, dg.FreshnessPolicy] = {
     ),
     **{
         mirror: dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=2), warn_window=dt.timedelta(minutes=30))
-        for mirror in ("users", "posts", "likes", "comments", "follows")
+        for mirror in APP_TABLES
     },
     "debezium_heartbeat": dg.FreshnessPolicy.time_window(
         fail_window=dt.timedelta(minutes=5), warn_window=dt.timedelta(minutes=2)

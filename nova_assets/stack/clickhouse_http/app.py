@@ -14,7 +14,6 @@ import concurrent.futures
 import contextlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -86,7 +85,7 @@ class Server:
         self.display_name = "nova-local"
         self.last_request = time.monotonic()
         self.in_flight = 0
-        self.stats = QueryStats(os.environ.get(settings.CLICKHOUSE_QUERY_STATS, ""))
+        self.stats = QueryStats(settings.env_str(settings.CLICKHOUSE_QUERY_STATS))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A blocking engine call on the server's threads (chDB releases the GIL while it works)."""

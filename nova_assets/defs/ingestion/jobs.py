@@ -16,8 +16,9 @@ import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
 from nova_assets.core.cache.warming import Invalidation, invalidate_followers, invalidate_readers
-from nova_assets.core.ingestion.loader import IngestSettings, IngestStats, Loader
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
+from nova_assets.core.ingestion.stats import IngestStats
 from nova_assets.defs.ingestion.handover import ENDS_AT_TAG, SuccessorWatch, await_turn
 from nova_assets.defs.tables import escape_bytes, table
 from nova_assets.resources.clickhouse import ClickHouseResource

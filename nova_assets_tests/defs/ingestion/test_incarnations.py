@@ -15,8 +15,9 @@ import dagster as dg
 import pytest
 from confluent_kafka import TopicPartition
 
-from nova_assets.core.ingestion.loader import IngestSettings, IngestStats, Loader
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.core.ingestion.offsets import PartitionLag, expired_unloaded
+from nova_assets.core.ingestion.stats import IngestStats
 from nova_assets.core.process import free_port
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
@@ -224,9 +225,9 @@ def test_the_continuity_check_shows_resets_and_retention_losses(
     assert "1 topic reset(s): nova.events: " in (reset.description or "")
     # a loss to retention, recorded as the loader records it (the local broker cannot delete records)
     loader = Loader(clickhouse, kafka, IngestSettings(**FAST), run_id="r1")
-    loader.incarnations = {"nova.events": "x"}
+    loader.resume.incarnations["nova.events"] = "x"
     stats = IngestStats()
-    loader._record_expired([PartitionLag("nova.events", 0, committed=100, low=1000, high=3000)], stats)
+    loader.resume._record_expired([PartitionLag("nova.events", 0, committed=100, low=1000, high=3000)], stats)
     assert stats.expired == {"nova.events:0": 900}
     lost = kafka_continuity_check(clickhouse=clickhouse, kafka=kafka)
     assert not lost.passed and lost.severity == dg.AssetCheckSeverity.ERROR

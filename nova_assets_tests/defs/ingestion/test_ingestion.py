@@ -199,8 +199,8 @@ def test_clickhouse_failure_commits_nothing_then_rerun_completes(
     down = ClickHouseResource(url=f"http://default:x@127.0.0.1:{free_port()}", connect_timeout_s=0.2)
     loader = Loader(down, kafka, IngestSettings(insert_attempts=3, retry_max_wait_s=0.2, **FAST))
     loader._mirror_shapes = lambda: {}  # type: ignore[method-assign]  # set-up reads would fail first
-    loader._already_loaded = lambda starts, ends: {}  # type: ignore[method-assign]
-    loader._check_incarnations = lambda topics, stats: set()  # type: ignore[method-assign]
+    loader.resume._already_loaded = lambda starts, ends: {}  # type: ignore[method-assign]
+    loader.resume._check_incarnations = lambda topics, stats: set()  # type: ignore[method-assign]
     with pytest.raises(IngestionFailed, match="offsets not committed"):
         loader.run()
     assert _committed(kafka) < 0

@@ -37,7 +37,8 @@ from nova_assets.core.schema.ddl import apply_all
 from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.generate.app import generate
 from nova_assets.resources import KafkaResource, PostgresResource
-from nova_assets.stack.manager import CdcService, ClickHouseService, KafkaService, PostgresService
+from nova_assets.stack.services import KafkaService
+from nova_assets.stack.sql_services import CdcService, ClickHouseService, PostgresService
 from nova_assets.topics import APP_TABLES
 
 RATE, SECONDS, WRITERS, PER_TXN = 10_000, 60, 8, 50

@@ -13,7 +13,7 @@ from nova_assets import settings
 from nova_assets.core.process import free_port
 from nova_assets.core.quantiles import percentile  # noqa: F401 - the benchmarks' percentile
 from nova_assets.resources import ClickHouseResource
-from nova_assets.stack.manager import ClickHouseService
+from nova_assets.stack.sql_services import ClickHouseService
 
 #: NOVA_BENCH_SMOKE=1: every benchmark at a tiny size, so `make test` runs its code on every change
 #: (its figures then mean nothing; the sizes are the benchmark's own choice)

@@ -32,7 +32,7 @@ from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.generate.history import load_history
 from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources import RedisResource
-from nova_assets.stack.manager import RedisService
+from nova_assets.stack.services import RedisService
 
 USERS, POSTS, TOPICS, EVENTS, HOURS = 50_000, 100_000, 200, 10_000_000, 72
 CLIENTS, SECONDS = 50, 20

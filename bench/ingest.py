@@ -36,7 +36,7 @@ from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.generate.events import ensure_topic, produce_events
 from nova_assets.generate.world import World
 from nova_assets.resources import ClickHouseResource, KafkaResource
-from nova_assets.stack.manager import KafkaService, S3Service
+from nova_assets.stack.services import KafkaService, S3Service
 
 TOTAL = 1_000_000
 NAIVE_SAMPLE = 3_000

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,13 +31,12 @@ import orjson
 import redis
 
 from bench.common import SMOKE, report
+from bench.parts import records
+from bench.parts.cpu import LOAD_PARTS, CpuSampler, cpu_us_per_unit, platform_cores
+from bench.parts.rig import Platform
 from nova_assets.core import quantiles
-from nova_assets.core.process import free_port, stop_group
-from nova_assets.core.schema.ddl import apply_all
-from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.dev import first_feeds
 from nova_assets.resources import ClickHouseResource
-from nova_assets.stack import Stack
 from nova_assets.topics import APP_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,170 +131,8 @@ print(orjson.dumps(out).decode())
 
 
 #: how a process's command line names its part of the platform (first match wins)
-PARTS = (
-    ("clickhouse_server", "clickhouse server"),
-    ("tansu", "kafka (tansu)"),
-    ("postgres", "postgres"),
-    ("-server", "redis (valkey)"),
-    ("nova_assets.cli cdc", "debezium (nova cdc)"),
-    ("nova_assets.cli serve", "nova serve"),
-    ("generate events", "event generator"),
-    ("generate app", "app generator"),
-    ("dagster-daemon", "dagster daemon"),
-    ("api grpc", "dagster code servers"),
-    ("execute_run", "dagster runs"),
-    ("multiprocessing", "dagster runs"),
-    ("dagster", "dagster runs"),
-    ("http.client", "read load (client)"),
-)
-
-
-class CpuSampler:
-    """CPU seconds per part of the platform over a window, from /proc every second."""
-
-    def __init__(self) -> None:
-        self.last: dict[int, float] = {}
-        self.parts: dict[str, float] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.started = 0.0
-
-    @staticmethod
-    def _read() -> dict[int, tuple[str, float]]:
-        ticks = os.sysconf("SC_CLK_TCK")
-        out = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            part = next((name for needle, name in PARTS if needle in cmd), "")
-            if part:
-                out[int(entry.name)] = (part, (int(fields[11]) + int(fields[12])) / ticks)
-        return out
-
-    def _run(self) -> None:
-        while not self.stop.wait(1.0):
-            self._sample()
-
-    def _sample(self) -> None:
-        for pid, (part, seconds) in self._read().items():
-            self.parts[part] = self.parts.get(part, 0.0) + seconds - self.last.get(pid, 0.0)
-            self.last[pid] = seconds
-
-    def __enter__(self) -> CpuSampler:
-        self.last = {pid: seconds for pid, (_part, seconds) in self._read().items()}
-        self.started = time.monotonic()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        self._sample()
-        self.elapsed = time.monotonic() - self.started
-
-    def shares(self) -> dict[str, float]:
-        """Each part's CPU as a share of one core, over the window (2 cores = 2.0 in all)."""
-        return {k: round(v / self.elapsed, 3) for k, v in sorted(self.parts.items(), key=lambda kv: -kv[1])}
-
-
-#: the load generators: measured, but not the platform's own cost
-LOAD_PARTS = frozenset({"event generator", "app generator", "read load (client)"})
-
-
-def platform_cores(shares: dict[str, float]) -> float:
-    """The platform's own CPU in cores (every part but the load generators)."""
-    return round(sum(cores for part, cores in shares.items() if part not in LOAD_PARTS), 3)
-
-
-def cpu_us_per_unit(shares: dict[str, float], idle: dict[str, float], rate: float) -> float:
-    """Platform CPU per unit of work at `rate` units/s, in µs, above what the idle platform spends."""
-    if rate <= 0:
-        return float("nan")
-    return round(max(0.0, platform_cores(shares) - platform_cores(idle)) * 1e6 / rate, 1)
-
-
 def _quantiles(values: list[float]) -> dict[str, float]:
     return {**quantiles.summary(values), "n": len(values)}
-
-
-class Platform:
-    """The stack, `nova serve` and the Dagster daemon under one temporary NOVA_HOME."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        ports = {name: free_port() for name in ("clickhouse", "kafka", "redis", "postgres")}
-        os.environ["NOVA_STACK_SERVICES"] = "clickhouse,kafka,redis,postgres,cdc"
-        for name, port in ports.items():
-            os.environ[f"NOVA_{name.upper()}_PORT"] = str(port)
-        self.stack = Stack(home=home, ports=ports)
-        self.serve_port = free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.daemon: subprocess.Popen[bytes] | None = None
-        self.env: dict[str, str] = {}
-        self.log = open(home / "platform.log", "ab")  # noqa: SIM115 - closed in stop()
-
-    def start(self) -> ClickHouseResource:
-        self.stack.up(echo=lambda m: print(f"  {m}", file=sys.stderr))
-        dagster_home = self.home / "dagster"
-        dagster_home.mkdir()
-        shutil.copyfile(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-        self.env = {**os.environ, **self.stack.env(), "DAGSTER_HOME": str(dagster_home), **CRONS}
-        os.environ.update(self.stack.env())
-        ch = ClickHouseResource(url=self.env["NOVA_CLICKHOUSE_URL"])
-        with ch.session() as client:
-            apply_all(client, Renderer(ch.database))
-        return ch
-
-    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            list(args), env={**self.env, **(env or {})}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def nova(self, *args: str) -> subprocess.Popen[bytes]:
-        return self.spawn(sys.executable, "-m", "nova_assets.cli", *args)
-
-    def start_daemon(self) -> None:
-        """dagster-daemon with the project's workspace; the crons put a recompute and a warm in the window."""
-        daemon = str(Path(sys.executable).parent / "dagster-daemon")
-        self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"))
-
-    def schedules(self, action: str) -> None:
-        """`dagster schedule start|stop` for the project's schedules (as the UI's toggle does)."""
-        dagster = str(Path(sys.executable).parent / "dagster")
-        for name in SCHEDULES:
-            subprocess.run(
-                [dagster, "schedule", action, name, "-w", str(ROOT / "workspace.yaml")],
-                env=self.env, cwd=ROOT, capture_output=True, check=True, timeout=120,
-            )  # fmt: skip
-
-    @staticmethod
-    def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-        """Stop a spawned process and everything it started (its session): the daemon's runs too."""
-        stop_group(proc, grace_s=20.0, first=signal.SIGTERM)
-
-    def stop_daemon(self) -> None:
-        if self.daemon is not None:
-            self._stop_group(self.daemon)
-            self.daemon = None
-
-    def stop(self) -> None:
-        self.stop_daemon()
-        for proc in self.procs:
-            self._stop_group(proc)
-        self.stack.down(echo=lambda _m: None, drain=False)
-        self.log.close()
-
-
-SCHEDULES = ("feed_recommendations_schedule", "feed_cache_schedule", "slo_checks_every_minute")
-CRONS = {"NOVA_RECOMMENDATIONS_CRON": "*/2 * * * *", "NOVA_CACHE_CRON": "1-59/2 * * * *", "NOVA_SLO_CRON": "* * * * *"}
 
 
 def _e2v(ch: ClickHouseResource, start: float, end: float) -> dict[str, float]:
@@ -351,22 +185,6 @@ def _wait_until(what: str, check: Callable[[], bool], timeout_s: float) -> None:
     raise RuntimeError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
-def _failed_checks(dagster_home: Path, since: float) -> tuple[int, int, list[str]]:
-    """(evaluations, evaluations that did not pass, their names) recorded since `since`."""
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
-    try:
-        records = instance.get_event_records(
-            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_timestamp=since),
-            limit=100_000,
-        )
-        evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]  # type: ignore[union-attr]
-    finally:
-        instance.dispose()
-    failed = [e for e in evaluations if not e.passed]
-    names = sorted({f"{e.asset_key.to_user_string()}/{e.check_name} ({e.severity.value})" for e in failed})
-    return len(evaluations), len(failed), names
-
-
 def _timeline(ch: ClickHouseResource, dagster_home: Path, start: float, end: float) -> None:
     """Event-to-visible and ingestion by 10 s of event time, beside the runs that ran then (stderr)."""
     rows = ch.query(
@@ -390,15 +208,6 @@ def _timeline(ch: ClickHouseResource, dagster_home: Path, start: float, end: flo
     for t, count, p95 in rows:
         during = sorted({name for s, e, name in runs if s < t + 10 and e > t and name != "kafka_ingestion"})
         print(f"    +{t - start:5.0f} s  {count:>7,}  {p95:6.2f} s  {' '.join(during)}", file=sys.stderr)
-
-
-def _failed_runs(dagster_home: Path, since: float) -> list[str]:
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
-    try:
-        records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
-        return [r.dagster_run.job_name for r in records if (r.create_timestamp.timestamp() >= since)]
-    finally:
-        instance.dispose()
 
 
 def run(as_json: bool = False) -> dict[str, Any]:
@@ -486,8 +295,9 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
         "cpu": cpu.shares(),
     }
     dagster_home = Path(platform.env["DAGSTER_HOME"])
-    evaluations, failed, failed_names = _failed_checks(dagster_home, start)
-    failed_runs = _failed_runs(dagster_home, start)
+    evaluations, failures = records.check_evaluations(dagster_home, start)
+    failed, failed_names = len(failures), sorted({name for _at, name in failures})
+    failed_runs = records.failed_runs(dagster_home, start)
     _timeline(ch, dagster_home, start, end)
     return _report(alone, together, evaluations, failed, failed_names, failed_runs, together_s, as_json)
 

@@ -40,6 +40,7 @@ import psycopg
 from confluent_kafka import TopicPartition
 
 from bench.common import SMOKE, report
+from bench.parts import records
 from nova_assets.core.process import free_port
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack import Stack
@@ -145,22 +146,6 @@ def _restarted_after(log: Path, unit: str, since: float) -> float | None:
         if at >= int(since):
             return max(0.0, at - since)
     return None
-
-
-def check_evaluations(dagster_home: Path, since: float) -> tuple[int, list[str]]:
-    """Evaluations recorded after `since`, and "asset/check (severity) at HH:MM:SS" of those that failed."""
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        records = instance.get_event_records(
-            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_timestamp=since),
-            limit=1_000_000,
-        )
-    failed = []
-    for r in records:
-        e = r.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
-        if not e.passed:
-            at = time.strftime("%H:%M:%S", time.localtime(r.timestamp))
-            failed.append(f"{e.asset_key.to_user_string()}/{e.check_name} ({e.severity.value}) at {at}")
-    return len(records), failed
 
 
 def activity(dagster_home: Path, since: float) -> dict[str, Any]:
@@ -299,7 +284,8 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
             ).result_rows
         )
         dagster_home = home / "dagster"
-        evaluations, failed = check_evaluations(dagster_home, began + GREEN_AFTER_S)
+        evaluations, failures = records.check_evaluations(dagster_home, began + GREEN_AFTER_S)
+        failed = [f"{name} at {time.strftime('%H:%M:%S', time.localtime(at))}" for at, name in failures]
         acts = activity(dagster_home, began)
         ratios = []
         for at in acts["changeovers"]:

@@ -19,7 +19,7 @@ from nova_assets.core.schema.ddl import apply_all
 from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.resources import ClickHouseResource, KafkaResource, RedisResource
 from nova_assets.stack import Stack
-from nova_assets.stack.manager import KafkaService
+from nova_assets.stack.services import KafkaService
 from nova_assets_tests.world import World
 
 #: fixtures that start or use the real local services: a test that needs one is an integration test

@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from nova_assets.core.process import free_port
-from nova_assets.stack.manager import HOST, RedisService
+from nova_assets.stack.services import HOST, RedisService
 
 SLOTS = 16_384
 

@@ -103,3 +103,13 @@ def test_benchmarks_do_not_reach_into_the_cli() -> None:
         if target.startswith("nova_assets.cli")
     ]
     assert not found, found
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """A module past 400 lines has a seam inside it: split it there."""
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for path in [*sorted((ROOT / "nova_assets").rglob("*.py")), *sorted((ROOT / "bench").rglob("*.py"))]
+        if (n := len(path.read_text().splitlines())) > 400
+    ]
+    assert not long, long

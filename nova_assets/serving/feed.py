@@ -26,11 +26,6 @@ import queue
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
 
 import orjson
 import pybreaker
@@ -44,10 +39,9 @@ from nova_assets.core.cache.warming import feed_value, fetch_feeds_json, set_man
 from nova_assets.core.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics
+from nova_assets.serving.tiers import Cached, Coalescer, FeedPage, Loaded, TtlMap
 
 MAX_LIMIT = 200
-V = TypeVar("V")
-MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
 MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
 NEGATIVE_CAPACITY = 50_000  # ids known to have no personal feed (bounded: random ids recycle it)
 NEGATIVE_TTL_S = 300.0  # as long as a Redis entry lives: a new user's first feed shows within 5 min
@@ -55,149 +49,6 @@ NEGATIVE_TTL_S = 300.0  # as long as a Redis entry lives: a new user's first fee
 
 class InvalidRequest(ValueError):
     """A request the caller must fix (HTTP 400)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    """A feed as kept in L1: each post pre-encoded, so a page is a slice and a join.
-
-    bytes are not tracked by Python's cyclic GC; keeping 10k feeds as dicts would make every
-    full collection walk millions of objects and stall the server for hundreds of milliseconds.
-    """
-
-    version: int
-    posts: tuple[bytes, ...]
-
-    @classmethod
-    def from_raw(cls, raw: bytes) -> Cached:
-        value = orjson.loads(raw)
-        return cls(int(value.get("version", 0)), tuple(orjson.dumps(p) for p in value.get("posts", ())))
-
-
-@dataclass
-class FeedPage:
-    user_id: str
-    source: str  # l1 | redis | clickhouse | trending | degraded
-    version: int
-    total: int
-    posts_json: tuple[bytes, ...]
-
-    @property
-    def posts(self) -> list[dict[str, Any]]:
-        return [orjson.loads(p) for p in self.posts_json]
-
-    def to_json(self) -> bytes:
-        head = orjson.dumps(
-            {"user_id": self.user_id, "source": self.source, "version": self.version, "total": self.total}
-        )
-        return head[:-1] + b',"posts":[' + b",".join(self.posts_json) + b"]}"
-
-
-class TtlMap(Generic[V]):
-    """Bounded, thread-safe map whose entries expire `ttl_s` after they were put and, with
-    `idle_s`, after that long unread; the least recently used go first when full. L1 and the
-    negative cache are both one. Hand-written (30 lines): cachetools' caches have no idle expiry."""
-
-    def __init__(self, capacity: int, ttl_s: float, idle_s: float | None = None) -> None:
-        self.capacity, self.ttl_s, self.idle_s = capacity, ttl_s, idle_s
-        self.items: OrderedDict[str, tuple[V, float, float]] = OrderedDict()  # value, put at, read at
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> V | None:
-        now = time.monotonic()
-        with self.lock:
-            item = self.items.get(key)
-            if item is None:
-                return None
-            value, created, last = item
-            if now - created > self.ttl_s or (self.idle_s is not None and now - last > self.idle_s):
-                del self.items[key]
-                return None
-            self.items[key] = (value, created, now)
-            self.items.move_to_end(key)
-            return value
-
-    def __contains__(self, key: str) -> bool:
-        return self.get(key) is not None
-
-    def put(self, key: str, value: V) -> None:
-        now = time.monotonic()
-        with self.lock:
-            self.items[key] = (value, now, now)
-            self.items.move_to_end(key)
-            while len(self.items) > self.capacity:
-                self.items.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        with self.lock:
-            self.items.pop(key, None)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
-
-
-_Loaded = tuple[Cached, str]
-_Misses = list[tuple[uuid.UUID, "Future[_Loaded | None]"]]
-
-
-class _Coalescer:
-    """Coalesces lookups from concurrent requests into one round trip (a DataLoader).
-
-    One thread per tier (Redis, ClickHouse): lookups that arrive while one runs join the next
-    batch instead of queueing behind each other, the server's event loop never waits on the
-    tier, and the tier sees at most one feed query from this process at a time. A user the
-    tier does not have resolves to None.
-    """
-
-    def __init__(
-        self, load: Callable[[list[uuid.UUID]], dict[str, _Loaded]], name: str, max_batch: int = MAX_MISS_BATCH
-    ) -> None:
-        self.load, self.max_batch = load, max_batch
-        self.queue: queue.SimpleQueue[_Misses | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def submit(self, users: list[uuid.UUID]) -> list[Future[_Loaded | None]]:
-        """Futures of the users' feeds; the users of one call are always loaded in the same batch."""
-        request: _Misses = [(user, Future()) for user in users]
-        self.queue.put(request)
-        return [future for _, future in request]
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while (first := self.queue.get()) is not None:
-            batch, stopping = list(first), False
-            while len(batch) < self.max_batch:
-                try:
-                    more = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.extend(more)
-            self._load(batch)
-            if stopping:
-                return
-
-    def _load(self, batch: _Misses) -> None:
-        users = list(dict.fromkeys(user for user, _ in batch))
-        try:
-            found: dict[str, _Loaded] = {}
-            for start in range(0, len(users), self.max_batch):
-                found.update(self.load(users[start : start + self.max_batch]))
-        except BaseException as exc:  # handed to every waiting request
-            for _, future in batch:
-                with contextlib.suppress(InvalidStateError):  # cancelled by a caller's time-out
-                    future.set_exception(exc)
-            return
-        for user, future in batch:
-            with contextlib.suppress(InvalidStateError):
-                future.set_result(found.get(str(user)))
 
 
 def check_page(limit: int, offset: int) -> None:
@@ -261,8 +112,8 @@ class FeedService:
         self._writes: queue.Queue[list[tuple[bytes, bytes, int]] | None] = queue.Queue(maxsize=256)
         self._writer = threading.Thread(target=self._write_loop, name="feed-redis-writer", daemon=True)
         self._writer.start()
-        self._redis_loader = _Coalescer(self._from_redis, "feed-redis-loader")
-        self._loader = _Coalescer(self._from_clickhouse, "feed-miss-loader")
+        self._redis_loader = Coalescer(self._from_redis, "feed-redis-loader")
+        self._loader = Coalescer(self._from_clickhouse, "feed-miss-loader")
         self._listener: threading.Thread | None = None
         if listen_invalidations:
             self._listener = threading.Thread(target=self._listen, name="feed-invalidations", daemon=True)
@@ -284,7 +135,7 @@ class FeedService:
         check_page(limit, offset)
         started = time.perf_counter()
         users = [parse_user_id(str(u)) for u in user_ids]
-        found: dict[str, _Loaded] = {}
+        found: dict[str, Loaded] = {}
         for user in users:
             local = self.local(str(user))
             if local is not None:
@@ -324,7 +175,7 @@ class FeedService:
         """`feeds` for callers without an event loop."""
         return asyncio.run(self.feeds(user_ids, limit, offset))
 
-    def local(self, user: str) -> _Loaded | None:
+    def local(self, user: str) -> Loaded | None:
         """The user's feed from this process's memory (L1, or trending for a known cold id); never blocks."""
         value = self.l1.get(user)
         if value is not None:
@@ -367,9 +218,9 @@ class FeedService:
 
     # --- tiers --------------------------------------------------------------------------------
 
-    def _from_redis(self, users: list[uuid.UUID]) -> dict[str, _Loaded]:
+    def _from_redis(self, users: list[uuid.UUID]) -> dict[str, Loaded]:
         """One Redis round trip for users that missed L1; what it finds goes to L1."""
-        found: dict[str, _Loaded] = {}
+        found: dict[str, Loaded] = {}
         for user, raw in zip(users, self._redis_mget([feed_key(u) for u in users]), strict=True):
             if raw is not None:
                 value = Cached.from_raw(raw)
@@ -409,12 +260,12 @@ class FeedService:
         self.metrics.clickhouse.labels("feed_ranking").observe((time.perf_counter() - started) * 1000)
         return version, feeds
 
-    def _from_clickhouse(self, users: list[uuid.UUID]) -> dict[str, _Loaded]:
+    def _from_clickhouse(self, users: list[uuid.UUID]) -> dict[str, Loaded]:
         try:
             version, feeds = self.breaker.call(self._query, users)
         except Exception as exc:  # breaker open or ClickHouse failing: serve trending from the caches
             return self._degraded(users, exc)
-        out: dict[str, _Loaded] = {}
+        out: dict[str, Loaded] = {}
         writes: list[tuple[bytes, bytes, int]] = []
         if NIL_USER in feeds or self.trending is None:  # keep the fallback list fresh for when ClickHouse is away
             raw_trending = feed_value("trending", version, feeds.get(NIL_USER, b"[]"), "trending")
@@ -451,7 +302,7 @@ class FeedService:
         """Wait until feeds loaded from ClickHouse are written back to Redis."""
         self._writes.join()
 
-    def _degraded(self, users: list[uuid.UUID], exc: Exception) -> dict[str, _Loaded]:
+    def _degraded(self, users: list[uuid.UUID], exc: Exception) -> dict[str, Loaded]:
         trending = self.trending
         if trending is None:
             raw = self._redis_mget([trending_key()])[0]

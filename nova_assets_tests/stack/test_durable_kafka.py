@@ -12,7 +12,7 @@ from nova_assets.core.ingestion.offsets import fetched_highs, partition_lags
 from nova_assets.core.process import free_port, free_port_block
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import KafkaResource
-from nova_assets.stack.manager import KafkaService, S3Service
+from nova_assets.stack.services import KafkaService, S3Service
 
 pytestmark = pytest.mark.integration  # starts the project's services itself
 

@@ -38,6 +38,8 @@ from nova_assets.stack.clickhouse_http.errors import (
     ClickHouseError,
 )
 from nova_assets.stack.clickhouse_http.protocol import (
+    CONTENT_TYPES,
+    STREAMABLE,
     TEMPORARY,
     WRITE_STATEMENTS,
     Query,
@@ -52,19 +54,6 @@ from nova_assets.stack.clickhouse_http.stats import QueryStats
 
 log = logging.getLogger("nova.clickhouse")
 
-#: formats whose per-block output concatenates into one valid stream (chDB streams them block by block)
-STREAMABLE = frozenset({"native", "tabseparated", "tsv", "csv", "rowbinary", "jsoneachrow", "jsoncompacteachrow"})
-CONTENT_TYPES = {
-    "tabseparated": "text/tab-separated-values; charset=UTF-8",
-    "tsv": "text/tab-separated-values; charset=UTF-8",
-    "tabseparatedwithnames": "text/tab-separated-values; charset=UTF-8",
-    "csv": "text/csv; charset=UTF-8; header=absent",
-    "csvwithnames": "text/csv; charset=UTF-8; header=present",
-    "json": "application/json; charset=UTF-8",
-    "jsoneachrow": "application/x-ndjson; charset=UTF-8",
-    "jsoncompact": "application/json; charset=UTF-8",
-    "pretty": "text/plain; charset=UTF-8",
-}
 MAX_FORM_PART = 256 << 20  # a form field may hold a long query or a large bound array
 INSERT_CHUNK = 1 << 20  # bytes handed to chDB per append (fewer engine calls than per network read)
 IDLE_TRIM_AFTER = 10.0  # seconds without a request before freed memory goes back to the OS

@@ -184,3 +184,18 @@ def parse(
         head=head,
         args=transport,
     )
+
+
+#: formats whose per-block output concatenates into one valid stream (chDB streams them block by block)
+STREAMABLE = frozenset({"native", "tabseparated", "tsv", "csv", "rowbinary", "jsoneachrow", "jsoncompacteachrow"})
+CONTENT_TYPES = {
+    "tabseparated": "text/tab-separated-values; charset=UTF-8",
+    "tsv": "text/tab-separated-values; charset=UTF-8",
+    "tabseparatedwithnames": "text/tab-separated-values; charset=UTF-8",
+    "csv": "text/csv; charset=UTF-8; header=absent",
+    "csvwithnames": "text/csv; charset=UTF-8; header=present",
+    "json": "application/json; charset=UTF-8",
+    "jsoneachrow": "application/x-ndjson; charset=UTF-8",
+    "jsoncompact": "application/json; charset=UTF-8",
+    "pretty": "text/plain; charset=UTF-8",
+}

@@ -84,7 +84,7 @@ def test_set_many_reports_refused_writes_and_keeps_the_connection(tmp_path) -> N
 
     from nova_assets.core.cache.warming import set_many
     from nova_assets.core.process import free_port
-    from nova_assets.stack.manager import RedisService
+    from nova_assets.stack.services import RedisService
 
     service = RedisService(tmp_path, free_port())
     service.start_and_wait()

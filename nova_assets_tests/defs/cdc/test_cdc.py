@@ -13,7 +13,7 @@ from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.generate.app import generate
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource
 from nova_assets.stack import Stack
-from nova_assets.stack.manager import CdcService
+from nova_assets.stack.sql_services import CdcService
 
 
 def _clean_source(postgres: PostgresResource) -> None:
@@ -102,7 +102,7 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
 def test_cdc_changes_survive_a_broker_restart(tmp_path: Path, stack: Stack, clickhouse: ClickHouseResource) -> None:
     """Changes Debezium sent before the broker restarted are still there to load: none is lost."""
     from nova_assets.core.process import free_port, free_port_block
-    from nova_assets.stack.manager import KafkaService, S3Service
+    from nova_assets.stack.services import KafkaService, S3Service
 
     s3 = S3Service(tmp_path / "broker", free_port_block(10))
     broker = KafkaService(tmp_path / "broker", free_port(), storage=s3)

@@ -21,7 +21,7 @@ from nova_assets.core.ingestion.stats import IngestStats
 from nova_assets.core.process import free_port
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource
-from nova_assets.stack.manager import KafkaService
+from nova_assets.stack.services import KafkaService
 from nova_assets_tests.defs.ingestion.test_ingestion import FAST, WORKER, _committed, _counts
 
 

@@ -1,0 +1,1 @@
+"""Pieces the benchmarks share (not benchmarks themselves: `nova bench` runs only bench/*.py)."""

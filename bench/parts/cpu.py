@@ -1,0 +1,94 @@
+"""CPU per part of the platform, sampled from /proc while a benchmark runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+PARTS = (
+    ("clickhouse_server", "clickhouse server"),
+    ("tansu", "kafka (tansu)"),
+    ("postgres", "postgres"),
+    ("-server", "redis (valkey)"),
+    ("nova_assets.cli cdc", "debezium (nova cdc)"),
+    ("nova_assets.cli serve", "nova serve"),
+    ("generate events", "event generator"),
+    ("generate app", "app generator"),
+    ("dagster-daemon", "dagster daemon"),
+    ("api grpc", "dagster code servers"),
+    ("execute_run", "dagster runs"),
+    ("multiprocessing", "dagster runs"),
+    ("dagster", "dagster runs"),
+    ("http.client", "read load (client)"),
+)
+
+
+class CpuSampler:
+    """CPU seconds per part of the platform over a window, from /proc every second."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, float] = {}
+        self.parts: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.started = 0.0
+
+    @staticmethod
+    def _read() -> dict[int, tuple[str, float]]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            part = next((name for needle, name in PARTS if needle in cmd), "")
+            if part:
+                out[int(entry.name)] = (part, (int(fields[11]) + int(fields[12])) / ticks)
+        return out
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            self._sample()
+
+    def _sample(self) -> None:
+        for pid, (part, seconds) in self._read().items():
+            self.parts[part] = self.parts.get(part, 0.0) + seconds - self.last.get(pid, 0.0)
+            self.last[pid] = seconds
+
+    def __enter__(self) -> CpuSampler:
+        self.last = {pid: seconds for pid, (_part, seconds) in self._read().items()}
+        self.started = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        self.elapsed = time.monotonic() - self.started
+
+    def shares(self) -> dict[str, float]:
+        """Each part's CPU as a share of one core, over the window (2 cores = 2.0 in all)."""
+        return {k: round(v / self.elapsed, 3) for k, v in sorted(self.parts.items(), key=lambda kv: -kv[1])}
+
+
+#: the load generators: measured, but not the platform's own cost
+LOAD_PARTS = frozenset({"event generator", "app generator", "read load (client)"})
+
+
+def platform_cores(shares: dict[str, float]) -> float:
+    """The platform's own CPU in cores (every part but the load generators)."""
+    return round(sum(cores for part, cores in shares.items() if part not in LOAD_PARTS), 3)
+
+
+def cpu_us_per_unit(shares: dict[str, float], idle: dict[str, float], rate: float) -> float:
+    """Platform CPU per unit of work at `rate` units/s, in µs, above what the idle platform spends."""
+    if rate <= 0:
+        return float("nan")
+    return round(max(0.0, platform_cores(shares) - platform_cores(idle)) * 1e6 / rate, 1)

@@ -1,0 +1,28 @@
+"""What a benchmark's Dagster instance recorded: check evaluations that failed, runs that failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+
+def check_evaluations(dagster_home: Path, since: float) -> tuple[int, list[tuple[float, str]]]:
+    """Evaluations recorded after `since`, and (when, "asset/check (severity)") of those that failed."""
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        events = instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_timestamp=since),
+            limit=1_000_000,
+        )
+    failed = []
+    for record in events:
+        e = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+        if not e.passed:
+            failed.append((record.timestamp, f"{e.asset_key.to_user_string()}/{e.check_name} ({e.severity.value})"))
+    return len(events), failed
+
+
+def failed_runs(dagster_home: Path, since: float) -> list[str]:
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        return [r.dagster_run.job_name for r in records if (r.create_timestamp.timestamp() >= since)]

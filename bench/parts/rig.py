@@ -1,0 +1,94 @@
+"""One real local platform for a benchmark: the stack, `nova serve` and the Dagster daemon under one
+temporary NOVA_HOME."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from nova_assets.core.process import free_port, stop_group
+from nova_assets.core.schema.ddl import apply_all
+from nova_assets.core.schema.sql_files import Renderer
+from nova_assets.resources import ClickHouseResource
+from nova_assets.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Platform:
+    """The stack, `nova serve` and the Dagster daemon under one temporary NOVA_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        ports = {name: free_port() for name in ("clickhouse", "kafka", "redis", "postgres")}
+        os.environ["NOVA_STACK_SERVICES"] = "clickhouse,kafka,redis,postgres,cdc"
+        for name, port in ports.items():
+            os.environ[f"NOVA_{name.upper()}_PORT"] = str(port)
+        self.stack = Stack(home=home, ports=ports)
+        self.serve_port = free_port()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
+        self.log = open(home / "platform.log", "ab")  # noqa: SIM115 - closed in stop()
+
+    def start(self) -> ClickHouseResource:
+        self.stack.up(echo=lambda m: print(f"  {m}", file=sys.stderr))
+        dagster_home = self.home / "dagster"
+        dagster_home.mkdir()
+        shutil.copyfile(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        self.env = {**os.environ, **self.stack.env(), "DAGSTER_HOME": str(dagster_home), **CRONS}
+        os.environ.update(self.stack.env())
+        ch = ClickHouseResource(url=self.env["NOVA_CLICKHOUSE_URL"])
+        with ch.session() as client:
+            apply_all(client, Renderer(ch.database))
+        return ch
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            list(args), env={**self.env, **(env or {})}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def nova(self, *args: str) -> subprocess.Popen[bytes]:
+        return self.spawn(sys.executable, "-m", "nova_assets.cli", *args)
+
+    def start_daemon(self) -> None:
+        """dagster-daemon with the project's workspace; the crons put a recompute and a warm in the window."""
+        daemon = str(Path(sys.executable).parent / "dagster-daemon")
+        self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"))
+
+    def schedules(self, action: str) -> None:
+        """`dagster schedule start|stop` for the project's schedules (as the UI's toggle does)."""
+        dagster = str(Path(sys.executable).parent / "dagster")
+        for name in SCHEDULES:
+            subprocess.run(
+                [dagster, "schedule", action, name, "-w", str(ROOT / "workspace.yaml")],
+                env=self.env, cwd=ROOT, capture_output=True, check=True, timeout=120,
+            )  # fmt: skip
+
+    @staticmethod
+    def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+        """Stop a spawned process and everything it started (its session): the daemon's runs too."""
+        stop_group(proc, grace_s=20.0, first=signal.SIGTERM)
+
+    def stop_daemon(self) -> None:
+        if self.daemon is not None:
+            self._stop_group(self.daemon)
+            self.daemon = None
+
+    def stop(self) -> None:
+        self.stop_daemon()
+        for proc in self.procs:
+            self._stop_group(proc)
+        self.stack.down(echo=lambda _m: None, drain=False)
+        self.log.close()
+
+
+SCHEDULES = ("feed_recommendations_schedule", "feed_cache_schedule", "slo_checks_every_minute")
+CRONS = {"NOVA_RECOMMENDATIONS_CRON": "*/2 * * * *", "NOVA_CACHE_CRON": "1-59/2 * * * *", "NOVA_SLO_CRON": "* * * * *"}

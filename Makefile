@@ -29,6 +29,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check nova_assets nova_assets_tests bench
 	$(BIN)/ruff format --check nova_assets nova_assets_tests bench
+	$(BIN)/mypy
 
 ## make bench-tools: wrk, the HTTP load generator of `nova bench feed` (Debian; PyPI has none)
 bench-tools:

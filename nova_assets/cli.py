@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from nova_assets import settings
 from nova_assets.errors import NovaError
+
+if TYPE_CHECKING:
+    from nova_assets.serving import FeedService
 from nova_assets.generate.world_config import WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -196,7 +201,7 @@ def _env(name: str) -> str:
     return Stack().env()[name]
 
 
-def _feed_service(listen_invalidations: bool = True) -> object:
+def _feed_service(listen_invalidations: bool = True) -> FeedService:
     from nova_assets.resources import ClickHouseResource, RedisResource
     from nova_assets.serving import FeedService
 
@@ -217,11 +222,11 @@ def feed(user_id: str, limit: int, offset: int) -> None:
 
     service = _feed_service(listen_invalidations=False)  # one read: nothing to keep fresh
     try:
-        page = service.get_feed(user_id, limit=limit, offset=offset)  # type: ignore[attr-defined]
+        page = service.get_feed(user_id, limit=limit, offset=offset)
     except InvalidRequest as exc:
         raise click.BadParameter(str(exc)) from None
     finally:
-        service.close()  # type: ignore[attr-defined]
+        service.close()
     click.echo(page.to_json().decode())
 
 
@@ -240,14 +245,14 @@ def serve(port: int, max_connections: int, head_timeout: float, keep_alive: floa
 
     service = _feed_service()
     limits = Limits(max_connections=max_connections, head_timeout_s=head_timeout, keep_alive_s=keep_alive)
-    server = make_server(service, port, host=host, limits=limits)  # type: ignore[arg-type]
+    server = make_server(service, port, host=host, limits=limits)
     click.echo(f"serving http://{host}:{port}/feed/<user_id> and /metrics (Ctrl-C stops)")
     try:
         server.serve_forever()  # uvicorn: SIGINT and SIGTERM stop it gracefully
     except KeyboardInterrupt:
         pass
     finally:
-        service.close()  # type: ignore[attr-defined]
+        service.close()
 
 
 @main.command("cdc")
@@ -294,9 +299,9 @@ def bench(name: str, as_json: bool, shards: int | None) -> None:
     _run(lambda: module.run(as_json=as_json))
 
 
-def _run(action: object) -> None:
+def _run(action: Callable[[], object]) -> None:
     try:
-        action()  # type: ignore[operator]
+        action()
     except NovaError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -12,10 +12,15 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import psycopg
+import redis
+import redis.cluster
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+
+#: a Redis client: one node, or a cluster (RedisResource.client() gives either)
+RedisClient = redis.Redis | redis.cluster.RedisCluster
 
 
 class ClickHouse(Protocol):

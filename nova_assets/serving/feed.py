@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 import uuid
+from typing import cast
 
 import orjson
 import pybreaker
@@ -36,6 +37,7 @@ from nova_assets.core.cache import stats
 from nova_assets.core.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
 from nova_assets.core.cache.stats import Tally
 from nova_assets.core.cache.warming import feed_value, fetch_feeds_json, set_many
+from nova_assets.core.ports import RedisClient
 from nova_assets.core.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics
@@ -71,7 +73,7 @@ class FeedService:
     def __init__(
         self,
         clickhouse: ClickHouseResource,
-        cache: redis.Redis,
+        cache: RedisClient,
         *,
         l1_capacity: int = 10_000,
         l1_ttl_s: float = 300,
@@ -103,7 +105,7 @@ class FeedService:
         # enough, and saves a round trip on every miss
         self._version_ttl_s = version_ttl_s
         self._version: tuple[float, int] | None = None
-        self._tally: Tally[str] = Tally()
+        self._tally = Tally()
         self._tally_lock = threading.Lock()
         self._stats_flush_s = stats_flush_s
         self._stop = threading.Event()
@@ -231,7 +233,7 @@ class FeedService:
     def _redis_mget(self, keys: list[str]) -> list[bytes | None]:
         try:
             if len(keys) == 1:
-                return [self.cache.get(keys[0])]
+                return [cast("bytes | None", self.cache.get(keys[0]))]  # no decode_responses: bytes
             pipe = self.cache.pipeline(transaction=False)
             for key in keys:
                 pipe.get(key)
@@ -248,7 +250,7 @@ class FeedService:
         self._version = (now, version) if version is not None else None
         return version
 
-    def _query(self, users: list[uuid.UUID]) -> tuple[int, dict[uuid.UUID, str]]:
+    def _query(self, users: list[uuid.UUID]) -> tuple[int, dict[uuid.UUID, bytes]]:
         """Feeds (posts as JSON built by ClickHouse) of the users plus trending, in one query."""
         self.clickhouse_queries += 1
         started = time.perf_counter()

@@ -61,6 +61,7 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     limits: Limits = Limits()
 
+    # asyncio.Transport, as uvicorn's own protocol declares it (narrower than BaseProtocol's BaseTransport)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._refused = False
@@ -177,7 +178,7 @@ class FeedServer:
             self.app,
             host=host,
             port=port,
-            http=protocol,  # type: ignore[arg-type]
+            http=protocol,
             loop="auto",  # uvloop when installed (uvicorn[standard])
             lifespan="on",
             interface="asgi3",

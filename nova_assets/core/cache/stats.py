@@ -13,9 +13,8 @@ import time
 from collections import Counter
 from typing import Any
 
-import redis
-
 from nova_assets.core.cache.keys import STATS_TTL_S, stats_key
+from nova_assets.core.ports import RedisClient
 
 HIT_BUCKETS_MS = (5, 10, 25, 50, 100, 150, 300, 1000)
 HIT_SOURCES = ("l1", "redis")
@@ -35,7 +34,7 @@ class Tally(Counter[str]):
                 self[f"fallback_{source}"] += 1
 
 
-def flush(cache: redis.Redis, tally: Tally, now: float | None = None) -> None:
+def flush(cache: RedisClient, tally: Tally, now: float | None = None) -> None:
     """Add a tally to the current minute's hash (one round trip); raises redis errors to the caller."""
     key = stats_key(None if now is None else int(now // 60))
     pipe = cache.pipeline(transaction=False)
@@ -45,7 +44,7 @@ def flush(cache: redis.Redis, tally: Tally, now: float | None = None) -> None:
     pipe.execute()
 
 
-def by_minute(cache: redis.Redis, minutes: int, now: float | None = None) -> list[tuple[int, dict[str, int]]]:
+def by_minute(cache: RedisClient, minutes: int, now: float | None = None) -> list[tuple[int, dict[str, int]]]:
     """(minute, counters) for the last `minutes` minutes, oldest first (empty dicts where no reads)."""
     current = int((now if now is not None else time.time()) // 60)
     wanted = list(range(current - minutes + 1, current + 1))
@@ -62,7 +61,7 @@ def hits(counters: dict[str, int]) -> int:
     return sum(counters.get(f"hits_{s}", 0) for s in HIT_SOURCES)
 
 
-def totals(cache: redis.Redis, minutes: int) -> dict[str, int]:
+def totals(cache: RedisClient, minutes: int) -> dict[str, int]:
     """The counters summed over the last `minutes` minutes."""
     out: Counter[str] = Counter()
     for _minute, counters in by_minute(cache, minutes):

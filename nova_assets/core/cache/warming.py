@@ -50,7 +50,7 @@ def fetch_feeds_json(client: Client, version: int, users: list[uuid.UUID]) -> di
     if not users:
         return {}
     result = client.query(FEEDS_FOR, parameters={"version": version, "users": users}, query_formats={"String": "bytes"})
-    return dict(result.result_rows)
+    return {row[0]: row[1] for row in result.result_rows}
 
 
 def set_many(cache: redis.Redis | redis.cluster.RedisCluster, items: Sequence[tuple[bytes, bytes, int]]) -> None:

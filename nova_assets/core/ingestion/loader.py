@@ -246,8 +246,8 @@ class Loader:
                 self._dead(batch, stats, msg, rejected)
         if ev_values:
             bad = decode_events(ev_values, ev_partitions, ev_offsets, EVENTS_TOPIC, batch.events, s.max_message_bytes)
-            for index, rejected in bad:
-                self._dead(batch, stats, ev_msgs[index], rejected)
+            for index, why in bad:
+                self._dead(batch, stats, ev_msgs[index], why)
 
     def _absorb_events_only(self, messages: list[Any], batch: Batch, stats: IngestStats) -> bool:
         """Fast path for the common case, a clean run of nova.events: column-wise, no per-message branches."""

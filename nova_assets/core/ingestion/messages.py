@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -173,7 +174,7 @@ def uuids_valid(values: list[str]) -> bool:
     return bool(np.all(hex_ok[:, ~_DASHES]) and np.all(buf[:, _DASHES] == ord("-")))
 
 
-def _decode_chunk(joined: bytes, count: int) -> tuple[list[_PlainEvent] | None, int]:
+def _decode_chunk(joined: bytes, count: int) -> tuple[Sequence[_PlainEvent] | None, int]:
     """Decode a JSON array of events; (None, 0) when any of them needs the per-message path."""
     try:
         return _events_decoder.decode(joined), 0
@@ -242,9 +243,10 @@ def decode_events(
     cols = out.columns
     for start in range(0, len(values), CHUNK):
         chunk = values[start : start + CHUNK]
-        events: list[_PlainEvent] | None = None
-        if None not in chunk and max(map(len, chunk)) <= max_bytes:  # type: ignore[arg-type]
-            events, unknown = _decode_chunk(b"[" + b",".join(chunk) + b"]", len(chunk))  # type: ignore[arg-type]
+        events: Sequence[_PlainEvent] | None = None
+        present = [v for v in chunk if v is not None]
+        if len(present) == len(chunk) and max(map(len, present)) <= max_bytes:
+            events, unknown = _decode_chunk(b"[" + b",".join(present) + b"]", len(chunk))
             if events is not None:
                 ms = [_event_ms(e) for e in events]
                 ids = {

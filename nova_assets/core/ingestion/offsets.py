@@ -98,8 +98,9 @@ def fetched_highs(
     try:
         while len(seen) < len(starts) and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=100, timeout=min(0.1, max(0.0, deadline - time.monotonic()))):
-                if msg.error() is None:
-                    seen.add((msg.topic(), msg.partition()))
+                topic, partition = msg.topic(), msg.partition()
+                if msg.error() is None and topic is not None and partition is not None:
+                    seen.add((topic, partition))
         highs = {}
         for topic, partition in seen:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
@@ -181,10 +182,11 @@ def verify_checkpoints(
                     if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
                         found[partition] = _out_of_range(consumer, topic, partition, offset, timeout_s)
                     continue
-                if msg.offset() == offset:
+                at = msg.offset()
+                if at == offset:
                     same = fingerprint(msg) == expected
                     found[partition] = ("same", "") if same else ("reset", f"{partition}: another message at {offset}")
-                elif msg.offset() > offset:
+                elif at is not None and at > offset:
                     found[partition] = ("unknown", f"{partition}: no message at {offset} (compacted?)")
                 consumer.pause([TopicPartition(topic, partition)])
     finally:

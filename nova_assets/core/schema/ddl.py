@@ -121,7 +121,7 @@ def diff(expected: dict[str, Any] | None, live: dict[str, Any] | None) -> list[s
         want, have = expected[key], live.get(key)
         if want == have:
             continue
-        if key == "columns":
+        if key == "columns" and have is not None:
             for column in want:
                 if column not in have:
                     lines.append(f"- column {column}")

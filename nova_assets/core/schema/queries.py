@@ -47,7 +47,7 @@ def user_timeline(
 ) -> list[tuple[Any, ...]]:
     """A user's recent events, newest first (the sorting key starts with user_id, event_time)."""
     params = {"user_id": str(user_id), "since": since, "limit": limit}
-    return clickhouse.query(USER_TIMELINE, parameters=params).result_rows
+    return [tuple(row) for row in clickhouse.query(USER_TIMELINE, parameters=params).result_rows]
 
 
 def post_engagement(
@@ -64,4 +64,5 @@ def post_engagement(
 
 def user_affinity(clickhouse: ClickHouse, user_id: uuid.UUID | str, limit: int = 50) -> list[tuple[Any, ...]]:
     """The authors a user engaged with most over the last 90 days."""
-    return clickhouse.query(USER_AFFINITY, parameters={"user_id": str(user_id), "limit": limit}).result_rows
+    rows = clickhouse.query(USER_AFFINITY, parameters={"user_id": str(user_id), "limit": limit}).result_rows
+    return [tuple(row) for row in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -100,5 +101,6 @@ def slos() -> dict[str, Slo]:
         allowed = {"target", "acceptable", "critical"}
         if not isinstance(change, dict) or not set(change) <= allowed:
             raise ConfigError(OVERRIDES, raw, f"{name}: only {sorted(allowed)} can be overridden")
-        table[name] = dataclasses.replace(table[name], **{k: float(v) for k, v in change.items()})
+        values: dict[str, Any] = {k: float(v) for k, v in change.items()}
+        table[name] = dataclasses.replace(table[name], **values)
     return table

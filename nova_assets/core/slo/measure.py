@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 
-import redis
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import TopicPartition
 
 from nova_assets.core.cache import stats
 from nova_assets.core.cache.warming import fetch_feeds_json
 from nova_assets.core.ingestion.offsets import expired_unloaded, partition_lags
-from nova_assets.core.ports import ClickHouse, Kafka
+from nova_assets.core.ports import ClickHouse, Kafka, RedisClient
 from nova_assets.core.schema.queries import USER_TIMELINE
 from nova_assets.topics import MIRROR_TABLES
 
@@ -153,7 +152,7 @@ def coverage(client: Client) -> Measurement:
     return Measurement(value=covered / active, sample_size=int(active), covered=int(covered), version=int(version))
 
 
-def cache_stats(cache: redis.Redis, minutes: int = 5) -> tuple[Measurement, Measurement]:
+def cache_stats(cache: RedisClient, minutes: int = 5) -> tuple[Measurement, Measurement]:
     """Hit rate and hit latency P95 from the read path's per-minute counters in Redis."""
     counters = stats.totals(cache, minutes)
     hits = stats.hits(counters)

@@ -2,11 +2,11 @@
 
 import dagster as dg
 import pandas as pd
-import redis as redis_lib
 
 from nova_assets import settings
 from nova_assets.core.cache import stats
 from nova_assets.core.cache.warming import warm
+from nova_assets.core.ports import RedisClient
 from nova_assets.defs.recommendations.assets import feed_recommendations
 from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -26,7 +26,7 @@ class FeedCacheConfig(dg.Config):
     chunk: int = 5_000  # SETs per Redis write
 
 
-def hit_rate_by_minute(client: redis_lib.Redis, minutes: int = 60, now: float | None = None) -> pd.DataFrame:
+def hit_rate_by_minute(client: RedisClient, minutes: int = 60, now: float | None = None) -> pd.DataFrame:
     """The read path's hits and misses per minute (from `nova serve`'s counters in Redis), minutes with reads only."""
     rows = []
     for minute, counters in stats.by_minute(client, minutes, now):

@@ -138,7 +138,8 @@ class SuccessorWatch:
 def handover_due(run: dg.DagsterRun, ends_at: float, now: float, lead_s: float = 30.0) -> bool:
     """Whether a started run is close enough to its window's end that its successor should launch:
     within `lead_s`, or half the window for short ones, so the successor's start-up fits."""
-    config = run.run_config.get("ops", {}).get("ingest_kafka", {}).get("config", {})
+    ops = run.run_config.get("ops")
+    config = ops.get("ingest_kafka", {}).get("config", {}) if isinstance(ops, dict) else {}
     window = float(config.get("max_run_seconds", 600.0))
     return (
         run.status == dg.DagsterRunStatus.STARTED

@@ -169,7 +169,7 @@ def ingest_kafka(
     clickhouse: ClickHouseResource,
     kafka: KafkaResource,
     redis: RedisResource,
-) -> dg.Nothing:
+) -> None:
     """Load nova.events and nova.public.* from the committed offsets until caught up or out of time."""
     instance, run_id = context.instance, context.run_id
     host = socket.gethostname()
@@ -264,7 +264,7 @@ def _offset_at(consumer: Consumer, topic: str, partition: int, when: str, timeou
 @dg.op(tags={"kind": "kafka"})
 def replay_kafka(
     context: dg.OpExecutionContext, config: ReplayConfig, clickhouse: ClickHouseResource, kafka: KafkaResource
-) -> dg.Nothing:
+) -> None:
     """Re-read a range and load whatever of it is missing from ClickHouse; consumer offsets are untouched."""
     ranges = replay_ranges(kafka, config)
     context.log.info(f"replaying {ranges}")

@@ -38,7 +38,10 @@ def _deliver(context: dg.SensorEvaluationContext, alert: dict[str, Any]) -> None
 
 
 def _check_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetCheckKey]:
-    return sorted(context.repository_def.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
+    repository = context.repository_def
+    if repository is None:  # evaluated outside a code location: nothing to look at
+        return []
+    return sorted(repository.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
 
 
 @dg.sensor(
@@ -78,11 +81,11 @@ def slo_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         sent += 1
     runs_after = float(cursor.get("runs_after", 0))
     newest = runs_after
-    for record in context.instance.get_run_records(
+    for run_record in context.instance.get_run_records(
         dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=_dt(runs_after)), limit=50
     ):
-        run = record.dagster_run
-        newest = max(newest, record.update_timestamp.timestamp())
+        run = run_record.dagster_run
+        newest = max(newest, run_record.update_timestamp.timestamp())
         _deliver(
             context,
             {
@@ -91,7 +94,7 @@ def slo_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 "run_id": run.run_id,
                 "summary": f"run {run.run_id[:8]} of {run.job_name} failed",
                 "tags": dict(run.tags),
-                "at": record.update_timestamp.timestamp(),
+                "at": run_record.update_timestamp.timestamp(),
             },
         )
         sent += 1

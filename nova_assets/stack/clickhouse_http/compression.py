@@ -13,9 +13,9 @@ from nova_assets.stack.clickhouse_http.errors import BAD_ARGUMENTS, CANNOT_DECOM
 def _zstd() -> Any:
     """zstd from the standard library (3.14+) or its backport, as clickhouse-connect uses it."""
     try:
-        from compression import zstd  # type: ignore[import-not-found]
+        from compression import zstd
     except ImportError:
-        from backports import zstd  # type: ignore[import-not-found,no-redef]
+        from backports import zstd
     return zstd
 
 

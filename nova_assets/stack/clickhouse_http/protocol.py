@@ -148,19 +148,19 @@ def parse(
         else:
             sql += sql_text(body_head)
     elif body_is_data:
-        match = TRAILING_FORMAT.search(sql)
-        if match is None:
+        trailing = TRAILING_FORMAT.search(sql)
+        if trailing is None:
             raise ClickHouseError(SYNTAX_ERROR, "INSERT with data in the body needs a FORMAT clause", "SYNTAX_ERROR")
-        insert_format = match.group(1)
-        sql = sql[: match.start()].rstrip()
+        insert_format = trailing.group(1)
+        sql = sql[: trailing.start()].rstrip()
     if not sql.strip():
         raise ClickHouseError(SYNTAX_ERROR, "Empty query", "SYNTAX_ERROR")
     fmt = text(values.get("default_format", b"")) or "TabSeparated"
     if not insert_format:
-        match = TRAILING_FORMAT.search(sql)
-        if match is not None:
-            fmt = match.group(1)
-            sql = sql[: match.start()].rstrip().rstrip(";")
+        trailing = TRAILING_FORMAT.search(sql)
+        if trailing is not None:
+            fmt = trailing.group(1)
+            sql = sql[: trailing.start()].rstrip().rstrip(";")
     settings: dict[str, str] = {}
     params: dict[str, str] = {}
     transport: dict[str, str] = {}

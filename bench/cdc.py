@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from bench.common import clickhouse_server, report
+from bench.common import SMOKE, clickhouse_server, report
 from nova_assets.core import quantiles
 from nova_assets.core.cdc.runner import STAGE_LOG
 from nova_assets.core.cdc.verify import differences, mirror_state, source_state
@@ -41,7 +41,7 @@ from nova_assets.stack.services import KafkaService
 from nova_assets.stack.sql_services import CdcService, ClickHouseService, PostgresService
 from nova_assets.topics import APP_TABLES
 
-RATE, SECONDS, WRITERS, PER_TXN = 10_000, 60, 8, 50
+RATE, SECONDS, WRITERS, PER_TXN = (200, 5, 2, 10) if SMOKE else (10_000, 60, 8, 50)
 # The writers stand in for app servers, which run on other machines: at nice 10 they take only
 # the CPU the pipeline leaves (with equal priority, 8 writer processes starved the loader on 2 cores)
 WRITER_NICE = int(os.environ.get("NOVA_BENCH_CDC_WRITER_NICE", "10"))

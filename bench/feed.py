@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 import redis
 
-from bench.common import clickhouse_server, percentile, report
+from bench.common import SMOKE, clickhouse_server, percentile, report
 from nova_assets.core.cache.warming import warm
 from nova_assets.core.process import free_port
 from nova_assets.core.recommendations.scoring import ScoringParams, evaluate, recompute
@@ -34,7 +34,7 @@ from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources import RedisResource
 from nova_assets.stack.services import RedisService
 
-USERS, POSTS, TOPICS, EVENTS, HOURS = 50_000, 100_000, 200, 10_000_000, 72
+USERS, POSTS, TOPICS, EVENTS, HOURS = (500, 1_000, 20, 50_000, 72) if SMOKE else (50_000, 100_000, 200, 10_000_000, 72)
 CLIENTS, SECONDS = 50, 20
 
 SERVER = """

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
-from bench.common import report
+from bench.common import SMOKE, report
 from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.core.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, decode_event
 from nova_assets.core.process import free_port, free_port_block
@@ -38,11 +38,9 @@ from nova_assets.generate.world import World
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.services import KafkaService, S3Service
 
-TOTAL = 1_000_000
-NAIVE_SAMPLE = 3_000
-STEADY_RATE = 10_000
-STEADY_SECONDS = 60
-STORAGE_SAMPLE = 200_000
+TOTAL, NAIVE_SAMPLE = (20_000, 50) if SMOKE else (1_000_000, 3_000)
+STEADY_RATE, STEADY_SECONDS = (1_000, 5) if SMOKE else (10_000, 60)
+STORAGE_SAMPLE = 5_000 if SMOKE else 200_000
 
 PRODUCER = """
 import sys
@@ -128,7 +126,7 @@ def _storage_ceilings(home: Path, pop: World, s3: bool) -> tuple[float, float]:
             storage.stop()
 
 
-SHARD_TOTAL = 600_000
+SHARD_TOTAL = 12_000 if SMOKE else 600_000
 SHARD_PARTITIONS = 6
 SHARD_LOADER = """
 import sys, time

@@ -10,15 +10,13 @@ import datetime as dt
 import tempfile
 import time
 
-from bench.common import percentile, report
+from bench.common import SMOKE, percentile, report
 from nova_assets.core.schema.ddl import apply_all
 from nova_assets.core.schema.queries import USER_TIMELINE
 from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.resources.clickhouse import ClickHouseResource
 
-EVENTS = 1_000_000
-USERS = 100_000
-QUERIES = 200
+EVENTS, USERS, QUERIES = (20_000, 2_000, 20) if SMOKE else (1_000_000, 100_000, 200)
 
 GENERATE = """
 INSERT INTO {table} (event_id, event_time, user_id, post_id, author_id, action, dwell_ms, device, app_ver)

@@ -52,3 +52,19 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
         assert key in summary, key
     assert summary["events_measured"] > 0 and summary["changes_measured"] > 0 and summary["reads"] > 0
     assert 0 < summary["platform_cpu_cores"] <= 2.0 * (os.cpu_count() or 2)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [b for b in BENCHMARKS if b not in ("platform", "soak")])
+def test_each_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
+    """Every benchmark's code runs on every change (its figures mean nothing at this size); `soak`
+    runs in test_dev.py with its kills, `platform` above with its keys."""
+    env = {**os.environ, "NOVA_BENCH_SMOKE": "1", "NOVA_HOME": str(tmp_path / "home")}
+    nova = Path(sys.executable).parent / "nova"
+    done = subprocess.run(
+        [str(nova), "bench", name, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    summary = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(summary, dict) and summary

@@ -110,13 +110,15 @@ def rss_by_part(home: Path) -> dict[str, float]:
 
 
 def home_mb(home: Path) -> float:
+    """Size of NOVA_HOME in MB (files that vanish while it is walked, as ClickHouse's temporary
+    parts do, are skipped)."""
     total = 0
-    for path in home.rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
-        except OSError:
-            continue
+    for root, _dirs, files in os.walk(home, onerror=lambda _exc: None):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
     return round(total / 2**20, 1)
 
 

@@ -6,8 +6,8 @@ NOVA_HOME with free ports, and reports:
 - every asset-check evaluation after minute 5 (`NOVA_BENCH_SOAK_GREEN_AFTER`), and which did not
   pass; recomputes, cache warms and ingestion run change-overs in the window;
 - event-to-visible P95 in the minute around each change-over beside the minute before it;
-- the RSS of every process and the size of NOVA_HOME at minute 10 and at the end (growth per
-  hour), and the most active parts of any table;
+- the RSS and the CPU (cores over the minute before) of every kind of process, and the size of
+  NOVA_HOME, at minute 10 and at the end (growth per hour), and the most active parts of any table;
 - with `NOVA_BENCH_SOAK_KILL=kafka,clickhouse,...` (units of the supervisor: services, `serve`,
   `traffic-events`, `traffic-app`, `traffic-reads`, `dagster-daemon`), each is killed with
   SIGKILL once, `NOVA_BENCH_SOAK_KILL_EVERY` seconds apart from `NOVA_BENCH_SOAK_KILL_START` (120 s
@@ -107,6 +107,27 @@ def rss_by_part(home: Path) -> dict[str, float]:
             label = _label(cmdline)
             out[label] = out.get(label, 0.0) + int(match.group(1)) / 1024
     return {k: round(v, 1) for k, v in sorted(out.items())}
+
+
+def cpu_seconds(home: Path) -> dict[int, tuple[str, float]]:
+    """pid -> (kind of process, CPU seconds so far) for every process of this NOVA_HOME."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid, cmdline in _processes(home):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (_label(cmdline), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cores_by_part(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float) -> dict:
+    """CPU in cores per kind of process between two `cpu_seconds` snapshots."""
+    parts: dict[str, float] = {}
+    for pid, (label, cpu) in after.items():
+        parts[label] = parts.get(label, 0.0) + (cpu - before.get(pid, (label, 0.0))[1]) / seconds
+    return {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v > 0.0005}
 
 
 def home_mb(home: Path) -> float:
@@ -259,13 +280,23 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
     kills: list[dict[str, Any]] = []
     next_kill = began + KILL_START_S
     pending = list(KILL)
+    cpu_at: float | None = None
+    cpu_before: dict[int, tuple[str, float]] | None = None
+    end_cpu_at: float | None = None
+    end_cpu_before: dict[int, tuple[str, float]] = {}
     try:
         while time.time() < end:
             if dev.poll() is not None:
                 raise RuntimeError(f"nova dev exited with {dev.returncode}; see {home / 'dev.log'}")
             now = time.time()
+            if "min10" not in samples and now - began >= 540 and cpu_at is None:
+                cpu_at, cpu_before = now, cpu_seconds(home)  # a minute of CPU before minute 10
             if "min10" not in samples and now - began >= 600:
-                samples["min10"] = {"rss_mb": rss_by_part(home), "home_mb": home_mb(home), "at_s": now - began}
+                cores = cores_by_part(cpu_before or {}, cpu_seconds(home), now - (cpu_at or now - 1))
+                samples["min10"] = {"rss_mb": rss_by_part(home), "home_mb": home_mb(home), "at_s": now - began,
+                                    "cpu_cores": cores}  # fmt: skip
+            if "min10" in samples and end - now <= 62 and end_cpu_at is None:
+                end_cpu_at, end_cpu_before = now, cpu_seconds(home)
             if pending and now >= next_kill and (home / "supervisor.log").exists():
                 unit = pending[0]
                 pid = _kill(home, stack, unit)
@@ -278,6 +309,8 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
                 next_kill = time.time() + KILL_EVERY_S
             time.sleep(1.0)
         samples["end"] = {"rss_mb": rss_by_part(home), "home_mb": home_mb(home), "at_s": time.time() - began}
+        if end_cpu_at is not None:
+            samples["end"]["cpu_cores"] = cores_by_part(end_cpu_before, cpu_seconds(home), time.time() - end_cpu_at)
         ch = ClickHouseResource(url=stack.env()["NOVA_CLICKHOUSE_URL"])
         parts = dict(
             ch.query(

@@ -25,19 +25,23 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-_merged = dg.Definitions.merge(
-    sources.defs,
-    schema.defs,
-    ingestion.defs,
-    recommendations.defs,
-    cache.defs,
-    slo.defs,
-    # Every run executes its steps in the run's own process: the work is in ClickHouse, Kafka and
-    # Redis, and a Python subprocess per step would cost seconds of CPU on every scheduled run.
-    dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
-)
+def build_defs() -> dg.Definitions:
+    """Every capability merged with the resources, then the SLO's freshness policies applied in one
+    place (one Definitions at module scope: a code location refuses two)."""
+    merged = dg.Definitions.merge(
+        sources.defs,
+        schema.defs,
+        ingestion.defs,
+        recommendations.defs,
+        cache.defs,
+        slo.defs,
+        # Every run executes its steps in the run's own process: the work is in ClickHouse, Kafka and
+        # Redis, and a Python subprocess per step would cost seconds of CPU on every scheduled run.
+        dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
+    )
+    with warnings.catch_warnings():  # Dagster 1.13 marks map_resolved_asset_specs as preview
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return merged.map_resolved_asset_specs(func=with_freshness)
 
-with warnings.catch_warnings():
-    # the SLO's freshness policies, applied in one place; Dagster 1.13 marks the call as preview
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-    defs = _merged.map_resolved_asset_specs(func=with_freshness)
+
+defs = build_defs()

@@ -60,3 +60,9 @@ def test_lineage_starts_at_the_sources() -> None:
     for key in (dg.AssetKey(["kafka", "nova.events"]), dg.AssetKey(["postgres", "posts"])):
         node = graph.get(key)
         assert not node.is_materializable and node.group_name == "sources"
+
+
+def test_the_code_location_has_one_definitions_object() -> None:
+    """workspace.yaml loads nova_assets.definitions: a code location refuses a module with two."""
+    found = [name for name, value in vars(definitions).items() if isinstance(value, dg.Definitions)]
+    assert found == ["defs"]

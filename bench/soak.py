@@ -41,7 +41,7 @@ from confluent_kafka import TopicPartition
 
 from bench.common import SMOKE, report
 from bench.parts import records
-from nova_assets.core.process import free_port
+from nova_assets.core.process import free_port, stop_group
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack import Stack
 from nova_assets.topics import APP_TABLES
@@ -177,7 +177,7 @@ def activity(dagster_home: Path, since: float) -> dict[str, Any]:
         counts = {}
         for key in ("feed_recommendations", "feed_cache"):
             records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), after_timestamp=since)
-            counts[key] = len(instance.fetch_materializations(records_filter, limit=100_000).records)
+            counts[key] = len(instance.fetch_materializations(records_filter, limit=10_000).records)
         runs = instance.get_runs(dg.RunsFilter(job_name="kafka_ingestion"))
         released = sorted(
             float(r.tags["nova/released"])
@@ -329,13 +329,13 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
                 ratios.append(around / before)
         for kill in kills:
             kill["restarted_after_s"] = _restarted_after(home / "supervisor.log", kill["unit"], kill["at"])
+    except BaseException:
+        stop_group(dev, grace_s=30.0, first=signal.SIGTERM)
+        stack.down(echo=lambda _line: None, drain=False)  # a failed soak leaves nothing running
+        raise
     finally:
-        dev.send_signal(signal.SIGTERM)
-        try:
-            dev.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
         log.close()
+    stop_group(dev, grace_s=60.0, first=signal.SIGTERM)
     try:
         exact = exactly_once(stack, ch, kafka_killed="kafka" in KILL)
     finally:

@@ -70,6 +70,7 @@ class Loader:
         s = self.settings
         self.resume = Resume(clickhouse, kafka, run_id, log, self.log_warning, s.incarnations, s.owns, s.topic_patterns)
         self.incarnations = self.resume.incarnations  # topic -> incarnation, settled by resume.positions()
+        self._prepared: tuple[Consumer, IngestStats] | None = None
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -88,6 +89,21 @@ class Loader:
                 snapshot.add(table)
         return {table: MirrorShape(table, cols, table in snapshot) for table, cols in shapes.items()}
 
+    def prepare(self, settle: bool = True) -> None:
+        """What a run can do before its turn to load (a successor, while its predecessor still
+        loads): the mirrors' shapes, the consumer and, with `settle`, the topics' incarnations. What
+        depends on committed offsets waits for `run()`."""
+        stats = IngestStats()
+        self.shapes = self._mirror_shapes()
+        consumer: Consumer = self.kafka.consumer(**{"enable.partition.eof": False})
+        try:
+            if settle:
+                self.resume.settle(consumer, stats)
+        except BaseException:
+            consumer.close()
+            raise
+        self._prepared = (consumer, stats)
+
     # --- the loop ------------------------------------------------------------------------------
 
     def run(
@@ -95,9 +111,11 @@ class Loader:
     ) -> IngestStats:
         """Ingest from committed offsets, or the given [start, end) ranges for replays (end None: until
         caught up; high watermarks are not trusted as ends, since some brokers under-report them)."""
-        stats = IngestStats()
-        self.shapes = self._mirror_shapes()
-        consumer: Consumer = self.kafka.consumer(**{"enable.partition.eof": False})
+        if self._prepared is None:
+            self.prepare(settle=False)
+        assert self._prepared is not None
+        consumer, stats = self._prepared
+        self._prepared = None
         try:
             start = self.resume.positions(consumer, ranges, stats)
             if start is None:

@@ -38,6 +38,19 @@ class PartitionLag:
         return max(0, self.high - self.start)
 
 
+def matching_partitions(
+    consumer: Consumer, patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS, timeout_s: float = 5.0
+) -> list[TopicPartition]:
+    """Every partition of the topics matching `patterns` (one metadata request)."""
+    metadata = consumer.list_topics(timeout=timeout_s)
+    return [
+        TopicPartition(name, pid)
+        for name, topic in sorted(metadata.topics.items())
+        if any(fnmatch.fnmatchcase(name, pat) for pat in patterns) and topic.error is None
+        for pid in sorted(topic.partitions)
+    ]
+
+
 def partition_lags(
     consumer: Consumer,
     patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS,
@@ -51,13 +64,7 @@ def partition_lags(
     seconds): some brokers under-report the high watermark in ListOffsets. `verify_all` checks the
     lagging ones too, where the count of unloaded messages must be right, not only non-zero.
     """
-    metadata = consumer.list_topics(timeout=timeout_s)
-    tps = [
-        TopicPartition(name, pid)
-        for name, topic in sorted(metadata.topics.items())
-        if any(fnmatch.fnmatchcase(name, pat) for pat in patterns) and topic.error is None
-        for pid in sorted(topic.partitions)
-    ]
+    tps = matching_partitions(consumer, patterns, timeout_s)
     if not tps:
         return []
     committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=timeout_s)}

@@ -25,6 +25,7 @@ from nova_assets.core.ingestion.offsets import (
     PartitionLag,
     expired_unloaded,
     fingerprint,
+    matching_partitions,
     partition_lags,
     topic_incarnations,
     verify_checkpoints,
@@ -73,6 +74,15 @@ class Resume:
         self.legacy: dict[str, bool] = {}  # topic -> rows loaded before incarnations existed are its own
         self.pending_checkpoints: dict[TP, Any] = {}  # newest loaded message per partition, not yet written
         self.checkpointed = 0.0
+        self.settled: dict[str, bool] = {}  # topic -> its incarnation was reset (settled ahead of the turn)
+
+    def settle(self, consumer: Consumer, stats: IngestStats) -> None:
+        """Settle the incarnations of the matching topics now: they do not depend on committed
+        offsets, so a successor does it while its predecessor still loads."""
+        topics = sorted({tp.topic for tp in matching_partitions(consumer, self.topic_patterns, self.kafka.timeout_s)})
+        if topics:
+            reset = self._check_incarnations(topics, stats)
+            self.settled.update({t: t in reset for t in topics})
 
     def positions(
         self, consumer: Consumer, ranges: dict[TP, tuple[int, int | None]] | None, stats: IngestStats
@@ -90,7 +100,11 @@ class Resume:
             ends = {tp: r[1] for tp, r in ranges.items() if r[1] is not None}
         if not starts:
             return None
-        reset = self._check_incarnations(sorted({t for t, _ in starts}), stats)
+        topics = sorted({t for t, _ in starts})
+        if all(t in self.settled for t in topics):
+            reset = {t for t in topics if self.settled[t]}
+        else:
+            reset = self._check_incarnations(topics, stats)
         for lag in lags:  # committed offsets of an old incarnation mean nothing in the new one
             if lag.topic in reset:
                 starts[(lag.topic, lag.partition)] = lag.low

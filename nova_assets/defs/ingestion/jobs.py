@@ -197,6 +197,7 @@ def ingest_kafka(
         context.log.info(
             f"shard {config.shard} of {config.shards}: partitions p with p % {config.shards} == {config.shard}"
         )
+    loader.prepare()  # shapes, consumer, incarnations: while a predecessor still loads
     # the predecessor stops, flushes and commits first
     await_turn(instance, run_id, context.log.info, heartbeat=lambda: heartbeat(IngestStats()))
     stop = threading.Event()

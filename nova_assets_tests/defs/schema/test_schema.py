@@ -15,6 +15,7 @@ from nova_assets.defs.recommendations.assets import feed_recommendations
 from nova_assets.defs.schema.assets import schema_assets
 from nova_assets.defs.schema.checks import schema_drift_checks
 from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.topics import MIRROR_TABLES
 
 EVENT_COLUMNS = ["event_id", "event_time", "user_id", "post_id", "author_id", "action", "dwell_ms", "device", "app_ver"]
 UTC = dt.UTC
@@ -219,6 +220,7 @@ def test_forward_migration_applied_once(ch: ClickHouseResource, tmp_path: Path) 
         assert ledger == [
             ("0001_events__kafka_incarnation", "events"),
             ("0002_dead_letters__kafka_incarnation", "dead_letters"),
+            *[(f"000{n}_{t}__snapshot", t) for n, t in enumerate(MIRROR_TABLES, start=3)],
             ("0009_events__add_country", "events"),
         ]
         expected = expected_descriptions(client, ch.database, [events], objects)

@@ -42,5 +42,5 @@ def test_every_killed_service_is_restarted_and_nothing_is_loaded_twice(tmp_path:
     # the log it has since is loaded (or dead-lettered) exactly once, through every other kill
     assert result["exact_log_messages"] > 0
     exact = {k: v for k, v in result.items() if k.startswith("exact_")}
-    assert result["exact_log_loaded_once"] and result["exact_log_accounted"], exact
+    assert result["exact_log_loaded_once"] and result["exact_log_accounted"], str(exact)
     assert result["exact_events_duplicated"] == 0

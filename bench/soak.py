@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +40,7 @@ from confluent_kafka import TopicPartition
 
 from bench.common import SMOKE, report
 from bench.parts import records
+from bench.parts.procs import _processes, cores_by_part, cpu_seconds, home_mb, rss_by_part
 from nova_assets.core.process import free_port, stop_group
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack import Stack
@@ -52,17 +52,6 @@ KILL = [k for k in os.environ.get("NOVA_BENCH_SOAK_KILL", "").split(",") if k]
 KILL_EVERY_S = float(os.environ.get("NOVA_BENCH_SOAK_KILL_EVERY", "30"))
 KILL_START_S = float(os.environ.get("NOVA_BENCH_SOAK_KILL_START", "120"))
 MIRRORS = APP_TABLES
-# what a process is, from its command line (first match wins)
-LABELS = (
-    ("clickhouse_server", "clickhouse server"), ("tansu", "kafka (tansu)"), ("valkey", "redis (valkey)"),
-    ("redis-server", "redis (valkey)"), ("postgres", "postgres"), ("nova_assets.cli cdc", "cdc (debezium jvm)"),
-    ("dagster._daemon", "dagster daemon"), ("dagster-daemon", "dagster daemon"),
-    ("dagster_webserver", "dagster webserver"), ("dagster-webserver", "dagster webserver"),
-    ("api grpc", "dagster code server"), ("code-server", "dagster code server"),
-    ("api execute_run", "dagster runs"), ("dagster dev", "dagster dev"), ("cli serve", "nova serve"),
-    ("generate events", "traffic: events"), ("generate app", "traffic: app"), ("generate reads", "traffic: reads"),
-    ("nova_assets.cli dev", "nova dev"),
-)  # fmt: skip
 # the process to kill for a supervisor unit that is not a stack service
 KILL_NEEDLES = {
     "serve": "nova_assets.cli serve",
@@ -71,76 +60,6 @@ KILL_NEEDLES = {
     "traffic-reads": "generate reads",
     "dagster-daemon": "dagster._daemon",
 }
-
-
-def _processes(home: Path) -> list[tuple[int, str]]:
-    """(pid, command line) of every process whose environment names this NOVA_HOME."""
-    found = []
-    needle = f"NOVA_HOME={home}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") or str(home) in cmdline:
-            found.append((int(entry.name), cmdline))
-    return found
-
-
-def _label(cmdline: str) -> str:
-    return next((label for needle, label in LABELS if needle in cmdline), "other")
-
-
-def rss_by_part(home: Path) -> dict[str, float]:
-    """Resident memory in MB per kind of process."""
-    out: dict[str, float] = {}
-    for pid, cmdline in _processes(home):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        if match:
-            label = _label(cmdline)
-            out[label] = out.get(label, 0.0) + int(match.group(1)) / 1024
-    return {k: round(v, 1) for k, v in sorted(out.items())}
-
-
-def cpu_seconds(home: Path) -> dict[int, tuple[str, float]]:
-    """pid -> (kind of process, CPU seconds so far) for every process of this NOVA_HOME."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for pid, cmdline in _processes(home):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (_label(cmdline), (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def cores_by_part(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float) -> dict:
-    """CPU in cores per kind of process between two `cpu_seconds` snapshots."""
-    parts: dict[str, float] = {}
-    for pid, (label, cpu) in after.items():
-        parts[label] = parts.get(label, 0.0) + (cpu - before.get(pid, (label, 0.0))[1]) / seconds
-    return {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v > 0.0005}
-
-
-def home_mb(home: Path) -> float:
-    """Size of NOVA_HOME in MB (files that vanish while it is walked, as ClickHouse's temporary
-    parts do, are skipped)."""
-    total = 0
-    for root, _dirs, files in os.walk(home, onerror=lambda _exc: None):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return round(total / 2**20, 1)
 
 
 def _kill(home: Path, stack: Stack, unit: str) -> int | None:

@@ -33,8 +33,8 @@ from nova_assets.core.ingestion.messages import EVENT_COLUMNS, EVENTS_TOPIC, dec
 from nova_assets.core.process import free_port, free_port_block
 from nova_assets.core.schema.ddl import apply_all
 from nova_assets.core.schema.sql_files import Renderer
+from nova_assets.core.world.demo import World
 from nova_assets.generate.events import ensure_topic, produce_events
-from nova_assets.generate.world import World
 from nova_assets.resources import ClickHouseResource, KafkaResource
 from nova_assets.stack.services import KafkaService, S3Service
 

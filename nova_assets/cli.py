@@ -15,7 +15,7 @@ from nova_assets.errors import NovaError
 
 if TYPE_CHECKING:
     from nova_assets.serving import FeedService
-from nova_assets.generate.world_config import WorldConfig
+from nova_assets.core.world.config import WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,8 +146,8 @@ WORLD_USERS = click.option(
 @WORLD_USERS
 def generate_events(rate: float, duration: float, malformed: float, partitions: int, seed: int, users: int) -> None:
     """Produce the demo world's events (tastes, follows, hot posts; skewed actions) to nova.events."""
+    from nova_assets.core.world.demo import World, WorldConfig
     from nova_assets.generate.events import produce_events
-    from nova_assets.generate.world import World, WorldConfig
     from nova_assets.resources.kafka import KafkaResource
 
     if not 0.0 <= malformed <= 1.0:

@@ -30,8 +30,8 @@ SUPERVISOR_LOG = "supervisor.log"
 def seed_world(postgres_dsn: str) -> dict[str, int]:
     """The demo world's users, follows and the posts of its window in Postgres (idempotent)."""
     from nova_assets.core.cdc.runner import apply_source_schema
+    from nova_assets.core.world.demo import World
     from nova_assets.generate.app import AppWriter
-    from nova_assets.generate.world import World
     from nova_assets.resources import PostgresResource
 
     postgres = PostgresResource(dsn=postgres_dsn)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from nova_assets.generate.world import World, WorldConfig
+from nova_assets.core.world.demo import World, WorldConfig
 from nova_assets.resources.postgres import PostgresResource
 
 MIX = (("like", 0.5), ("comment", 0.2), ("follow", 0.12), ("edit", 0.15), ("delete", 0.03))

@@ -13,7 +13,7 @@ import orjson
 
 from nova_assets.core.ingestion.messages import EVENTS_TOPIC
 from nova_assets.core.kafka_admin import ensure_topic
-from nova_assets.generate.world import World, iso_ms
+from nova_assets.core.world.demo import World, iso_ms
 from nova_assets.resources.kafka import KafkaResource
 
 MALFORMED_KINDS = [

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.generate.world import ACTIONS, DEVICES, World
+from nova_assets.core.world.demo import ACTIONS, DEVICES, World
 
 EVENTS_FROM_STAGE = """
 INSERT INTO events (event_id, event_time, user_id, post_id, author_id, action, dwell_ms, device, app_ver)

@@ -88,6 +88,26 @@ WITH
         ORDER BY author_id, base DESC, post_id
         LIMIT {per_author:UInt32} BY author_id
     ),
+    author_recent AS (
+        -- an author's newest {follow_recent} posts, rank 0 the newest: what a follower sees first
+        SELECT * FROM
+        (
+            SELECT r.post_id AS post_id, r.author_id AS author_id, coalesce(b.base, 0) AS base,
+                   row_number() OVER (PARTITION BY r.author_id ORDER BY r.created DESC, r.post_id) - 1 AS rrank
+            FROM
+            (
+                SELECT id AS post_id, argMax(author_id, version) AS author_id, argMax(created_at, version) AS created
+                FROM posts
+                GROUP BY id
+                HAVING argMax(is_deleted, version) = 0
+                   AND created >= {as_of:DateTime('UTC')} - toIntervalHour({window_hours:UInt32})
+                   AND created < {as_of:DateTime('UTC')}
+            ) AS r
+            LEFT JOIN (SELECT post_id, base FROM scored_posts UNION ALL SELECT post_id, base FROM fresh_posts) AS b
+                ON b.post_id = r.post_id
+        )
+        WHERE rrank < {follow_recent:UInt32}
+    ),
     recent_engagement AS (
         SELECT user_id, post_id
         FROM events
@@ -126,14 +146,57 @@ WITH
         GROUP BY user_id, post_id
     ),
     affinity AS (
+        -- whole days from user_author_daily, the day of {as_of} from the events before it
         SELECT
             user_id,
             author_id,
-            log1p(sum(clicks * {w_click:Float64} + likes * {w_like:Float64} + comments * {w_comment:Float64}
-                      + shares * {w_share:Float64}) + sum(dwell_ms) / 60000.0) / {affinity_scale:Float64} AS affinity
-        FROM user_author_daily
-        WHERE day > toDate({as_of:DateTime('UTC')}) - 90 AND day <= toDate({as_of:DateTime('UTC')})
+            log1p(sum(weighted) + sum(dwell) / 60000.0) / {affinity_scale:Float64} AS affinity
+        FROM
+        (
+            SELECT user_id, author_id,
+                   sum(clicks * {w_click:Float64} + likes * {w_like:Float64} + comments * {w_comment:Float64}
+                       + shares * {w_share:Float64}) AS weighted, sum(dwell_ms) AS dwell
+            FROM user_author_daily
+            WHERE day > toDate({as_of:DateTime('UTC')}) - 90 AND day < toDate({as_of:DateTime('UTC')})
+            GROUP BY user_id, author_id
+            UNION ALL
+            SELECT user_id, author_id,
+                   sum(multiIf(action = 'click', {w_click:Float64}, action = 'like', {w_like:Float64},
+                               action = 'comment', {w_comment:Float64}, action = 'share', {w_share:Float64}, 0)),
+                   sum(dwell_ms)
+            FROM events
+            WHERE event_time >= toStartOfDay({as_of:DateTime('UTC')}) AND event_time < {as_of:DateTime('UTC')}
+            GROUP BY user_id, author_id
+        )
         GROUP BY user_id, author_id
+    ),
+    user_taste AS (
+        SELECT id AS user_id, v FROM taste_vectors WHERE version = {taste_version:UInt64} AND kind = 'user'
+    ),
+    author_taste AS (
+        SELECT id AS author_id, v FROM taste_vectors WHERE version = {taste_version:UInt64} AND kind = 'author'
+    ),
+    post_audience AS (
+        -- a post's audience in taste space: the taste vectors of who engaged with it lately, each
+        -- weighted by what they did and how long ago; its dot product with a user's vector is how
+        -- much people of that user's taste engage with the post now (works for a post of any age)
+        SELECT e.post_id AS post_id, sumForEach(arrayMap(x -> x * e.w, ut.v)) AS audience
+        FROM
+        (
+            SELECT user_id, post_id,
+                   sum(multiIf(action = 'view', 0.25, action = 'click', {w_click:Float64}, action = 'like', {w_like:Float64},
+                               action = 'comment', {w_comment:Float64}, {w_share:Float64})
+                       * pow(0.5, dateDiff('second', event_time, {as_of:DateTime('UTC')}) / 3600.0 / {half_life_hours:Float64})) AS w
+            FROM events
+            WHERE event_time >= {as_of:DateTime('UTC')} - toIntervalHour({co_window_hours:UInt32})
+              AND event_time < {as_of:DateTime('UTC')}
+            GROUP BY user_id, post_id
+        ) AS e
+        INNER JOIN user_taste AS ut ON ut.user_id = e.user_id
+        GROUP BY e.post_id
+    ),
+    taste_authors AS (
+        SELECT user_id, author_id FROM taste_candidates WHERE version = {taste_version:UInt64}
     ),
     follows_now AS (
         SELECT follower_id AS user_id, followee_id AS author_id
@@ -141,32 +204,52 @@ WITH
         WHERE created_at <= {as_of:DateTime('UTC')}
     ),
     covered AS (
-        SELECT DISTINCT user_id FROM (SELECT user_id FROM affinity UNION ALL SELECT user_id FROM follows_now)
+        SELECT DISTINCT user_id
+        FROM (SELECT user_id FROM affinity UNION ALL SELECT user_id FROM follows_now UNION ALL SELECT user_id FROM user_taste)
     ),
     candidates AS (
-        SELECT c.user_id, h.post_id, h.author_id, h.base, 'hot' AS reason, 0 AS support
+        SELECT c.user_id, h.post_id, h.author_id, h.base, 'hot' AS reason, 0 AS support, 1000 AS rrank
         FROM covered AS c CROSS JOIN hot AS h
         UNION ALL
-        SELECT f.user_id, s.post_id, s.author_id, s.base, 'followed' AS reason, 0 AS support
+        -- a followed author's newest posts (rrank 0 = the newest: what a follower sees first) and best ones
+        SELECT f.user_id, s.post_id, s.author_id, s.base, 'followed' AS reason, 0 AS support, s.rrank AS rrank
+        FROM follows_now AS f
+        INNER JOIN author_recent AS s ON s.author_id = f.author_id
+        UNION ALL
+        SELECT f.user_id, s.post_id, s.author_id, s.base, 'followed' AS reason, 0 AS support,
+               {follow_recent:UInt32} AS rrank
         FROM follows_now AS f
         INNER JOIN author_best AS s ON s.author_id = f.author_id
         UNION ALL
-        SELECT e.user_id, s.post_id, s.author_id, s.base, 'co_engaged' AS reason, e.support
+        SELECT e.user_id, s.post_id, s.author_id, s.base, 'co_engaged' AS reason, e.support, 1000 AS rrank
         FROM co_engaged AS e INNER JOIN scored_posts AS s ON s.post_id = e.post_id
+        UNION ALL
+        SELECT t.user_id, s.post_id, s.author_id, s.base, 'taste' AS reason, 0 AS support, 1000 AS rrank
+        FROM taste_authors AS t
+        INNER JOIN author_best AS s ON s.author_id = t.author_id
     ),
     personal AS (
         SELECT
             c.user_id AS user_id,
             c.post_id AS post_id,
             c.author_id AS author_id,
-            max(c.base) * (1 + max(coalesce(a.affinity, 0)))
-                * if(countIf(c.reason = 'followed') > 0, 1 + {follow_boost:Float64}, 1)
-                * (1 + {co_weight:Float64} * max(c.support)) AS score,
+            -- the learned taste: 0 where the model has no vector for the user or the author
+            dotProduct(arrayResize(any(ut.v), {taste_dims:UInt32}), arrayResize(any(at.v), {taste_dims:UInt32})) AS taste,
+            greatest(dotProduct(arrayResize(any(ut.v), {taste_dims:UInt32}),
+                                arrayResize(any(pa.audience), {taste_dims:UInt32})), 0) AS audience,
+            (max(c.base) + {w_audience:Float64} * audience) * (1 + max(coalesce(a.affinity, 0)))
+                * (1 + {co_weight:Float64} * max(c.support))
+                * if(countIf(c.reason = 'followed') > 0, 1 + {follow_boost:Float64} * pow({recency_decay:Float64}, min(c.rrank)), 1)
+                * exp({w_taste:Float64} * taste) AS score,
             multiIf(countIf(c.reason = 'followed') > 0, 'followed', countIf(c.reason = 'co_engaged') > 0, 'co_engaged',
-                    max(coalesce(a.affinity, 0)) > 0, 'affinity', 'hot') AS reason
+                    max(coalesce(a.affinity, 0)) > 0, 'affinity', countIf(c.reason = 'taste') > 0, 'taste',
+                    'hot') AS reason
         FROM candidates AS c
         LEFT JOIN affinity AS a ON a.user_id = c.user_id AND a.author_id = c.author_id
-        WHERE c.author_id != c.user_id
+        LEFT JOIN user_taste AS ut ON ut.user_id = c.user_id
+        LEFT JOIN author_taste AS at ON at.author_id = c.author_id
+        LEFT JOIN post_audience AS pa ON pa.post_id = c.post_id
+        WHERE c.author_id != c.user_id AND cityHash64(c.user_id) % {sample:UInt32} = 0  -- 1: everyone
         GROUP BY c.user_id, c.post_id, c.author_id
     ),
     diverse AS (

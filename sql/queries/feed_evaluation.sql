@@ -1,6 +1,7 @@
 -- Offline evaluation of one set of top-k lists against what users did after the split time.
 -- {lists} is a table of (user_id, rank, post_id, author_id) per strategy; truth = non-view
--- interactions in [split, split + horizon). Returns one row per strategy.
+-- interactions in [split, split + horizon). With {restrict}, only the users in {users} are judged.
+-- Returns one row per strategy.
 WITH
     truth AS (
         SELECT user_id, groupUniqArray(post_id) AS posts
@@ -12,7 +13,8 @@ WITH
     ),
     lists AS (
         SELECT strategy, user_id, groupArray((post_id, author_id)) AS recs
-        FROM (SELECT * FROM eval_lists WHERE rank <= {k:UInt16} ORDER BY strategy, user_id, rank)
+        FROM (SELECT * FROM eval_lists WHERE rank <= {k:UInt16} AND (NOT {restrict:Bool} OR user_id IN {users:Array(UUID)})
+              ORDER BY strategy, user_id, rank)
         GROUP BY strategy, user_id
     ),
     judged AS (

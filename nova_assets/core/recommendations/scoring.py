@@ -40,7 +40,11 @@ class ScoringParams:
     engagement_weight: float = 10.0  # weight of the engagement rate next to hotness
     view_prior: float = 20.0  # views added to the denominator so 1 view + 1 like is not a 100% rate
     affinity_scale: float = 3.0  # log1p(affinity) / scale; (1 + affinity) multiplies the score
-    follow_boost: float = 5.0  # posts of followed authors score (1 + boost) times higher
+    follow_boost: float = 5.0  # a followed author's newest post scores (1 + boost) times higher
+    recency_decay: float = 1.0  # ... and the next-newest (1 + boost * decay), and so on (1: all alike)
+    follow_recent: int = 5  # newest posts per followed author that are candidates
+    w_taste: float = 1.0  # the learned taste multiplies the score by exp(w_taste * taste); fitted, see fit.py
+    w_audience: float = 0.0  # + w_audience * (user . the post's recent audience) next to the base score; fitted
     co_weight: float = 10.0  # co-engaged posts score (1 + co_weight * support) times higher (support: summed cosine)
     co_window_hours: int = 24  # the user's recent engagements, and the co-engagement pairs, come from here
     co_recent: int = 20  # a user's last engagements that seed co-engagement candidates (bounds the self-join)
@@ -50,8 +54,22 @@ class ScoringParams:
     feed_size: int = 100  # N: posts kept per user
     per_author: int = 3  # k: at most k posts per author in a user's top N
 
-    def bound(self, as_of: float) -> dict[str, Any]:
-        return {**asdict(self), "as_of": int(as_of)}
+    def bound(self, as_of: float, taste: tuple[int, int] = (0, 0), sample: int = 1) -> dict[str, Any]:
+        """The SQL's parameters as of `as_of`, with the taste model (version, dims) to score with
+        and one user in `sample` scored (1: all)."""
+        return {**asdict(self), "as_of": int(as_of), "taste_version": taste[0], "taste_dims": taste[1],
+                "sample": sample}  # fmt: skip
+
+
+def current_taste(client: Client) -> tuple[int, int]:
+    """The newest published taste model and its vectors' length; (0, 0) before the first."""
+    version = int(client.query("SELECT max(version) FROM taste_models").result_rows[0][0] or 0)
+    if not version:
+        return (0, 0)
+    dims = client.query(
+        "SELECT any(length(v)) FROM taste_vectors WHERE version = {v:UInt64}", parameters={"v": version}
+    ).result_rows[0][0]
+    return (version, int(dims or 0))
 
 
 def latest_version(client: Client) -> int | None:
@@ -60,9 +78,12 @@ def latest_version(client: Client) -> int | None:
     return int(row[0]) if row[1] else None
 
 
-def recompute(client: Client, params: ScoringParams, as_of: float | None = None) -> dict[str, Any]:
+def recompute(
+    client: Client, params: ScoringParams, as_of: float | None = None, taste: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """Write a complete new version and publish it; returns figures for the materialization."""
     as_of = as_of if as_of is not None else time.time()
+    taste = taste if taste is not None else current_taste(client)
     version = int(time.time() * 1000)
     started = time.perf_counter()
     sql = (
@@ -71,15 +92,16 @@ def recompute(client: Client, params: ScoringParams, as_of: float | None = None)
         + query_text("feed_candidates_scored")
         + ")"
     )
-    client.command(sql, parameters={**params.bound(as_of), "version": version})
+    client.command(sql, parameters={**params.bound(as_of, taste), "version": version})
     figures = client.query(
         "SELECT countIf(user_id != {nil:UUID}), uniqExactIf(user_id, user_id != {nil:UUID}), uniqExact(post_id), "
         "countIf(user_id = {nil:UUID}), quantiles(0.5, 0.9, 0.99)(score), max(score), "
-        "countIf(reason = 'followed'), countIf(reason = 'affinity'), countIf(reason = 'co_engaged') "
+        "countIf(reason = 'followed'), countIf(reason = 'affinity'), countIf(reason = 'co_engaged'), "
+        "countIf(reason = 'taste') "
         "FROM feed_recommendations WHERE version = {v:UInt64}",
         parameters={"v": version, "nil": NIL_USER},
     ).result_rows[0]
-    rows, users, posts, trending, q, top, followed, by_affinity, co = figures
+    rows, users, posts, trending, q, top, followed, by_affinity, co, by_taste = figures
     client.insert(
         "feed_versions",
         [[version, users, rows, orjson.dumps(asdict(params)).decode()]],
@@ -98,6 +120,8 @@ def recompute(client: Client, params: ScoringParams, as_of: float | None = None)
         "reason_followed": int(followed),
         "reason_affinity": int(by_affinity),
         "reason_co_engaged": int(co),
+        "reason_taste": int(by_taste),
+        "taste_version": taste[0],
         "runtime_s": round(time.perf_counter() - started, 3),
     }
 
@@ -126,10 +150,26 @@ def cleanup(client: Client, keep: int = 2) -> list[int]:
     return dropped
 
 
+Lists = list[tuple[str, int, str, str]]  # (user_id, rank, post_id, author_id)
+
+
 def evaluate(
-    client: Client, params: ScoringParams, split: float, horizon_hours: int = 24, k: int = 20
+    client: Client,
+    params: ScoringParams,
+    split: float,
+    horizon_hours: int = 24,
+    k: int = 20,
+    taste: tuple[int, int] = (0, 0),
+    extra: dict[str, Lists] | None = None,
+    users: list[str] | None = None,
+    sample: int = 1,
 ) -> dict[str, Any]:
-    """Score as of `split` using only data before it; judge the top k by interactions after it."""
+    """Score as of `split` using only data before it; judge the top k by interactions after it.
+
+    `taste` must be a model trained before the split (a later one knows the answer). `extra` adds
+    other rankers' lists (an oracle, collaborative filtering); `users` judges only those users, so
+    every strategy is judged on the same people; `sample` scores one user in `sample` (by hash).
+    """
     table = f"eval_lists_{uuid.uuid4().hex[:12]}"  # our own name, not user input
     client.command(
         f"CREATE TABLE {table} (strategy LowCardinality(String), user_id UUID, rank UInt16, post_id UUID, "
@@ -140,8 +180,11 @@ def evaluate(
         client.command(
             f"INSERT INTO {table} SELECT if(user_id = {{nil:UUID}}, 'trending', 'model'), user_id, rank, post_id, "
             f"author_id FROM ({scoring})",
-            parameters={**params.bound(split), "nil": NIL_USER},
+            parameters={**params.bound(split, taste, sample), "nil": NIL_USER},
         )
+        for name, rows in (extra or {}).items():
+            client.insert(table, [[name, *row] for row in rows],
+                          column_names=["strategy", "user_id", "rank", "post_id", "author_id"])  # fmt: skip
         client.command(
             f"INSERT INTO {table} SELECT 'global_hot', u.user_id, t.rank, t.post_id, t.author_id "
             f"FROM (SELECT DISTINCT user_id FROM {table} WHERE strategy = 'model') AS u "
@@ -159,7 +202,11 @@ def evaluate(
             parameters={"split": int(split), "w": params.window_hours},
         ).result_rows[0][0]
         sql = query_text("feed_evaluation").replace("FROM eval_lists", f"FROM {table}")
-        result = client.query(sql, parameters={"split": split, "horizon_hours": horizon_hours, "k": k})
+        result = client.query(
+            sql,
+            parameters={"split": split, "horizon_hours": horizon_hours, "k": k, "restrict": users is not None,
+                        "users": users or []},
+        )  # fmt: skip
     finally:
         client.command(f"DROP TABLE IF EXISTS {table}")
     out: dict[str, Any] = {"k": k, "catalog_posts": int(catalog)}

@@ -1,17 +1,19 @@
 """`feed_recommendations`: every covered user's ranked feed, recomputed on a schedule, published atomically."""
 
-import math
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import dagster as dg
 import pandas as pd
 from clickhouse_connect.driver.client import Client
 
 from nova_assets import settings
-from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cleanup, evaluate, recompute
+from nova_assets.core.recommendations import tastes
+from nova_assets.core.recommendations.offline import eval_window, evaluate_feed
+from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cleanup, current_taste, recompute
 from nova_assets.core.schema.ddl import apply_object
 from nova_assets.core.schema.sql_files import load_objects
+from nova_assets.core.world.demo import from_env
 from nova_assets.defs.schema.assets import renderer_for
 from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -36,6 +38,10 @@ class RecommendationsConfig(dg.Config):
     view_prior: float = _DEFAULTS.view_prior
     affinity_scale: float = _DEFAULTS.affinity_scale
     follow_boost: float = _DEFAULTS.follow_boost
+    recency_decay: float = _DEFAULTS.recency_decay
+    follow_recent: int = _DEFAULTS.follow_recent
+    w_taste: float = _DEFAULTS.w_taste
+    w_audience: float = _DEFAULTS.w_audience
     co_weight: float = _DEFAULTS.co_weight
     co_window_hours: int = _DEFAULTS.co_window_hours
     co_recent: int = _DEFAULTS.co_recent
@@ -44,8 +50,10 @@ class RecommendationsConfig(dg.Config):
     hot_posts: int = _DEFAULTS.hot_posts
     feed_size: int = _DEFAULTS.feed_size
     per_author: int = _DEFAULTS.per_author
+    use_fitted_weights: bool = True  # the taste model's fitted weights replace the ones above
     keep_versions: int = 2
     evaluate: bool = True
+    eval_users: int = 1500  # with a demo world: users judged (those its oracle ranks for too)
     eval_split_hours_ago: float = 24.0
     eval_horizon_hours: int = 24
     eval_k: int = 20
@@ -54,31 +62,28 @@ class RecommendationsConfig(dg.Config):
         return ScoringParams(**{f.name: getattr(self, f.name) for f in fields(ScoringParams)})
 
 
-STRATEGIES = ("model", "global_hot", "recency")
+STRATEGIES = ("model", "global_hot", "recency", "oracle")
+BASELINES = ("global_hot", "recency")
 METRICS = ("hit_rate_at_k", "recall_at_k", "ndcg_at_k", "catalog_coverage", "author_diversity")
 
 
 def evaluation_frame(evaluation: dict) -> pd.DataFrame:
-    """Strategies as rows, metrics as columns, plus the model's lift over the best baseline per metric."""
+    """Strategies as rows, metrics as columns, plus the model's lift over the best baseline per metric
+    and, with an oracle (a demo world), the model's share of it."""
     rows = [{"strategy": name, **evaluation[name]} for name in STRATEGIES if name in evaluation]
     frame = pd.DataFrame(rows, columns=["strategy", "users_evaluated", *METRICS])
-    if "model" in evaluation and len(rows) > 1:
+    ratios: list[dict[str, object]] = []
+    if "model" in evaluation and any(b in evaluation for b in BASELINES):
         lift: dict[str, object] = {"strategy": "model / best baseline"}
         for metric in METRICS:
-            best = max(evaluation[b][metric] for b in STRATEGIES[1:] if b in evaluation)
+            best = max(evaluation[b][metric] for b in BASELINES if b in evaluation)
             lift[metric] = round(evaluation["model"][metric] / best, 3) if best else None
-        frame = pd.concat([frame, pd.DataFrame([lift])], ignore_index=True)
-    return frame
-
-
-def eval_window(client: Client, split_ago_s: float, horizon_hours: int) -> tuple[float, int]:
-    """The evaluation's split (seconds ago) and horizon: as configured, or, where there is less
-    history than twice the split (a young demo), the middle of the history and what follows it."""
-    first = client.query("SELECT toUnixTimestamp64Milli(min(event_time)) FROM events").result_rows[0][0]
-    span = time.time() - float(first or 0) / 1000.0
-    if first and 0 < span < 2 * split_ago_s:
-        return span / 2, max(1, math.ceil(span / 2 / 3600))
-    return split_ago_s, horizon_hours
+        ratios.append(lift)
+    if "model" in evaluation and "oracle" in evaluation:
+        oracle = evaluation["oracle"]
+        share = {m: round(evaluation["model"][m] / oracle[m], 3) if oracle[m] else None for m in METRICS}
+        ratios.append({"strategy": "model / oracle (share of the knowable)", **share})
+    return pd.concat([frame, pd.DataFrame(ratios)], ignore_index=True) if ratios else frame
 
 
 SAMPLE_FEEDS = """
@@ -101,7 +106,7 @@ def sample_feeds(client: Client, version: int, users: int = 3, k: int = 10) -> p
 @dg.asset(
     name="feed_recommendations",
     group_name="recommendations",
-    deps=[dg.AssetKey(d) for d in _OBJECT.depends],
+    deps=[dg.AssetKey(d) for d in _OBJECT.depends] + [dg.AssetKey("taste_model")],
     kinds={"clickhouse", "sql"},
     description="Ranked posts per user (followed authors, posts co-engaged with the user's recent ones, hot "
     "posts; decayed engagement x (1 + affinity) x signal weights, k per author), published atomically as a "
@@ -118,25 +123,35 @@ def feed_recommendations(
     with clickhouse.ddl_session() as owner:
         created = apply_object(owner, _OBJECT, renderer_for(clickhouse)).created
     with clickhouse.session() as client:
-        figures = recompute(client, params)
+        taste = current_taste(client)
+        fitted = tastes.fitted_weights(client, taste[0]) if taste[0] and config.use_fitted_weights else {}
+        params = replace(params, **{k: type(getattr(params, k))(v) for k, v in fitted.items() if hasattr(params, k)})
+        figures = recompute(client, params, taste=taste)
         dropped = cleanup(client, keep=config.keep_versions)
         split_ago_s, horizon_hours = eval_window(client, config.eval_split_hours_ago * 3600, config.eval_horizon_hours)
         evaluation = (
-            evaluate(client, params, split=time.time() - split_ago_s, horizon_hours=horizon_hours, k=config.eval_k)
+            evaluate_feed(client, params, tastes.TasteParams(), time.time() - split_ago_s, horizon_hours,
+                          config.eval_k, world=from_env(), users=config.eval_users)
             if config.evaluate
             else {}
-        )
+        )  # fmt: skip
         preview = sample_feeds(client, figures["version"])
     context.log.info(f"published version {figures['version']}: {figures}; evaluation {evaluation}")
     metadata: dict[str, dg.RawMetadataValue] = {**figures, "dropped_versions": dropped, "created": created}
-    for strategy in ("model", "global_hot", "recency"):
+    metadata["weights"] = dg.MetadataValue.json(
+        {"fitted_by_taste_model": taste[0] if fitted else None, **{k: getattr(params, k) for k in fitted}}
+    )
+    for strategy in STRATEGIES:
         for metric, value in evaluation.get(strategy, {}).items():
             metadata[f"eval_{strategy}_{metric}"] = value
+    if "share_of_oracle" in evaluation:
+        metadata["eval_model_share_of_oracle"] = evaluation["share_of_oracle"]
     if evaluation:
         metadata["evaluation"] = table(
             evaluation_frame(evaluation),
-            {"strategy": f"top {evaluation['k']}, features before the split, judged on the next hours"},
-        )
+            {"strategy": f"top {evaluation['k']}, features and taste model from before the split, judged on the "
+             "next hours; oracle: the demo world's own engagement model"},
+        )  # fmt: skip
     why = "followed author, co-engaged with the user's recent posts, affinity with the author, or hot"
     metadata["sample_feeds"] = table(preview, {"why": why})
     return dg.MaterializeResult(metadata=metadata)

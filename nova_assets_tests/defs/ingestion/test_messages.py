@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from nova_assets.core.ingestion.messages import MirrorShape, Rejected, decode_change, decode_event
+from nova_assets.core.world.demo import World, WorldConfig
 from nova_assets.generate.events import MALFORMED_KINDS, iso_ms, malformed
-from nova_assets.generate.world import World, WorldConfig
 
 GOOD = World(WorldConfig(users=10)).events(1)[0]
 EXPECTED_KIND = {

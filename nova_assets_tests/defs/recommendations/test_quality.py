@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from nova_assets.core.recommendations.scoring import ScoringParams, evaluate, recompute
+from nova_assets.core.world.demo import World, WorldConfig
 from nova_assets.generate.history import load_history
-from nova_assets.generate.world import World, WorldConfig
 from nova_assets.resources import ClickHouseResource
 from nova_assets_tests.world import World as SmallWorld
 

@@ -24,6 +24,7 @@ history of millions of events for the benchmark (`history`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import math
 import time
@@ -33,7 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from nova_assets.generate.world_config import WorldConfig
+from nova_assets.core.world.config import WorldConfig
+from nova_assets.errors import ConfigError
+from nova_assets.settings import DEMO_WORLD, env_str
 
 ACTIONS = ("view", "click", "like", "comment", "share")
 DEVICES = ("ios", "android", "web")
@@ -44,6 +47,14 @@ ACTION_P = {
     "hot": (0.76, 0.12, 0.08, 0.02, 0.02),
 }
 MECHANISMS = ("follow", "taste", "hot")
+
+
+@functools.cache
+def _zeta(a: float) -> float:
+    """Sum of k^-a over k >= 1 (a Zipf rank's normaliser), for the closed-form propensity."""
+    return float(np.sum(np.arange(1, 1_000_001, dtype=np.float64) ** -a)) + 1_000_000 ** (1 - a) / (a - 1)
+
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -155,6 +166,11 @@ class World:
         pairs = np.unique(np.stack([follower[keep], followee[keep]], axis=1), axis=0)
         self.follow_pairs = pairs  # (follower, followee) user indices, sorted
         self.follow_start, self.follow_count = _segments(pairs[:, 0], c.users)
+
+    def follows(self, users: np.ndarray, authors: np.ndarray) -> np.ndarray:
+        """Whether each (user, author) pair is a follow."""
+        codes = users.astype(np.int64) * self.authors + authors
+        return np.isin(codes, self.follow_pairs[:, 0] * self.authors + self.follow_pairs[:, 1])
 
     def user_id(self, i: int) -> str:
         key = ("user", int(i))
@@ -278,6 +294,43 @@ class World:
             "device": rng.integers(0, len(DEVICES), size=n),
         }
 
+    def propensity(self, users: np.ndarray, posts: Posts, alive: np.ndarray, times: list[float]) -> np.ndarray:
+        """Expected engagements (not views) of each user with each post `alive[j]` of `posts`, summed
+        over `times`, up to a per-user factor: `sample()`'s three mechanisms in closed form."""
+        c = self.config
+        slots, author, topic = posts.slots[alive], posts.author[alive], posts.topic[alive]
+        engage = {m: 1.0 - ACTION_P[m][0] for m in MECHANISMS}
+        followed = self.follows(np.repeat(users, len(alive)), np.tile(author, len(users))).reshape(len(users), -1)
+        per_follow = followed / np.maximum(self.follow_count[users], 1)[:, None]
+        out = np.zeros((len(users), len(alive)))
+        for t in times:
+            now = self.posts_at(t)
+            idx = np.searchsorted(now.slots, slots).clip(0, max(len(now.slots) - 1, 0))
+            present = (now.slots[idx] == slots) if len(now.slots) else np.zeros(len(slots), bool)
+            hot_rank, topic_rank, author_rank = (np.empty(len(now.slots), np.int64) for _ in range(3))
+            hot_rank[now.hot_order] = np.arange(len(now.slots))
+            topic_rank[now.by_topic] = np.arange(len(now.slots))
+            author_rank[now.by_author] = np.arange(len(now.slots))
+            # ranks of the posts at t (a post gone from the window contributes nothing)
+            r_hot = np.where(present, hot_rank[idx], 0)
+            r_topic = np.where(present, topic_rank[idx] - now.topic_start[topic], 0)
+            r_author = np.where(present, author_rank[idx] - now.author_start[author], 0)
+            p_hot = (r_hot + 1.0) ** -1.25 / _zeta(1.25)
+            p_topic = (r_topic + 1.0) ** -1.35 / _zeta(1.35)
+            p_author = 0.3 * 0.7 ** r_author.astype(np.float64)
+            tastes = self.tastes(t, users)
+            in_taste = np.zeros((len(users), len(alive)))
+            for j in range(tastes.shape[1]):
+                in_taste += tastes[:, j : j + 1] * (self.taste_topics[users, j][:, None] == topic[None, :])
+            term = (
+                c.p_follow * engage["follow"] * per_follow * p_author[None, :]
+                + c.p_taste * engage["taste"] * in_taste * p_topic[None, :]
+                + (1 - c.p_follow - c.p_taste) * engage["hot"] * p_hot[None, :]
+            )
+            out += term * present[None, :]
+        out[author[None, :] == users[:, None]] = 0.0
+        return out
+
     def events(self, n: int, now_ms: int | None = None) -> list[bytes]:
         """n JSON events for nova.events, all happening now (a paced generator calls every few ms)."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -319,6 +372,18 @@ class World:
             part["time_ms"] = ((lo + self._rng.random(k) * (hi - lo)) * 1000).astype(np.int64)
             parts.append(part)
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def from_env() -> World | None:
+    """The demo world named by NOVA_DEMO_WORLD ("seed:users", set by `nova dev`), None when unset."""
+    raw = env_str(DEMO_WORLD)
+    if not raw:
+        return None
+    try:
+        seed, users = (int(x) for x in raw.split(":"))
+    except ValueError:
+        raise ConfigError(DEMO_WORLD, raw, 'is not "seed:users", e.g. "7:5000"') from None
+    return World(WorldConfig(seed=seed, users=users))
 
 
 def iso_ms(ms: int) -> str:

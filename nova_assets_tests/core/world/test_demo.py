@@ -7,7 +7,7 @@ import time
 import numpy as np
 import orjson
 
-from nova_assets.generate.world import ACTIONS, World, WorldConfig
+from nova_assets.core.world.demo import ACTIONS, World, WorldConfig
 
 SMALL = WorldConfig(users=2_000, topics=30, post_rate=0.05)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nova_assets import settings
+from nova_assets.core.world.config import WorldConfig
 from nova_assets.errors import NovaError
 from nova_assets.stack import Stack
 from nova_assets.stack.supervisor import Child, Supervisor, service_unit
@@ -114,6 +115,9 @@ class Dev:
         self.local, self.port, self.traffic, self.serve_port = local, port, traffic, serve_port
         self.echo = echo
         self.env = {**os.environ, **local.env()}
+        # the traffic comes from the default demo world: the evaluation can show its oracle
+        world = WorldConfig()
+        self.env.setdefault(settings.DEMO_WORLD, f"{world.seed}:{world.users}")
         self.children: list[Child] = []
         self.supervisor: Supervisor | None = None
         self._log_file = local.home / SUPERVISOR_LOG

@@ -46,9 +46,9 @@ def cf_lists(client: Client, users: list[str], split: float, k: int, hours: int 
     rows = user_index.get_indexer(judged)
     posts = np.asarray(post_index.astype(str))
     out: dict[str, Lists] = {}
-    als = AlternatingLeastSquares(factors=64, regularization=0.05, iterations=15, random_state=42, num_threads=2)
-    knn = CosineRecommender(K=100, num_threads=2)
     with threadpool_limits(1, "blas"):
+        als = AlternatingLeastSquares(factors=64, regularization=0.05, iterations=15, random_state=42, num_threads=2)
+        knn = CosineRecommender(K=100, num_threads=2)
         als.fit(bm25_weight(matrix).tocsr(), show_progress=False)
         knn.fit(matrix, show_progress=False)
     for name, model in (("cf_als", als), ("cf_item_knn", knn)):

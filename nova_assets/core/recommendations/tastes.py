@@ -76,12 +76,12 @@ def train(client: Client, params: TasteParams, as_of: float) -> TasteModel:
     matrix = csr_matrix((confidence, (rows, cols)), shape=(len(users), len(authors)))
     from implicit.cpu.als import AlternatingLeastSquares  # imports numba-free C++; slow-ish to import
 
-    model = AlternatingLeastSquares(
-        factors=params.factors, regularization=params.regularization, alpha=params.alpha,
-        iterations=params.iterations, calculate_training_loss=True, num_threads=params.threads, random_state=42,
-    )  # fmt: skip
     losses: list[float] = []
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads on top only contend
+        model = AlternatingLeastSquares(
+            factors=params.factors, regularization=params.regularization, alpha=params.alpha,
+            iterations=params.iterations, calculate_training_loss=True, num_threads=params.threads, random_state=42,
+        )  # fmt: skip
         model.fit(matrix, show_progress=False, callback=lambda _i, _s, loss: losses.append(float(loss or 0.0)))
     user_vectors = np.asarray(model.user_factors, dtype=np.float32)
     author_vectors = np.asarray(model.item_factors, dtype=np.float32)

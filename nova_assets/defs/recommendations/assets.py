@@ -14,6 +14,7 @@ from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cl
 from nova_assets.core.schema.ddl import apply_object
 from nova_assets.core.schema.sql_files import load_objects
 from nova_assets.core.world.demo import from_env
+from nova_assets.defs.recommendations.tastes import TASTE_OBJECTS
 from nova_assets.defs.schema.assets import renderer_for
 from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -122,6 +123,8 @@ def feed_recommendations(
     params = config.params()
     with clickhouse.ddl_session() as owner:
         created = apply_object(owner, _OBJECT, renderer_for(clickhouse)).created
+        for obj in TASTE_OBJECTS:  # read by the scoring SQL before the first taste model exists
+            apply_object(owner, obj, renderer_for(clickhouse))
     with clickhouse.session() as client:
         taste = current_taste(client)
         fitted = tastes.fitted_weights(client, taste[0]) if taste[0] and config.use_fitted_weights else {}

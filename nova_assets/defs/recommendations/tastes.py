@@ -20,7 +20,7 @@ from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 DEFAULT_CRON = "7 * * * *"
-_OBJECTS = [o for o in load_objects() if o.name in ("taste_models", "taste_vectors", "taste_candidates")]
+TASTE_OBJECTS = [o for o in load_objects() if o.name in ("taste_models", "taste_vectors", "taste_candidates")]
 _DEFAULTS = tastes.TasteParams()
 MAX_TRAIN_S = 120.0  # the hourly schedule's budget for one training
 MIN_USER_COVERAGE = 0.8  # active users the model must have a vector for
@@ -62,7 +62,7 @@ def taste_model(
 ) -> dg.MaterializeResult:
     params = config.params()
     with clickhouse.ddl_session() as owner:
-        for obj in _OBJECTS:
+        for obj in TASTE_OBJECTS:
             apply_object(owner, obj, renderer_for(clickhouse))
     with clickhouse.session() as client:
         model = tastes.train(client, params, time.time())

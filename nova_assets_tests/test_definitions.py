@@ -50,10 +50,13 @@ def test_lineage_starts_at_the_sources() -> None:
     def parents(*path: str) -> set[str]:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(list(path))).parent_keys}
 
-    assert "kafka/nova.events" in parents("events")
+    assert parents("events") == {"kafka/nova.events", "ddl/events"}
     for table in ("users", "posts", "likes", "comments", "follows"):
+        # the data: one writer (the ingestion runs), from the topic, into the table its DDL asset made
+        assert parents(table) == {f"kafka/nova.public.{table}", f"ddl/{table}"}
+        assert not graph.get(dg.AssetKey(table)).is_materializable
         # schema_migrations: the table's forward migrations are recorded there
-        assert parents(table) == {f"kafka/nova.public.{table}", "schema_migrations"}
+        assert parents("ddl", table) == {"schema_migrations"}
         assert parents("kafka", f"nova.public.{table}") == {f"postgres/{table}"}
     assert "user_author_90d" in parents("feed_recommendations")
     assert "feed_recommendations" in parents("feed_cache")

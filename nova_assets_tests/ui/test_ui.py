@@ -195,8 +195,9 @@ def test_checks_of_events_pass(page: Page, dev: Dev) -> None:
 
 def test_recommendations_page_shows_the_offline_evaluation(page: Page, dev: Dev) -> None:
     text = _until(
-        page, dev, "/assets/feed_recommendations", lambda t: "global_hot" in t and "recency" in t, shows="users_covered"
-    )
+        page, dev, "/assets/feed_recommendations",
+        lambda t: "global_hot" in t and "recency" in t and "oracle" in t, shows="users_covered",
+    )  # fmt: skip
     for word in ("evaluation", "strategy", "recall_at_k", "catalog_coverage", "sample_feeds", "why"):
         assert word in text, word
     page.get_by_text("evaluation", exact=True).first.scroll_into_view_if_needed()

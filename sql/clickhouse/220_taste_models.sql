@@ -1,6 +1,5 @@
 -- object: taste_models
 -- kind: table
--- asset: recommendations
 -- One row per published taste model (user and author vectors factored from the interactions);
 -- written only after its vectors and candidates are in, so scoring never reads half a model.
 CREATE TABLE IF NOT EXISTS {{ db }}.{{ table("taste_models") }} {{ on_cluster }}

@@ -1,6 +1,5 @@
 -- object: taste_vectors
 -- kind: table
--- asset: recommendations
 -- depends: taste_models
 -- The taste model's vectors: one per user and one per author of a version, in one space, so a
 -- user's taste for any author is dotProduct(user vector, author vector).

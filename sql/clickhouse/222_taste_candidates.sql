@@ -1,6 +1,5 @@
 -- object: taste_candidates
 -- kind: table
--- asset: recommendations
 -- depends: taste_models
 -- Each user's best authors by the taste model (including authors they never engaged with): the
 -- scoring SQL takes these authors' best posts as candidates.

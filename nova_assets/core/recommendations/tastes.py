@@ -65,11 +65,12 @@ def train(client: Client, params: TasteParams, as_of: float) -> TasteModel:
         query_text("taste_interactions"),
         parameters={"as_of": int(as_of), "days": params.days, "view_weight": params.view_weight},
     )
+    if len(frame) == 0 or "user_id" not in frame:
+        empty = np.zeros((0, params.factors), np.float32)
+        figures = {"pairs": 0, "users": 0, "authors": 0, "loss": 0.0, "loss_first": 0.0, "train_s": 0.0}
+        return TasteModel(pd.Index([]), pd.Index([]), empty, empty, figures)
     users = pd.Index(frame["user_id"].unique())
     authors = pd.Index(frame["author_id"].unique())
-    if len(frame) == 0:
-        return TasteModel(users, authors, np.zeros((0, params.factors)), np.zeros((0, params.factors)),
-                          {"pairs": 0, "users": 0, "authors": 0, "loss": 0.0, "train_s": 0.0})  # fmt: skip
     rows = users.get_indexer(frame["user_id"])
     cols = authors.get_indexer(frame["author_id"])
     confidence = np.log1p(frame["weight"].to_numpy(dtype=np.float64)).astype(np.float32)

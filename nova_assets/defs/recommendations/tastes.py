@@ -51,7 +51,10 @@ class TasteModelConfig(dg.Config):
 @dg.asset(
     name="taste_model",
     group_name="recommendations",
-    deps=[dg.AssetKey("user_author_daily"), dg.AssetKey("events")],
+    deps=[
+        dg.AssetKey(name)
+        for name in ("user_author_daily", "events", "taste_models", "taste_vectors", "taste_candidates")
+    ],
     kinds={"clickhouse", "python"},
     description="User and author vectors factored (implicit ALS) from 90 days of user -> author interactions, "
     "each user's best authors as candidates, and the feed score's weights fitted on a past split.",

@@ -6,6 +6,7 @@ from nova_assets.core.schema.ddl import apply_object
 from nova_assets.core.schema.sql_files import Renderer, SqlObject, load_objects
 from nova_assets.defs.sources.assets import SOURCE_OF
 from nova_assets.resources.clickhouse import ClickHouseResource
+from nova_assets.topics import INGESTED_TABLES
 
 GROUP = "clickhouse_schema"
 
@@ -14,12 +15,23 @@ def renderer_for(clickhouse: ClickHouseResource) -> Renderer:
     return Renderer(clickhouse.database, clickhouse.cluster)
 
 
+def ddl_key(name: str) -> dg.AssetKey:
+    """The asset that applies an object's DDL. A table the ingestion runs fill has its own asset for
+    the data (`defs/ingestion/assets.py`), so each asset has one writer: re-applying the schema does
+    not make `events` look fresh."""
+    return dg.AssetKey(["ddl", name]) if name in INGESTED_TABLES else dg.AssetKey(name)
+
+
 def _build(obj: SqlObject) -> dg.AssetsDefinition:
+    ingested = obj.name in INGESTED_TABLES
+
     @dg.asset(
-        name=obj.name,
+        key=ddl_key(obj.name),
         group_name=GROUP,
-        deps=[dg.AssetKey(dep) for dep in obj.depends] + ([SOURCE_OF[obj.name]] if obj.name in SOURCE_OF else []),
-        description=obj.description or f"ClickHouse {obj.kind} {obj.name}",
+        deps=[dg.AssetKey(dep) for dep in obj.depends]
+        + ([SOURCE_OF[obj.name]] if obj.name in SOURCE_OF and not ingested else []),
+        description=(f"The DDL of `{obj.name}` (the ingestion runs write its data). " if ingested else "")
+        + (obj.description or f"ClickHouse {obj.kind} {obj.name}"),
         kinds={"clickhouse", "sql"},
         tags={"nova/object_kind": obj.kind, **({"nova/role": obj.role} if obj.role else {})},
         metadata={"sql_file": str(obj.path.relative_to(obj.path.parents[2]))},

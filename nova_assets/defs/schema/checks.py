@@ -10,7 +10,7 @@ import dagster as dg
 
 from nova_assets.core.schema.ddl import describe, diff, expected_descriptions
 from nova_assets.core.schema.sql_files import load_objects
-from nova_assets.defs.schema.assets import renderer_for
+from nova_assets.defs.schema.assets import ddl_key, renderer_for
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 CHECK_NAME = "matches_sql"
@@ -18,7 +18,7 @@ CHECK_NAME = "matches_sql"
 _specs = [
     dg.AssetCheckSpec(
         name=CHECK_NAME,
-        asset=obj.name,
+        asset=ddl_key(obj.name),
         description=f"Live {obj.kind} equals {obj.path.name} plus its migrations (columns, engine, keys, TTL).",
     )
     for obj in load_objects()
@@ -39,7 +39,7 @@ def schema_drift_checks(
             live = describe(client, clickhouse.database, stored, cluster=bool(clickhouse.cluster))
             differences = diff(expected[obj.name], live)
             yield dg.AssetCheckResult(
-                asset_key=obj.name,
+                asset_key=ddl_key(obj.name),
                 check_name=CHECK_NAME,
                 passed=not differences,
                 severity=dg.AssetCheckSeverity.ERROR,

@@ -12,7 +12,7 @@ from nova_assets.core.schema import queries
 from nova_assets.core.schema.ddl import apply_object, describe, expected_descriptions
 from nova_assets.core.schema.sql_files import CLICKHOUSE_DIR, Renderer, load_objects
 from nova_assets.defs.recommendations.assets import feed_recommendations
-from nova_assets.defs.schema.assets import schema_assets
+from nova_assets.defs.schema.assets import ddl_key, schema_assets
 from nova_assets.defs.schema.checks import schema_drift_checks
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.topics import MIRROR_TABLES
@@ -177,7 +177,7 @@ def test_drift_is_an_error_with_a_diff(schema: ClickHouseResource) -> None:
     result = dg.materialize(
         [*schema_assets, feed_recommendations, schema_drift_checks],
         resources={"clickhouse": schema},
-        selection=dg.AssetSelection.checks_for_assets("events", "dead_letters", "users"),
+        selection=dg.AssetSelection.checks_for_assets(*(ddl_key(n) for n in ("events", "dead_letters", "users"))),
     )
     checks = _checks(result)
     events = checks["events"]

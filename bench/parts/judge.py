@@ -35,7 +35,8 @@ def judge(
     split = now - horizon_h * 3600
     taste = TasteParams()
     t0 = time.perf_counter()
-    fitted, trials = offline.fit_before(client, start, taste, split - horizon_h * 3600, horizon_h, fit_sample)
+    grid = {name: GRID[name][:2] for name in list(GRID)[:3]} if SMOKE else None  # smoke: the code path only
+    fitted, trials = offline.fit_before(client, start, taste, split - horizon_h * 3600, horizon_h, fit_sample, grid)
     fit_s = time.perf_counter() - t0
     judged = offline.judged_users(client, split, horizon_h, users)
     oracle, judged = offline.oracle_for(world, judged, split, horizon_h, 20)

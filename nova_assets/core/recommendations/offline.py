@@ -61,13 +61,14 @@ def evaluate_before(
 
 
 def fit_before(
-    client: Client, start: ScoringParams, taste: tastes.TasteParams, split: float, horizon_hours: int, sample: int
-) -> tuple[ScoringParams, list[dict[str, Any]]]:
+    client: Client, start: ScoringParams, taste: tastes.TasteParams, split: float, horizon_hours: int, sample: int,
+    grid: dict[str, tuple[float, ...]] | None = None,
+) -> tuple[ScoringParams, list[dict[str, Any]]]:  # fmt: skip
     """`fit.fit_weights` with a taste model trained on what happened before the split."""
     model = tastes.train(client, taste, split)
     version = tastes.scratch(client, model, taste) if len(model.users) else (0, 0)
     try:
-        return fit_weights(client, start, split, horizon_hours, version, sample=sample)
+        return fit_weights(client, start, split, horizon_hours, version, sample=sample, grid=grid)
     finally:
         if version[0]:
             tastes.drop(client, version[0])

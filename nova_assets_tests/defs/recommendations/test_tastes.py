@@ -51,8 +51,9 @@ def test_taste_model_is_published_checked_and_scored_with(
     monkeypatch.setenv(settings.DEMO_WORLD, f"{world.config.seed}:{world.config.users}")
     checks = [c for c in recommendation_defs.asset_checks or [] if isinstance(c, dg.AssetChecksDefinition)]
     metas = []
-    for fit in (False, False, True):  # three versions: the oldest is dropped; the last one fits weights
-        config = {"fit_weights": fit, "fit_sample": 4, "fit_split_hours_ago": 12.0, "fit_horizon_hours": 6}
+    for fit in (False, True):  # two versions, one kept: the older is dropped; the second fits weights
+        config = {"fit_weights": fit, "fit_sample": 4, "fit_split_hours_ago": 12.0, "fit_horizon_hours": 6,
+                  "keep_versions": 1}  # fmt: skip
         result = dg.materialize(
             [taste_model, *checks], resources={"clickhouse": ch},
             run_config={"ops": {"taste_model": {"config": config}}},
@@ -71,12 +72,12 @@ def test_taste_model_is_published_checked_and_scored_with(
     with ch.session() as client:
         version, dims = current_taste(client)
         assert (version, dims) == (meta["version"], 32)
-        assert client.query("SELECT count() FROM taste_models").result_rows[0][0] == 2
+        assert client.query("SELECT count() FROM taste_models").result_rows[0][0] == 1
         parts = client.query(
             "SELECT uniqExact(version), max(c) FROM (SELECT version, user_id, count() AS c FROM taste_candidates "
             "GROUP BY version, user_id)"
         ).result_rows[0]
-        assert parts[0] == 2 and parts[1] == tastes.TasteParams().per_user
+        assert parts[0] == 1 and parts[1] == tastes.TasteParams().per_user
 
     evaluation = {"eval_split_hours_ago": 6.0, "eval_horizon_hours": 6}
     feed = dg.materialize(

@@ -279,6 +279,8 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
     stop_group(dev, grace_s=60.0, first=signal.SIGTERM)
     try:
         exact = exactly_once(stack, ch, kafka_killed="kafka" in KILL)
+    except Exception as exc:  # the hour's figures are reported all the same, with what failed at the end
+        exact = {"exactly_once": False, "error": str(exc)}
     finally:
         stack.down(echo=lambda _line: None, drain=False)
     first = samples.get("min10")
@@ -312,9 +314,11 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
          f"e2v P95 around / before, max {summary['e2v_changeover_ratio_max']}"),
         ("NOVA_HOME", f"{samples['end']['home_mb']} MB", f"growth {growth['home_mb_per_hour']} MB/h after minute 10"),
         ("active parts (max table)", f"{summary['parts_max']}", str(parts)),
-        ("nova.events log", f"{exact['log_messages']}", f"loaded once + dead-lettered = log: {exact['log_accounted']}"),
-        ("events twice", f"{exact['events_duplicated']}", "duplicated event_id"),
-        ("mirrors = Postgres", f"{exact['mirrors_match_postgres']}", str(exact["mirror_rows"])),
+        ("nova.events log", f"{exact.get('log_messages')}",
+         f"loaded once + dead-lettered = log: {exact.get('log_accounted')}"),
+        ("events twice", f"{exact.get('events_duplicated')}", "duplicated event_id"),
+        ("mirrors = Postgres", f"{exact.get('mirrors_match_postgres')}", str(exact.get("mirror_rows"))),
+        *([("exactly-once check failed", "error", exact["error"][:200])] if "error" in exact else []),
     ]  # fmt: skip
     rows += [(f"killed {k['unit']}", f"{k['restarted_after_s']}", "s until restarted") for k in kills]
     report(f"nova bench soak: `nova dev` for {MINUTES:g} min", rows, summary, as_json)

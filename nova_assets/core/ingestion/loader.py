@@ -31,6 +31,7 @@ from nova_assets.core.ingestion.messages import (
     decode_change,
     decode_events,
 )
+from nova_assets.core.ingestion.offsets import behind_checkpoints
 from nova_assets.core.ingestion.resume import Resume
 from nova_assets.core.ingestion.stats import IngestStats
 from nova_assets.core.ports import ClickHouse, Kafka
@@ -122,6 +123,8 @@ class Loader:
                 self.log("no matching topics yet; nothing to ingest")
                 return stats
             self.skip, self.ends = start.skip, start.ends
+            if ranges is None:
+                self.committed.update(behind_checkpoints(consumer, start.starts, self.log))
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in start.starts.items()])
             self._loop(consumer, stats, start.pending, stop, start.open_ended)
         finally:

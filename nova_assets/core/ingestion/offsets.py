@@ -9,13 +9,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicCollection, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
+from nova_assets.core.ingestion.stats import TP
 
 DEFAULT_TOPIC_PATTERNS = (EVENTS_TOPIC, f"{CDC_TOPIC_PREFIX}*")
 
@@ -215,3 +217,21 @@ def _out_of_range(consumer: Consumer, topic: str, partition: int, offset: int, t
     if offset >= high:
         return "reset", f"{partition}: the log ends at {high}, before the loaded offset {offset}"
     return "unknown", f"{partition}: no answer for offset {offset} (log {low}-{high})"
+
+
+def behind_checkpoints(consumer: Consumer, starts: dict[TP, int], log: Callable[[str], None]) -> dict[TP, int]:
+    """The partitions whose group-committed offset is behind where the checkpoints start the run (a
+    late or lost async commit), with that start: committed at the run's end even if nothing new
+    arrives, so the group's lag says what is really unloaded (`nova stack down`'s drain trusts it).
+    A group that never committed is left alone."""
+    try:
+        known = consumer.committed([TopicPartition(t, p) for t, p in starts], timeout=5)
+    except KafkaException as exc:
+        log(f"reading the group's committed offsets failed ({exc}); they catch up at the next load")
+        return {}
+    behind = {}
+    for tp in known:
+        start = starts.get((tp.topic, tp.partition), -1)
+        if tp.offset >= 0 and start > tp.offset:
+            behind[(tp.topic, tp.partition)] = start
+    return behind

@@ -259,8 +259,11 @@ def run(as_json: bool = False) -> dict[str, float]:
                 wrk_figures["misses"] = _wrk(wrk, port, cold, Path(tmp), "misses", CLIENTS, 10)
             else:
                 deadline = time.time() + SECONDS
-                queue: mp.Queue = mp.Queue()
-                procs = [mp.Process(target=_client, args=(port, users, deadline, s, queue)) for s in (1, 2)]
+                # spawn, not fork: this process has OpenMP and BLAS threads by now (the taste model), and a
+                # forked child can inherit one of their locks held (seen in CI as a hung benchmark)
+                spawn = mp.get_context("spawn")
+                queue: mp.Queue = spawn.Queue()
+                procs = [spawn.Process(target=_client, args=(port, users, deadline, s, queue)) for s in (1, 2)]
                 for p in procs:
                     p.start()
                 samples = [x for _ in procs for x in queue.get()]

@@ -63,7 +63,7 @@ def test_each_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     env = {**os.environ, "NOVA_BENCH_SMOKE": "1", "NOVA_HOME": str(tmp_path / "home")}
     nova = Path(sys.executable).parent / "nova"
     done = subprocess.run(
-        [str(nova), "bench", name, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        [str(nova), "bench", name, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=280
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     summary = orjson.loads(done.stdout.strip().splitlines()[-1])

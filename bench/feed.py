@@ -29,7 +29,7 @@ from bench.parts.judge import figures as judge_figures
 from bench.parts.judge import judge, second_world
 from bench.parts.judge import rows as judge_rows
 from nova_assets.core.cache.warming import warm
-from nova_assets.core.process import free_port
+from nova_assets.core.process import free_port, stop_group
 from nova_assets.core.recommendations import tastes
 from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.core.schema.ddl import apply_all
@@ -237,7 +237,9 @@ def run(as_json: bool = False) -> dict[str, float]:
             users += [f"00000000-0000-4000-8000-{i:012d}" for i in range(2000)]
             port = free_port()
             server = subprocess.Popen(
-                [sys.executable, "-c", SERVER, url, redis_svc.url(), str(port)], stdout=subprocess.PIPE
+                [sys.executable, "-c", SERVER, url, redis_svc.url(), str(port)],
+                stdout=subprocess.PIPE,
+                start_new_session=True,
             )
             assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
             wrk = shutil.which("wrk")
@@ -270,10 +272,11 @@ def run(as_json: bool = False) -> dict[str, float]:
                 for p in procs:
                     p.join()
         finally:
-            if server is not None:
-                server.terminate()
-                server.wait(10)
-            redis_svc.stop()
+            try:
+                if server is not None:  # a read server slow to stop must not leave Redis running
+                    stop_group(server, grace_s=10.0)
+            finally:
+                redis_svc.stop()
     hits = [ms for ms, src in samples if src in ("l1", "redis")]
     misses = [ms for ms, src in samples if src not in ("l1", "redis")]
     if wrk_figures:  # wrk: hits measured on cached users, misses on uncached ones, rate on the Zipf mix

@@ -62,9 +62,12 @@ def test_each_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     runs in test_dev.py with its kills, `platform` above with its keys."""
     env = {**os.environ, "NOVA_BENCH_SMOKE": "1", "NOVA_HOME": str(tmp_path / "home")}
     nova = Path(sys.executable).parent / "nova"
-    done = subprocess.run(
-        [str(nova), "bench", name, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=280
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    summary = orjson.loads(done.stdout.strip().splitlines()[-1])
+    # files, not pipes: a server the benchmark failed to stop would hold a pipe open and hang the test
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        done = subprocess.run(
+            [str(nova), "bench", name, "--json"], env=env, cwd=ROOT, stdout=stdout, stderr=stderr, timeout=280
+        )
+    assert done.returncode == 0, out.read_text()[-2000:] + err.read_text()[-3000:]
+    summary = orjson.loads(out.read_text().strip().splitlines()[-1])
     assert isinstance(summary, dict) and summary

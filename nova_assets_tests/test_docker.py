@@ -242,7 +242,11 @@ def test_the_image_command_serves_the_definitions(tmp_path: Path) -> None:
         assert names == ["__repository__"], (names, server.poll())
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:  # its gRPC child is slow to stop on a busy machine; what it served is checked
+            server.kill()
+            server.wait(10)
 
 
 @pytest.mark.integration  # loads the definitions in a process of its own

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -49,14 +51,9 @@ def evaluate_before(
     users: list[str] | None = None,
 ) -> dict[str, Any]:
     """`scoring.evaluate` with a taste model trained on what happened before the split."""
-    model = tastes.train(client, taste, split)
-    version = tastes.scratch(client, model, taste) if len(model.users) else (0, 0)
-    try:
+    with _trained_before(client, taste, split) as (version, train_s):
         result = evaluate(client, params, split, horizon_hours, k, taste=version, extra=extra, users=users)
-    finally:
-        if version[0]:
-            tastes.drop(client, version[0])
-    result["taste_train_s"] = model.figures["train_s"]
+    result["taste_train_s"] = train_s
     return result
 
 
@@ -65,10 +62,18 @@ def fit_before(
     grid: dict[str, tuple[float, ...]] | None = None,
 ) -> tuple[ScoringParams, list[dict[str, Any]]]:  # fmt: skip
     """`fit.fit_weights` with a taste model trained on what happened before the split."""
+    with _trained_before(client, taste, split) as (version, _train_s):
+        return fit_weights(client, start, split, horizon_hours, version, sample=sample, grid=grid)
+
+
+@contextmanager
+def _trained_before(client: Client, taste: tastes.TasteParams, split: float) -> Iterator[tuple[tuple[int, int], float]]:
+    """A taste model trained on what happened before `split`, as a scratch version ((0, 0) when
+    there is nothing to train on) and its training seconds; dropped on leaving."""
     model = tastes.train(client, taste, split)
     version = tastes.scratch(client, model, taste) if len(model.users) else (0, 0)
     try:
-        return fit_weights(client, start, split, horizon_hours, version, sample=sample, grid=grid)
+        yield version, model.figures["train_s"]
     finally:
         if version[0]:
             tastes.drop(client, version[0])

@@ -128,13 +128,18 @@ class World:
         self.taste_phase = rng.uniform(0, 2 * math.pi, size=(n, k))
         # users 0..authors-1 write, in their first topic; popularity is Zipf over a random order
         self.author_topic = self.taste_topics[: self.authors, 0]
+        self._populate(rng, stream_salt=1)
+
+    def _populate(self, rng: np.random.Generator, stream_salt: int) -> None:
+        """What every world shares once its tastes are drawn: author popularity (Zipf over a random
+        order), user activity, the follows (`_follows`, per world), and the event stream's state."""
         self.author_pop = 1.0 / (rng.permutation(self.authors) + 1.0) ** 0.9
         self.author_cdf = np.cumsum(self.author_pop**0.8) / np.sum(self.author_pop**0.8)
-        activity = rng.lognormal(0.0, 1.0, size=n)
+        activity = rng.lognormal(0.0, 1.0, size=self.config.users)
         self.activity_cdf = np.cumsum(activity) / activity.sum()
         self._follows(rng)
         self._ids: dict[tuple[str, int], str] = {}
-        self._rng = np.random.default_rng([c.seed, 1, self.stream])
+        self._rng = np.random.default_rng([self.config.seed, stream_salt, self.stream])
         self._posts: Posts | None = None
         self._posts_at = -1.0
 
@@ -200,6 +205,12 @@ class World:
         u = _uniform(slots, self.config.seed * 7 + 1)
         return np.searchsorted(self.author_cdf, u).clip(0, self.authors - 1)
 
+    def hotness_of(self, slots: np.ndarray, author: np.ndarray, created: np.ndarray, now_s: float) -> np.ndarray:
+        """Quality (lognormal, from the seed and the slot) x sqrt(author popularity) / (age + 2)^1.5."""
+        quality = np.exp(1.2 * np.sqrt(-2 * np.log(_uniform(slots, self.config.seed * 7 + 4) + 1e-12)) * 0.5)
+        age_h = np.maximum(now_s - created, 0) / 3600.0
+        return quality * np.sqrt(self.author_pop[author]) / (age_h + 2.0) ** 1.5
+
     def posts_at(self, now_s: float) -> Posts:
         """The posts of the last `window_hours`, indexed (cached for a minute of world time)."""
         if self._posts is not None and abs(now_s - self._posts_at) < 60:
@@ -212,10 +223,8 @@ class World:
             self.author_topic[author],
             (_uniform(slots, c.seed * 7 + 3) * c.topics).astype(np.int64),
         )
-        quality = np.exp(1.2 * np.sqrt(-2 * np.log(_uniform(slots, c.seed * 7 + 4) + 1e-12)) * 0.5)
         created = slots / c.post_rate
-        age_h = np.maximum(now_s - created, 0) / 3600.0
-        hotness = quality * np.sqrt(self.author_pop[author]) / (age_h + 2.0) ** 1.5
+        hotness = self.hotness_of(slots, author, created, now_s)
         hot_order = np.argsort(-hotness, kind="stable")
         by_topic = np.lexsort((-hotness, topic))
         topic_start, topic_count = _segments(topic[by_topic], c.topics)

@@ -16,12 +16,12 @@ its shape: here users and authors are points in a `dims`-dimensional taste space
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from nova_assets.core.world.config import WorldConfig
-from nova_assets.core.world.demo import ACTIONS, DEVICES, Posts, World, _segments, _uniform
+from nova_assets.core.world.demo import DEVICES, Posts, World, _segments
 
 VIEW_P_BY_TASTE = (0.85, 0.35)  # share of views for the farthest and the closest taste (logistic between)
 
@@ -47,15 +47,7 @@ class LatentWorld(World):
         self.taste_weights = np.ones((c.users, 1))
         self.taste_phase = np.zeros((c.users, 1))
         self.author_topic = np.zeros(self.authors, dtype=np.int64)
-        self.author_pop = 1.0 / (rng.permutation(self.authors) + 1.0) ** 0.9
-        self.author_cdf = np.cumsum(self.author_pop**0.8) / np.sum(self.author_pop**0.8)
-        activity = rng.lognormal(0.0, 1.0, size=c.users)
-        self.activity_cdf = np.cumsum(activity) / activity.sum()
-        self._follows(rng)
-        self._ids: dict[tuple[str, int], str] = {}
-        self._rng = np.random.default_rng([c.seed, 31, self.stream])
-        self._posts: Posts | None = None
-        self._posts_at = -1.0
+        self._populate(rng, stream_salt=31)
 
     def _follows(self, rng: np.random.Generator) -> None:
         """Each user follows 3 + Poisson authors, drawn by taste and popularity (Gumbel top-k)."""
@@ -82,11 +74,8 @@ class LatentWorld(World):
         self.follow_start, self.follow_count = _segments(self.follow_pairs[:, 0], c.users)
 
     def hotness(self, posts: Posts, now_s: float) -> np.ndarray:
-        """Quality x sqrt(author popularity) / (age + 2)^1.5, the demo world's hotness."""
-        c = self.config
-        quality = np.exp(1.2 * np.sqrt(-2 * np.log(_uniform(posts.slots, c.seed * 7 + 4) + 1e-12)) * 0.5)
-        age_h = np.maximum(now_s - posts.created, 0) / 3600.0
-        return quality * np.sqrt(self.author_pop[posts.author]) / (age_h + 2.0) ** 1.5
+        """The demo world's hotness of each post at `now_s` (the engagement model's prior)."""
+        return self.hotness_of(posts.slots, posts.author, posts.created, now_s)
 
     def sample(self, n: int, now_s: float) -> dict[str, np.ndarray]:
         rng = self._rng
@@ -149,9 +138,4 @@ def view_share(dot: np.ndarray) -> np.ndarray:
 
 def world2_config(base: WorldConfig) -> WorldConfig:
     """The second world's config: the same size and clock as `base`, one (unused) topic."""
-    from dataclasses import replace
-
     return replace(base, seed=base.seed + 1000, topics=1)
-
-
-__all__ = ["ACTIONS", "LatentWorld", "world2_config"]

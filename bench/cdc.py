@@ -159,7 +159,12 @@ def run(as_json: bool = False) -> dict[str, float]:
             loader = Loader(
                 ch,
                 kafka,
-                IngestSettings(idle_exit_seconds=3600, max_run_seconds=3600, flush_interval_ms=FLUSH_MS),
+                IngestSettings(
+                    idle_exit_seconds=3600,
+                    max_run_seconds=3600,
+                    flush_interval_ms=FLUSH_MS,
+                    cdc_flush_interval_ms=FLUSH_MS,
+                ),
                 log=lambda _m: None,
             )
             worker = threading.Thread(target=lambda: holder.update(stats=loader.run(stop=stop)))

@@ -44,6 +44,39 @@ def test_one_kafka_loader_at_a_time_under_the_project_instance(tmp_path) -> None
     assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(replay)
 
 
+def test_batch_runs_wait_for_each_other_and_the_checks_go_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A recompute and a taste-model fit never hold two of the four run slots; the SLO checks'
+    runs are dequeued ahead of anything else waiting (the UI once showed them never run)."""
+    import shutil
+    from pathlib import Path
+
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    from nova_assets.defs.cache.assets import feed_cache_schedule
+    from nova_assets.defs.recommendations.assets import recommendations_schedule
+    from nova_assets.defs.recommendations.tastes import tastes_schedule
+    from nova_assets.defs.slo.definitions import slo_checks_schedule
+
+    @dg.op
+    def noop() -> None: ...
+
+    @dg.job
+    def placeholder() -> None:
+        noop()
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        recompute, fit, warm = (
+            instance.create_run_for_job(placeholder, tags=s.tags)
+            for s in (recommendations_schedule, tastes_schedule, feed_cache_schedule)
+        )
+    assert TagConcurrencyLimitsCounter(limits, [recompute]).is_blocked(fit)
+    assert TagConcurrencyLimitsCounter(limits, [fit]).is_blocked(recompute)
+    assert not TagConcurrencyLimitsCounter(limits, [recompute]).is_blocked(warm)  # its feeds expire if late
+    assert int(slo_checks_schedule.tags["dagster/priority"]) > 0
+
+
 def test_lineage_starts_at_the_sources() -> None:
     graph = definitions.defs.resolve_asset_graph()
 

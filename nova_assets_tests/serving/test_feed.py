@@ -217,6 +217,34 @@ def test_unknown_users_share_trending_without_cache_entries(service: FeedService
     assert len(service.l1.items) == 1 and service.get_feed(world.users[0]).source == "l1"
 
 
+def test_trending_is_read_once_per_published_version(service: FeedService, world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A cold read asks ClickHouse for its own feed only: trending changes with the version."""
+    from nova_assets.core.recommendations.scoring import NIL_USER
+    from nova_assets.serving import feed as feed_module
+
+    asked: list[list[uuid.UUID]] = []
+    real = feed_module.fetch_feeds_json
+
+    def recording(client, version, users):  # type: ignore[no-untyped-def]
+        asked.append(list(users))
+        return real(client, version, users)
+
+    monkeypatch.setattr(feed_module, "fetch_feeds_json", recording)
+    service.get_feed(uuid.uuid4())
+    first_version = service.trending.version if service.trending else None
+    for _ in range(3):
+        assert service.get_feed(uuid.uuid4()).source == "trending"
+    assert [NIL_USER in users for users in asked] == [True, False, False, False]  # the first loads it
+    with world.ch.session() as client:
+        recompute(client, ScoringParams(feed_size=30))  # a new version is published
+    time.sleep(1.1)  # the published version is re-read at most once a second
+    asked.clear()
+    assert service.get_feed(uuid.uuid4()).source == "trending"
+    assert service.get_feed(uuid.uuid4()).source == "trending"
+    assert [NIL_USER in users for users in asked] == [True, False]
+    assert service.trending is not None and service.trending.version != first_version
+
+
 def test_invalidation_reaches_l1(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 

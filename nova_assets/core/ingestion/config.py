@@ -20,7 +20,8 @@ INCARNATION_SOURCES = ("auto", "fingerprint")
 class IngestSettings:
     max_run_seconds: float = 300.0
     idle_exit_seconds: float = 15.0
-    flush_interval_ms: int = 200
+    flush_interval_ms: int = 200  # events (event-to-visible goal 1 s)
+    cdc_flush_interval_ms: int = 1000  # CDC changes (lag goal 2 s): up to five tables per flush
     max_batch_rows: int = 100_000
     max_message_bytes: int = 262_144
     insert_attempts: int = 6

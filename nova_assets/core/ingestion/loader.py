@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
 
 from nova_assets.core.identifiers import chdb_path
-from nova_assets.core.ingestion.batch import DEAD_LETTER_COLUMNS, Batch, Writer
+from nova_assets.core.ingestion.batch import DEAD_LETTER_COLUMNS, Batch, Lanes, Writer
 from nova_assets.core.ingestion.config import (
     CHECKPOINT_EVERY_S,
     IngestionFailed,
@@ -149,8 +149,7 @@ class Loader:
         deadline = time.monotonic() + s.max_run_seconds
         last_message = time.monotonic()
         last_beat = 0.0
-        batch = Batch()
-        flush_every = s.flush_interval_ms / 1000.0
+        lanes = Lanes(s.flush_interval_ms / 1000.0, s.cdc_flush_interval_ms / 1000.0)
         writer = Writer(lambda b: self._flush(consumer, b, stats))
         try:
             while True:
@@ -161,25 +160,22 @@ class Loader:
                 if now >= deadline:
                     self.log(f"run window of {s.max_run_seconds:g} s is over")
                     break
-                if pending is not None and not pending and not open_ended and not len(batch):
+                if pending is not None and not pending and not open_ended and not len(lanes):
                     break
-                if not len(batch) and now - last_message >= s.idle_exit_seconds:
+                if not len(lanes) and now - last_message >= s.idle_exit_seconds:
                     self.log(f"caught up and idle for {s.idle_exit_seconds:g} s")
                     break
-                wait = 0.05 if not len(batch) else max(0.0, min(0.05, batch.opened + flush_every - now))
-                messages = consumer.consume(num_messages=min(10_000, s.max_batch_rows), timeout=wait)
+                messages = consumer.consume(num_messages=min(10_000, s.max_batch_rows), timeout=lanes.wait(now, 0.05))
                 if messages:
                     last_message = time.monotonic()
-                    if not len(batch):
-                        batch.opened = last_message
-                    self._absorb(messages, batch, stats, pending, consumer)
-                if len(batch) and (time.monotonic() - batch.opened >= flush_every or len(batch) >= s.max_batch_rows):
+                    for batch, part in lanes.split(messages, last_message):
+                        self._absorb(part, batch, stats, pending, consumer)
+                for batch in lanes.take_due(time.monotonic(), s.max_batch_rows):
                     writer.submit(batch)
-                    batch = Batch()
                 if self.heartbeat is not None and time.monotonic() - last_beat >= 5.0:
                     last_beat = time.monotonic()
                     self.heartbeat(stats)
-            if len(batch):
+            for batch in lanes.take_all():
                 writer.submit(batch)
         finally:
             try:

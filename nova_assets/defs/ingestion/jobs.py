@@ -36,7 +36,8 @@ class IngestConfig(dg.Config):
 
     max_run_seconds: float = 600.0
     idle_exit_seconds: float = 30.0
-    flush_interval_ms: int = 200
+    flush_interval_ms: int = 200  # events
+    cdc_flush_interval_ms: int = 1000  # CDC changes: each flush inserts into up to five mirror tables
     max_batch_rows: int = 100_000
     max_message_bytes: int = 262_144
     insert_attempts: int = 6

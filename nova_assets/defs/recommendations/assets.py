@@ -14,7 +14,7 @@ from nova_assets.core.recommendations.scoring import NIL_USER, ScoringParams, cl
 from nova_assets.core.schema.ddl import apply_object
 from nova_assets.core.schema.sql_files import load_objects
 from nova_assets.core.world.demo import from_env
-from nova_assets.defs.recommendations.tastes import TASTE_OBJECTS
+from nova_assets.defs.recommendations.tastes import BATCH_RUN_TAGS, TASTE_OBJECTS
 from nova_assets.defs.schema.assets import renderer_for
 from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
@@ -163,6 +163,7 @@ def feed_recommendations(
 recommendations_schedule = dg.ScheduleDefinition(
     name="feed_recommendations_schedule",
     target=dg.AssetSelection.assets(feed_recommendations),
+    tags=BATCH_RUN_TAGS,
     cron_schedule=settings.env_str(SCHEDULE, DEFAULT_CRON),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Recompute every user's feed (NOVA_RECOMMENDATIONS_CRON, default every 10 minutes).",

@@ -20,6 +20,10 @@ from nova_assets.defs.tables import table
 from nova_assets.resources.clickhouse import ClickHouseResource
 
 DEFAULT_CRON = "7 * * * *"
+#: the batch runs (a recompute, a taste-model fit: minutes each) wait for each other: dagster.yaml
+#: allows one `nova/batch` run, so two loader runs of a hand-over, one batch run and a cache warm
+#: leave the SLO checks a run slot
+BATCH_RUN_TAGS = {"nova/batch": "batch"}
 TASTE_OBJECTS = [o for o in load_objects() if o.name in ("taste_models", "taste_vectors", "taste_candidates")]
 _DEFAULTS = tastes.TasteParams()
 MAX_TRAIN_S = 120.0  # the hourly schedule's budget for one training
@@ -148,6 +152,7 @@ def taste_coverage(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
 tastes_schedule = dg.ScheduleDefinition(
     name="taste_model_schedule",
     target=dg.AssetSelection.assets(taste_model),
+    tags=BATCH_RUN_TAGS,
     cron_schedule=settings.env_str(settings.TASTES_CRON, DEFAULT_CRON),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Retrain the taste model and refit the score's weights (NOVA_TASTES_CRON, default hourly).",

@@ -19,6 +19,7 @@ slo_checks_schedule = dg.ScheduleDefinition(
     target=slo_checks_job,
     cron_schedule=settings.env_str(SCHEDULE, "* * * * *"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    tags={"dagster/priority": "10"},  # dequeued ahead of anything else waiting
 )
 
 defs = dg.Definitions(

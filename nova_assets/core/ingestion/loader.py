@@ -96,7 +96,8 @@ class Loader:
         depends on committed offsets waits for `run()`."""
         stats = IngestStats()
         self.shapes = self._mirror_shapes()
-        consumer: Consumer = self.kafka.consumer(**{"enable.partition.eof": False})
+        answered = partial(stats.commit_answered, warn=self.log_warning)  # asynchronous commits' answers
+        consumer: Consumer = self.kafka.consumer(**{"enable.partition.eof": False, "on_commit": answered})
         try:
             if settle:
                 self.resume.settle(consumer, stats)

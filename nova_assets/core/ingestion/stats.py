@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ class IngestStats:
     unknown_fields: int = 0
     slowest_insert_s: float = 0.0
     slowest_commit_s: float = 0.0
+    commits_failed: int = 0  # asynchronous commits the broker refused or never answered
     resets: list[str] = field(default_factory=list)  # "topic: old → new" per incarnation change seen
     expired: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> messages retention removed unloaded
     started: float = field(default_factory=time.time)
@@ -87,6 +89,7 @@ class IngestStats:
             "unknown_fields_ignored": self.unknown_fields,
             "slowest_insert_s": round(self.slowest_insert_s, 3),
             "slowest_commit_s": round(self.slowest_commit_s, 3),
+            "commits_failed": self.commits_failed,
             "topic_resets": "; ".join(self.resets) if self.resets else "none",
             "expired_before_load": sum(self.expired.values()),
             "seconds": round(elapsed, 3),
@@ -99,6 +102,17 @@ class IngestStats:
                 out[f"{label}_p95_s"] = round(q["p95_s"], 3)
                 out[f"{label}_p99_s"] = round(q["p99_s"], 3)
         return out
+
+    def commit_answered(self, err: Any, partitions: list[Any], warn: Callable[[str], None]) -> None:
+        """An asynchronous commit's answer (librdkafka's on_commit): a refused one is counted and said.
+        The next run skips what is loaded either way, but the group's lag goes stale, and
+        `nova stack down`'s drain and the consumer-lag check trust it."""
+        failed = [tp for tp in partitions or () if tp.error is not None]
+        if err is None and not failed:
+            return
+        self.commits_failed += 1
+        if self.commits_failed <= 3 or self.commits_failed % 100 == 0:
+            warn(f"offset commit #{self.commits_failed} refused by the broker: {err or failed[0].error}")
 
     def record(self, batch: Batch, visible: float) -> None:
         """Count a flushed batch, visible in ClickHouse at `visible` (epoch seconds)."""

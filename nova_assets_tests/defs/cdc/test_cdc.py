@@ -10,11 +10,13 @@ import pytest
 
 from nova_assets.core.cdc.verify import MIRROR_COLUMNS, mirror_state, source_state
 from nova_assets.core.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.kafka_admin import ensure_topic
 from nova_assets.generate.app import generate
 from nova_assets.generate.events import produce_events
 from nova_assets.resources import ClickHouseResource, KafkaResource, PostgresResource
 from nova_assets.stack import Stack
 from nova_assets.stack.sql_services import CdcService
+from nova_assets.topics import EVENTS_TOPIC
 
 
 def _clean_source(postgres: PostgresResource) -> None:
@@ -90,6 +92,7 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
         holder: dict[str, object] = {}
         settings = IngestSettings(idle_exit_seconds=600, flush_interval_ms=100, cdc_flush_interval_ms=1000)
         loader = Loader(clickhouse, kafka, settings)
+        ensure_topic(kafka, EVENTS_TOPIC)  # the loader assigns the topics that exist when it starts
         began = clickhouse.query("SELECT now64(3)").result_rows[0][0]
         worker = threading.Thread(target=lambda: holder.update(stats=loader.run(stop=stop)))
         worker.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -87,10 +88,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _ephemeral_low() -> int:
+    """Where the kernel's range of ports for outgoing connections starts (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_block(size: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """The first of `size` consecutive ports that are all free right now (SeaweedFS takes ten)."""
+    """The first of `size` consecutive ports that are all free right now (SeaweedFS takes ten).
+
+    Drawn below the kernel's ephemeral range: SeaweedFS binds its ports over seconds, and a port
+    the kernel hands out for outgoing connections could be taken by any client meanwhile (a CI run
+    lost its filer's gRPC port that way)."""
+    low, high = 20_000, _ephemeral_low() - size
     for _ in range(attempts):
-        base = free_port(host)
+        base = random.randrange(low, high) if high > low else free_port(host)
         if base + size > 65535:
             continue
         try:

@@ -9,6 +9,12 @@ together for NOVA_BENCH_PLATFORM_SECONDS (default 300): events at 10,000/s, app 
 recompute and the cache warm during the window. Every together-figure is printed beside its
 alone-figure from the same run.
 
+`--find-capacity` replaces the one together window by a ladder of windows at rising fractions of
+the guide's load (NOVA_BENCH_PLATFORM_CAPACITY_STEPS, each NOVA_BENCH_PLATFORM_PROBE_SECONDS): the
+capacity is the last fraction at which every SLO target held together (e2v P95 <= 1 s, CDC lag P95
+<= 2 s, read hit P95 <= 10 ms, no failed check, read error or failed run). The ladder stops at the
+first miss: its backlog and the checks' 5-minute windows would fail the next rung for its cause.
+
 Latencies are read where users read them: event-to-visible is `ingested_at - event_time` of the
 events in ClickHouse, CDC lag `ingested_at - source_ts` of the mirrors (the same columns the SLO
 checks read), reads are timed by the client.
@@ -18,11 +24,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +37,40 @@ import orjson
 import redis
 
 from bench.common import SMOKE, report
-from bench.parts import records
+from bench.parts import reads, records
 from bench.parts.cpu import LOAD_PARTS, CpuSampler, cpu_us_per_unit, platform_cores
 from bench.parts.rig import Platform
-from nova_assets.core import quantiles
 from nova_assets.dev import first_feeds
 from nova_assets.resources import ClickHouseResource
 from nova_assets.topics import APP_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
-#: the issue's load by default; NOVA_BENCH_PLATFORM_{EVENT,CHANGE,READ}_RATE find what one machine sustains
-EVENT_RATE = int(os.environ.get("NOVA_BENCH_PLATFORM_EVENT_RATE", "10000"))
-CHANGE_RATE = int(os.environ.get("NOVA_BENCH_PLATFORM_CHANGE_RATE", "1000"))
-READ_RATE = int(os.environ.get("NOVA_BENCH_PLATFORM_READ_RATE", "500"))
+
+
+@dataclass(frozen=True)
+class Load:
+    """Events, app changes (through Debezium) and feed reads per second."""
+
+    events: int
+    changes: int
+    reads: int
+
+    def scaled(self, fraction: float) -> Load:
+        return Load(round(self.events * fraction), round(self.changes * fraction), max(1, round(self.reads * fraction)))
+
+
+#: the guide's load; NOVA_BENCH_PLATFORM_{EVENT,CHANGE,READ}_RATE set the load of a plain run
+GUIDE = Load(10_000, 1_000, 500)
+LOAD = Load(
+    int(os.environ.get("NOVA_BENCH_PLATFORM_EVENT_RATE", GUIDE.events)),
+    int(os.environ.get("NOVA_BENCH_PLATFORM_CHANGE_RATE", GUIDE.changes)),
+    int(os.environ.get("NOVA_BENCH_PLATFORM_READ_RATE", GUIDE.reads)),
+)
+#: --find-capacity: the fractions of the guide's load tried in turn, each for PROBE_S seconds
+#: (two rounds of the SLO checks at least)
+STEPS = os.environ.get("NOVA_BENCH_PLATFORM_CAPACITY_STEPS", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")
+CAPACITY_STEPS = [float(f) for f in STEPS.split(",")]
+PROBE_S = float(os.environ.get("NOVA_BENCH_PLATFORM_PROBE_SECONDS", "120"))
 ALONE_S, WARMUP_S = (8, 2) if SMOKE else (40, 10)
 USERS, POSTS, AUTHORS, EVENTS = (500, 1_000, 200, 20_000) if SMOKE else (20_000, 50_000, 10_000, 1_000_000)
 MIRRORS = APP_TABLES
@@ -70,71 +97,6 @@ SELECT reinterpretAsUUID(MD5(concat('u', toString(number % {users:UInt32})))),
        now64(3) - INTERVAL 10 DAY, 1
 FROM numbers({n:UInt64})
 """
-READER = """
-import http.client, random, sys, threading, time, orjson
-port, rate, seconds, users_file = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-warm = [u for u in open(users_file).read().split() if u]
-rng = random.Random()  # fresh cold ids every run: a repeated id would be an L1 hit
-# a slow miss holds up only its own thread's schedule; at low rates fewer threads, so none idles
-# past `nova serve`'s keep-alive limit (a connection it closed is not an error of the platform)
-THREADS = max(1, min(64, int(rate)))
-out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
-lock = threading.Lock()
-start = time.monotonic() + 0.2
-def work(k):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    local = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
-    i = 0
-    while True:
-        due = start + (i * THREADS + k) / rate  # open loop: a fixed schedule, not as fast as answers come
-        if due - start > seconds:
-            break
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        i += 1
-        user = rng.choice(warm) if rng.random() < 0.9 else "00000000-0000-4000-8000-%012d" % rng.randrange(10**12)
-        t0 = time.perf_counter()
-        local["sent"] += 1
-        try:
-            try:
-                conn.request("GET", "/feed/" + user + "?limit=20")
-                response = conn.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                conn.close()  # the server closed an idle keep-alive connection: a new one, as browsers do
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/feed/" + user + "?limit=20")
-                response = conn.getresponse()
-            body = response.read()
-            ms = (time.perf_counter() - t0) * 1000 + max(0.0, -delay) * 1000  # late starts count
-            if response.status != 200:
-                local["errors"] += 1
-                continue
-            source = orjson.loads(body)["source"]
-            local["hit" if source in ("l1", "redis") else "miss"].append(ms)
-        except TimeoutError:
-            local["timeouts"] += 1
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        except Exception:
-            local["errors"] += 1
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    with lock:
-        for key in ("hit", "miss"):
-            out[key].extend(local[key])
-        for key in ("errors", "timeouts", "sent"):
-            out[key] += local[key]
-threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
-for t in threads: t.start()
-for t in threads: t.join()
-print(orjson.dumps(out).decode())
-"""
-
-
-#: how a process's command line names its part of the platform (first match wins)
-def _quantiles(values: list[float]) -> dict[str, float]:
-    return {**quantiles.summary(values), "n": len(values)}
 
 
 def _e2v(ch: ClickHouseResource, start: float, end: float) -> dict[str, float]:
@@ -144,7 +106,7 @@ def _e2v(ch: ClickHouseResource, start: float, end: float) -> dict[str, float]:
         "WHERE event_time >= fromUnixTimestamp64Milli({a:Int64}) AND event_time < fromUnixTimestamp64Milli({b:Int64})",
         parameters={"a": int(start * 1000), "b": int(end * 1000)},
     ).result_rows
-    return _quantiles([r[0] for r in rows])
+    return reads.summary([r[0] for r in rows])
 
 
 def _cdc_lag(ch: ClickHouseResource, start: float, end: float) -> dict[str, float]:
@@ -155,27 +117,7 @@ def _cdc_lag(ch: ClickHouseResource, start: float, end: float) -> dict[str, floa
         for t in MIRRORS
     )
     rows = ch.query(union, parameters={"a": int(start * 1000), "b": int(end * 1000)}).result_rows
-    return _quantiles([r[0] for r in rows])
-
-
-def _reads(platform: Platform, users_file: Path, seconds: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", READER, str(platform.serve_port), str(READ_RATE), str(seconds), str(users_file)],
-        stdout=subprocess.PIPE,
-        env=platform.env,
-    )
-
-
-def _read_figures(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    out, _ = proc.communicate(timeout=600)
-    raw = orjson.loads(out.strip().splitlines()[-1])
-    return {
-        "hit": _quantiles(raw["hit"]),
-        "miss": _quantiles(raw["miss"]),
-        "errors": raw["errors"],
-        "timeouts": raw["timeouts"],
-        "sent": raw["sent"],
-    }
+    return reads.summary([r[0] for r in rows])
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout_s: float) -> None:
@@ -212,18 +154,18 @@ def _timeline(ch: ClickHouseResource, dagster_home: Path, start: float, end: flo
         print(f"    +{t - start:5.0f} s  {count:>7,}  {p95:6.2f} s  {' '.join(during)}", file=sys.stderr)
 
 
-def run(as_json: bool = False) -> dict[str, Any]:
+def run(as_json: bool = False, find_capacity: bool = False) -> dict[str, Any]:
     together_s = float(os.environ.get("NOVA_BENCH_PLATFORM_SECONDS", "300"))
     with tempfile.TemporaryDirectory(prefix="nova-bench-platform-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp)
         platform = Platform(home)
         try:
-            return _run(platform, home, together_s, as_json)
+            return _run(platform, home, together_s, as_json, find_capacity)
         finally:
             platform.stop()
 
 
-def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> dict[str, Any]:
+def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_capacity: bool) -> dict[str, Any]:
     t_setup = time.monotonic()
     ch = platform.start()
     # a world to recommend from: 1M events over 3 days, follows; then one recompute and warm
@@ -255,18 +197,18 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
         time.sleep(ALONE_S / 2)
     start = time.time()
     with CpuSampler() as cpu_events:
-        platform.nova("generate", "events", "--rate", str(EVENT_RATE), "--duration", str(ALONE_S)).wait(ALONE_S + 60)
+        platform.nova("generate", "events", "--rate", str(LOAD.events), "--duration", str(ALONE_S)).wait(ALONE_S + 60)
     time.sleep(5)
     alone["e2v"] = _e2v(ch, start + WARMUP_S, start + ALONE_S)
     start = time.time()
     with CpuSampler() as cpu_changes:
         platform.nova(
-            "generate", "app", "--rate", str(CHANGE_RATE), "--duration", str(ALONE_S), "--users", "2000"
+            "generate", "app", "--rate", str(LOAD.changes), "--duration", str(ALONE_S), "--users", "2000"
         ).wait(ALONE_S + 120)
     time.sleep(5)
     alone["cdc"] = _cdc_lag(ch, start + WARMUP_S, start + ALONE_S)
     with CpuSampler() as cpu_reads:
-        alone["reads"] = _read_figures(_reads(platform, users_file, ALONE_S))
+        alone["reads"] = reads.figures(reads.start(platform.serve_port, LOAD.reads, ALONE_S, users_file, platform.env))
     alone["cpu"] = {
         "idle": cpu_idle.shares(),
         "events": cpu_events.shares(),
@@ -275,33 +217,94 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool) -> di
     }
     print(f"  alone: {orjson.dumps(alone).decode()}", file=sys.stderr)
 
-    # --- together ---------------------------------------------------------------------------------
-    # schedules on: checks every minute, a recompute and a cache warm during the window
+    # --- together: schedules on (checks every minute, a recompute and a cache warm in the window) ---
     platform.schedules("start")
+    if not find_capacity:
+        together = _together(platform, ch, users_file, LOAD, together_s)
+        return _report(alone, together, LOAD, together_s, as_json)
+    probes: list[dict[str, Any]] = []
+    held: dict[str, Any] | None = None
+    for fraction in CAPACITY_STEPS:  # ascending: a probe that fails ends the ladder (its backlog and
+        load = GUIDE.scaled(fraction)  # its checks' 5-minute windows would fail the next one too)
+        together = _together(platform, ch, users_file, load, PROBE_S)
+        why = _misses(together)
+        probes.append({"fraction": fraction, "held": not why, "why": why, **_probe_keys(together)})
+        print(f"  probe {fraction:.2f} of the guide's load: {'held' if not why else 'failed: ' + why}", file=sys.stderr)
+        if why:
+            break
+        held = {**together, "fraction": fraction, "load": load}
+    shown = held or {**together, "fraction": 0.0, "load": load}
+    summary = _report(alone, shown, shown["load"], PROBE_S, as_json=False)
+    summary.update(capacity=shown["fraction"], capacity_probes=probes)
+    report(
+        "nova bench platform --find-capacity: the largest fraction of the guide's load (10,000 events/s, "
+        "1,000 changes/s, 500 reads/s) at which every SLO target holds together",
+        [(f"{p['fraction']:.2f} of the guide", "held" if p["held"] else "failed", p["why"] or _probe_line(p))
+         for p in probes] + [("capacity", f"{summary['capacity']:.2f}", "goal 1.0 (the guide's whole load)")],
+        summary,
+        as_json,
+    )  # fmt: skip
+    return summary
+
+
+def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load: Load, seconds: float) -> dict:
+    """Every load at once for `seconds`; its latencies, CPU by part, check evaluations and failed runs."""
     start = time.time()
-    events = platform.nova("generate", "events", "--rate", str(EVENT_RATE), "--duration", str(together_s))
+    events = platform.nova("generate", "events", "--rate", str(load.events), "--duration", str(seconds))
     changes = platform.nova(
-        "generate", "app", "--rate", str(CHANGE_RATE), "--duration", str(together_s), "--users", "2000"
+        "generate", "app", "--rate", str(load.changes), "--duration", str(seconds), "--users", "2000"
     )
     with CpuSampler() as cpu:
-        reader = _reads(platform, users_file, together_s)
-        reads = _read_figures(reader)
+        read_figures = reads.figures(reads.start(platform.serve_port, load.reads, seconds, users_file, platform.env))
         events.wait(120)
         changes.wait(120)
-    end = start + together_s
+    end = start + seconds
     time.sleep(10)
-    together = {
-        "e2v": _e2v(ch, start + WARMUP_S, end),
-        "cdc": _cdc_lag(ch, start + WARMUP_S, end),
-        "reads": reads,
-        "cpu": cpu.shares(),
-    }
     dagster_home = Path(platform.env["DAGSTER_HOME"])
     evaluations, failures = records.check_evaluations(dagster_home, start)
-    failed, failed_names = len(failures), sorted({name for _at, name in failures})
-    failed_runs = records.failed_runs(dagster_home, start)
     _timeline(ch, dagster_home, start, end)
-    return _report(alone, together, evaluations, failed, failed_names, failed_runs, together_s, as_json)
+    return {
+        "e2v": _e2v(ch, start + WARMUP_S, end),
+        "cdc": _cdc_lag(ch, start + WARMUP_S, end),
+        "reads": read_figures,
+        "cpu": cpu.shares(),
+        "evaluations": evaluations,
+        "failed_names": sorted({name for _at, name in failures}),
+        "failed": len(failures),
+        "failed_runs": records.failed_runs(dagster_home, start),
+    }
+
+
+def _misses(together: dict[str, Any]) -> str:
+    """Which SLO targets a together window missed ('' when all held): the issue's capacity criteria."""
+    e, c, h = together["e2v"]["p95"], together["cdc"]["p95"], together["reads"]["hit"]["p95"]
+    misses = [
+        f"e2v P95 {e:.2f} s > 1" if not e <= 1.0 else "",  # NaN (nothing measured) is a miss too
+        f"CDC lag P95 {c:.2f} s > 2" if not c <= 2.0 else "",
+        f"hit P95 {h:.1f} ms > 10" if not h <= 10.0 else "",
+        f"{together['failed']} failed checks" if together["failed"] else "",
+        f"{together['reads']['errors']} read errors" if together["reads"]["errors"] else "",
+        f"{together['reads']['timeouts']} read time-outs" if together["reads"]["timeouts"] else "",
+        f"failed runs {', '.join(together['failed_runs'])}" if together["failed_runs"] else "",
+    ]
+    return "; ".join(m for m in misses if m)
+
+
+def _probe_keys(together: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "e2v_p95_s": round(together["e2v"]["p95"], 3),
+        "cdc_lag_p95_s": round(together["cdc"]["p95"], 3),
+        "hit_p95_ms": round(together["reads"]["hit"]["p95"], 2),
+        "failed_checks": together["failed"],
+        "platform_cpu_cores": platform_cores(together["cpu"]),
+    }
+
+
+def _probe_line(p: dict[str, Any]) -> str:
+    return (
+        f"e2v P95 {p['e2v_p95_s']:.2f} s, CDC lag P95 {p['cdc_lag_p95_s']:.2f} s, hit P95 {p['hit_p95_ms']:.1f} ms, "
+        f"platform {p['platform_cpu_cores']:.2f} cores"
+    )
 
 
 def _keys(name: str, q: dict[str, float], unit: str, which: tuple[str, ...] = ("p50", "p95", "p99")) -> dict:
@@ -320,16 +323,10 @@ def _vs(together: dict[str, float], alone: dict[str, float], unit: str) -> str:
     return f"P95 {ratio:.2f}x alone ({alone['p95']:.2f} {unit})"
 
 
-def _report(
-    alone: dict[str, Any],
-    together: dict[str, Any],
-    evaluations: int,
-    failed: int,
-    failed_names: list[str],
-    failed_runs: list[str],
-    seconds: float,
-    as_json: bool,
-) -> dict[str, Any]:
+def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds: float, as_json: bool) -> dict:
+    """The together figures beside the alone ones (the alone loads at LOAD, the together at `load`)."""
+    evaluations, failed, failed_names = together["evaluations"], together["failed"], together["failed_names"]
+    failed_runs = together["failed_runs"]
     e, ea = together["e2v"], alone["e2v"]
     c, ca = together["cdc"], alone["cdc"]
     h, ha = together["reads"]["hit"], alone["reads"]["hit"]
@@ -338,9 +335,9 @@ def _report(
     timeouts = together["reads"]["timeouts"]
     summary = {
         "seconds": seconds,
-        "event_rate": EVENT_RATE,
-        "change_rate": CHANGE_RATE,
-        "read_rate": READ_RATE,
+        "event_rate": load.events,
+        "change_rate": load.changes,
+        "read_rate": load.reads,
         "events_measured": e["n"],
         "changes_measured": c["n"],
         "reads": together["reads"]["sent"],
@@ -359,9 +356,9 @@ def _report(
         # alone window (where only that load runs, over the idle platform)
         "platform_cpu_cores": platform_cores(together["cpu"]),
         "platform_idle_cpu_cores": platform_cores(alone["cpu"]["idle"]),
-        "cpu_us_per_event": cpu_us_per_unit(alone["cpu"]["events"], alone["cpu"]["idle"], EVENT_RATE),
-        "cpu_us_per_change": cpu_us_per_unit(alone["cpu"]["changes"], alone["cpu"]["idle"], CHANGE_RATE),
-        "cpu_us_per_read": cpu_us_per_unit(alone["cpu"]["reads"], alone["cpu"]["idle"], READ_RATE),
+        "cpu_us_per_event": cpu_us_per_unit(alone["cpu"]["events"], alone["cpu"]["idle"], LOAD.events),
+        "cpu_us_per_change": cpu_us_per_unit(alone["cpu"]["changes"], alone["cpu"]["idle"], LOAD.changes),
+        "cpu_us_per_read": cpu_us_per_unit(alone["cpu"]["reads"], alone["cpu"]["idle"], LOAD.reads),
         "e2v_p95_alone_s": round(ea["p95"], 3),
         "e2v_p99_alone_s": round(ea["p99"], 3),
         "cdc_lag_p95_alone_s": round(ca["p95"], 3),
@@ -369,8 +366,8 @@ def _report(
         "miss_p95_alone_ms": round(ma["p95"], 2),
     }
     report(
-        f"nova bench platform: everything at once for {seconds:g} s — events {EVENT_RATE:,}/s, "
-        f"app changes {CHANGE_RATE:,}/s via Debezium, reads {READ_RATE}/s (90% warmed), schedules on",
+        f"nova bench platform: everything at once for {seconds:g} s — events {load.events:,}/s, "
+        f"app changes {load.changes:,}/s via Debezium, reads {load.reads}/s (90% warmed), schedules on",
         [
             ("e2v P50/P95/P99", _trio(e, "s"), f"goal P95<=1, P99<=2; {_vs(e, ea, 's')}"),
             ("e2v max", f"{e['max']:.2f} s", f"alone {ea['max']:.2f} s; {e['n']:,} events measured"),

@@ -281,7 +281,11 @@ def cdc() -> None:
     "--shards", type=click.IntRange(2, 64), default=None,
     help="ingest only: N parallel loaders (NOVA_INGEST_SHARDS) against one, in the same run.",
 )  # fmt: skip
-def bench(name: str, as_json: bool, shards: int | None) -> None:
+@click.option(
+    "--find-capacity", is_flag=True,
+    help="platform only: the largest fraction of the guide's load at which every SLO target holds together.",
+)  # fmt: skip
+def bench(name: str, as_json: bool, shards: int | None, find_capacity: bool) -> None:
     """Run benchmark NAME from bench/ (schema, ...), printing its figures."""
     import importlib
 
@@ -295,6 +299,11 @@ def bench(name: str, as_json: bool, shards: int | None) -> None:
         if not hasattr(module, "run_shards"):
             raise click.ClickException(f"--shards applies to `nova bench ingest`, not {name!r}")
         _run(lambda: module.run_shards(shards, as_json=as_json))
+        return
+    if find_capacity:
+        if name != "platform":
+            raise click.ClickException(f"--find-capacity applies to `nova bench platform`, not {name!r}")
+        _run(lambda: module.run(as_json=as_json, find_capacity=True))
         return
     _run(lambda: module.run(as_json=as_json))
 

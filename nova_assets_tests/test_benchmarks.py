@@ -32,7 +32,8 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "NOVA_BENCH_SMOKE": "1",
-        "NOVA_BENCH_PLATFORM_SECONDS": "15",
+        "NOVA_BENCH_PLATFORM_PROBE_SECONDS": "15",  # --find-capacity: one probe, at 1% of the guide's load
+        "NOVA_BENCH_PLATFORM_CAPACITY_STEPS": "0.01",
         "NOVA_BENCH_PLATFORM_EVENT_RATE": "100",
         "NOVA_BENCH_PLATFORM_CHANGE_RATE": "10",
         "NOVA_BENCH_PLATFORM_READ_RATE": "10",
@@ -40,7 +41,12 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     }
     nova = Path(sys.executable).parent / "nova"
     done = subprocess.run(
-        [str(nova), "bench", "platform", "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
+        [str(nova), "bench", "platform", "--find-capacity", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = orjson.loads(done.stdout.strip().splitlines()[-1])
@@ -52,6 +58,28 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
         assert key in summary, key
     assert summary["events_measured"] > 0 and summary["changes_measured"] > 0 and summary["reads"] > 0
     assert 0 < summary["platform_cpu_cores"] <= 2.0 * (os.cpu_count() or 2)
+    (probe,) = summary["capacity_probes"]
+    assert probe["fraction"] == 0.01 and summary["capacity"] in (0.0, 0.01), summary["capacity_probes"]
+    assert probe["held"] == (probe["why"] == "") and summary["event_rate"] == 100
+
+
+def test_a_capacity_probe_holds_only_when_every_slo_target_does() -> None:
+    """`--find-capacity` stops at the first probe that misses any of the issue's targets."""
+    from bench.platform import GUIDE, _misses
+
+    def window(e2v: float, cdc: float, hit: float, failed: int = 0, errors: int = 0) -> dict:
+        return {
+            "e2v": {"p95": e2v}, "cdc": {"p95": cdc}, "failed": failed, "failed_runs": [],
+            "reads": {"hit": {"p95": hit}, "errors": errors, "timeouts": 0},
+        }  # fmt: skip
+
+    assert _misses(window(0.9, 1.9, 9.0)) == ""
+    assert _misses(window(1.1, 1.0, 1.0)) == "e2v P95 1.10 s > 1"
+    assert "CDC lag" in _misses(window(0.5, 2.5, 1.0)) and "hit P95" in _misses(window(0.5, 1.0, 12.0))
+    assert _misses(window(0.5, 1.0, 1.0, failed=1)) == "1 failed checks"
+    assert _misses(window(float("nan"), 1.0, 1.0)).startswith("e2v P95 nan")  # nothing measured is no pass
+    assert _misses(window(0.5, 1.0, 1.0, errors=3)) == "3 read errors"
+    assert GUIDE.scaled(0.2) == type(GUIDE)(2_000, 200, 100) and GUIDE.scaled(0.001).reads == 1
 
 
 @pytest.mark.integration

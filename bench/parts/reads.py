@@ -1,0 +1,105 @@
+"""The read load of `nova bench platform`: an open-loop HTTP client of `nova serve` in its own process.
+
+Open loop (a fixed schedule, not as fast as answers come), 90% warmed users and 10% cold ids, each
+request timed by the client with its late start counted. It runs as `python -c` so the CPU sampler
+tells it apart from the platform (its command line names `http.client`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from nova_assets.core import quantiles
+
+READER = """
+import http.client, random, sys, threading, time, orjson
+port, rate, seconds, users_file = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+warm = [u for u in open(users_file).read().split() if u]
+rng = random.Random()  # fresh cold ids every run: a repeated id would be an L1 hit
+# a slow miss holds up only its own thread's schedule; at low rates fewer threads, so none idles
+# past `nova serve`'s keep-alive limit (a connection it closed is not an error of the platform)
+THREADS = max(1, min(64, int(rate)))
+out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
+lock = threading.Lock()
+start = time.monotonic() + 0.2
+def work(k):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    local = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
+    i = 0
+    while True:
+        due = start + (i * THREADS + k) / rate  # open loop: a fixed schedule, not as fast as answers come
+        if due - start > seconds:
+            break
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        i += 1
+        user = rng.choice(warm) if rng.random() < 0.9 else "00000000-0000-4000-8000-%012d" % rng.randrange(10**12)
+        t0 = time.perf_counter()
+        local["sent"] += 1
+        try:
+            try:
+                conn.request("GET", "/feed/" + user + "?limit=20")
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()  # the server closed an idle keep-alive connection: a new one, as browsers do
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/feed/" + user + "?limit=20")
+                response = conn.getresponse()
+            body = response.read()
+            ms = (time.perf_counter() - t0) * 1000 + max(0.0, -delay) * 1000  # late starts count
+            if response.status != 200:
+                local["errors"] += 1
+                continue
+            source = orjson.loads(body)["source"]
+            local["hit" if source in ("l1", "redis") else "miss"].append(ms)
+        except TimeoutError:
+            local["timeouts"] += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        except Exception:
+            local["errors"] += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    with lock:
+        for key in ("hit", "miss"):
+            out[key].extend(local[key])
+        for key in ("errors", "timeouts", "sent"):
+            out[key] += local[key]
+threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(orjson.dumps(out).decode())
+"""
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """P50/P95/P99/max and the count of one latency figure."""
+    return {**quantiles.summary(values), "n": len(values)}
+
+
+def start(port: int, rate: float, seconds: float, users_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start reading /feed/<user> at `rate` per second for `seconds`."""
+    return subprocess.Popen(
+        [sys.executable, "-c", READER, str(port), str(rate), str(seconds), str(users_file)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+
+
+def figures(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """Hit and miss latencies, errors, time-outs and requests sent, once the client is done."""
+    out, _ = proc.communicate(timeout=600)
+    raw = orjson.loads(out.strip().splitlines()[-1])
+    return {
+        "hit": summary(raw["hit"]),
+        "miss": summary(raw["miss"]),
+        "errors": raw["errors"],
+        "timeouts": raw["timeouts"],
+        "sent": raw["sent"],
+    }

@@ -28,6 +28,10 @@ from nova_assets.core.identifiers import CHDB_SCHEME, chdb_path, quote_identifie
 from nova_assets.errors import ConfigError, ServiceUnavailable
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+#: Batch work (the recompute, taste training, cache warming, evaluation) yields the CPU to ingestion
+#: and reads: its query threads run at nice 19, so they use only what streaming leaves idle.
+#: ClickHouse applies it only with CAP_SYS_NICE (docker/compose.yaml grants it to the server).
+BATCH_SETTINGS: dict[str, Any] = {"os_thread_priority": 19}
 
 
 def _check_url(url: str) -> None:
@@ -49,11 +53,11 @@ def _ensure_database(client: Client, database: str) -> None:
 
 #: one client per (url, database, cluster) in a process: clickhouse-connect's HTTP client is
 #: thread-safe without sessions and keeps a pool of keep-alive connections
-_clients: dict[tuple[str, str, str, float], Client] = {}
+_clients: dict[tuple[str, str, str, float, bool], Client] = {}
 _clients_lock = threading.Lock()
 
 
-def _open(url: str, database: str, cluster: str, connect_timeout_s: float) -> Client:
+def _open(url: str, database: str, cluster: str, connect_timeout_s: float, batch: bool = False) -> Client:
     path = chdb_path(url)
     if path is not None:
         owner = serving(path)
@@ -83,7 +87,10 @@ def _open(url: str, database: str, cluster: str, connect_timeout_s: float) -> Cl
             client = clickhouse_connect.get_client(
                 dsn=url,
                 connect_timeout=connect_timeout_s,
-                settings={"distributed_product_mode": "global"} if cluster else {},
+                settings={
+                    **({"distributed_product_mode": "global"} if cluster else {}),
+                    **(BATCH_SETTINGS if batch else {}),
+                },
                 autogenerate_session_id=False,
                 # on loopback, compressing costs CPU on both sides and saves nothing
                 compress=urlsplit(url).hostname not in LOOPBACK,
@@ -97,15 +104,18 @@ def _open(url: str, database: str, cluster: str, connect_timeout_s: float) -> Cl
     return client
 
 
-def shared_client(url: str, database: str, cluster: str = "", connect_timeout_s: float = 5.0) -> Client:
-    """This process's client for a ClickHouse and database, opened on first use."""
-    key = (url, database, cluster, connect_timeout_s)
+def shared_client(
+    url: str, database: str, cluster: str = "", connect_timeout_s: float = 5.0, batch: bool = False
+) -> Client:
+    """This process's client for a ClickHouse and database, opened on first use (`batch`: its
+    queries run under BATCH_SETTINGS)."""
+    key = (url, database, cluster, connect_timeout_s, batch)
     client = _clients.get(key)
     if client is None:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
-                client = _clients[key] = _open(url, database, cluster, connect_timeout_s)
+                client = _clients[key] = _open(url, database, cluster, connect_timeout_s, batch)
     return client
 
 
@@ -149,6 +159,13 @@ class ClickHouseResource(dg.ConfigurableResource):
         """The process's clickhouse-connect client for this ClickHouse, its database selected."""
         _check_url(self.url)
         yield shared_client(self.url, self.database, self.cluster, self.connect_timeout_s)
+
+    @contextlib.contextmanager
+    def batch_session(self) -> Iterator[Client]:
+        """As `session()`, for batch work: its queries yield the CPU to ingestion and reads
+        (BATCH_SETTINGS). chdb:/// is one process with nothing to yield to: the plain client."""
+        _check_url(self.url)
+        yield shared_client(self.url, self.database, self.cluster, self.connect_timeout_s, batch=not self.embedded)
 
     @contextlib.contextmanager
     def ddl_session(self) -> Iterator[Client]:

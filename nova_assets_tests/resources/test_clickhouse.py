@@ -106,3 +106,39 @@ def test_bad_urls_name_the_setting(tmp_path: Path) -> None:
         ClickHouseResource(url="http://default:secret@127.0.0.1:1/", connect_timeout_s=1).ping()
     assert "secret" not in str(info.value)
     assert time.monotonic() - started < 30
+
+
+def _nice_of_threads(pid: int) -> list[int]:
+    """The nice value of every thread of a process (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    values = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            values.append(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended while listed
+    return values
+
+
+@pytest.mark.integration
+def test_batch_queries_yield_the_cpu_to_streaming(fresh_clickhouse: ClickHouseResource, stack: Stack) -> None:
+    """A batch session's query threads run at nice 19 in the server; a plain session's at 0, after too."""
+    (server,) = [s for s in stack.status() if s.name == "clickhouse"]
+    assert server.pid is not None
+    heavy = "SELECT count() FROM numbers_mt(3000000000) WHERE sipHash64(number) % 7 = 3 SETTINGS max_threads = 2"
+    with fresh_clickhouse.batch_session() as batch, fresh_clickhouse.session() as plain:
+        assert batch.command("SELECT getSetting('os_thread_priority')") == 19
+        assert plain.command("SELECT getSetting('os_thread_priority')") == 0
+        seen: set[int] = set()
+        worker = threading.Thread(
+            target=lambda: batch.command(heavy, settings={"max_execution_time": 3, "timeout_overflow_mode": "break"})
+        )
+        worker.start()
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline and 19 not in seen:
+            seen.update(_nice_of_threads(server.pid))
+            time.sleep(0.05)
+        worker.join()
+        assert 19 in seen, f"no server thread at nice 19 during a batch query: {sorted(seen)}"
+        plain.command("SELECT count() FROM numbers_mt(100000000) WHERE sipHash64(number) % 7 = 3")
+        time.sleep(0.2)
+        assert set(_nice_of_threads(server.pid)) == {0}, "a query thread kept the batch priority"

@@ -53,7 +53,7 @@ def hit_rate_by_minute(client: RedisClient, minutes: int = 60, now: float | None
 def feed_cache(
     context: dg.AssetExecutionContext, config: FeedCacheConfig, clickhouse: ClickHouseResource, redis: RedisResource
 ) -> dg.MaterializeResult:
-    with clickhouse.session() as client:
+    with clickhouse.batch_session() as client:  # yields the CPU to ingestion and reads
         figures = warm(
             client,
             redis.client(),

@@ -125,7 +125,7 @@ def feed_recommendations(
         created = apply_object(owner, _OBJECT, renderer_for(clickhouse)).created
         for obj in TASTE_OBJECTS:  # read by the scoring SQL before the first taste model exists
             apply_object(owner, obj, renderer_for(clickhouse))
-    with clickhouse.session() as client:
+    with clickhouse.batch_session() as client:  # yields the CPU to ingestion and reads
         taste = current_taste(client)
         fitted = tastes.fitted_weights(client, taste[0]) if taste[0] and config.use_fitted_weights else {}
         params = replace(params, **{k: type(getattr(params, k))(v) for k, v in fitted.items() if hasattr(params, k)})

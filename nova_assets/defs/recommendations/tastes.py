@@ -71,7 +71,7 @@ def taste_model(
     with clickhouse.ddl_session() as owner:
         for obj in TASTE_OBJECTS:
             apply_object(owner, obj, renderer_for(clickhouse))
-    with clickhouse.session() as client:
+    with clickhouse.batch_session() as client:  # yields the CPU to ingestion and reads
         model = tastes.train(client, params, time.time())
         weights: dict[str, float] = {}
         trials: list[dict] = []

@@ -119,9 +119,16 @@ def _nice_of_threads(pid: int) -> list[int]:
     return values
 
 
+def _can_renice() -> bool:
+    """CAP_SYS_NICE (bit 23 of CapEff): without it ClickHouse ignores os_thread_priority."""
+    caps = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("CapEff:"))
+    return bool(int(caps.split()[1], 16) >> 23 & 1)
+
+
 @pytest.mark.integration
+@pytest.mark.skipif(not _can_renice(), reason="no CAP_SYS_NICE: ClickHouse ignores os_thread_priority (as documented)")
 def test_batch_queries_yield_the_cpu_to_streaming(fresh_clickhouse: ClickHouseResource, stack: Stack) -> None:
-    """A batch session's query threads run at nice 19 in the server; a plain session's at 0, after too."""
+    """A batch session's query threads run at nice 19 in the server; none keeps it for the next query."""
     (server,) = [s for s in stack.status() if s.name == "clickhouse"]
     assert server.pid is not None
     heavy = "SELECT count() FROM numbers_mt(3000000000) WHERE sipHash64(number) % 7 = 3 SETTINGS max_threads = 2"
@@ -130,7 +137,7 @@ def test_batch_queries_yield_the_cpu_to_streaming(fresh_clickhouse: ClickHouseRe
         assert plain.command("SELECT getSetting('os_thread_priority')") == 0
         seen: set[int] = set()
         worker = threading.Thread(
-            target=lambda: batch.command(heavy, settings={"max_execution_time": 3, "timeout_overflow_mode": "break"})
+            target=lambda: batch.command(heavy, settings={"max_execution_time": 2, "timeout_overflow_mode": "break"})
         )
         worker.start()
         deadline = time.monotonic() + 2.5
@@ -139,6 +146,6 @@ def test_batch_queries_yield_the_cpu_to_streaming(fresh_clickhouse: ClickHouseRe
             time.sleep(0.05)
         worker.join()
         assert 19 in seen, f"no server thread at nice 19 during a batch query: {sorted(seen)}"
-        plain.command("SELECT count() FROM numbers_mt(100000000) WHERE sipHash64(number) % 7 = 3")
+        plain.command("SELECT count() FROM numbers_mt(20000000) WHERE sipHash64(number) % 7 = 3")
         time.sleep(0.2)
-        assert set(_nice_of_threads(server.pid)) == {0}, "a query thread kept the batch priority"
+        assert 19 not in _nice_of_threads(server.pid), "a query thread kept the batch priority"

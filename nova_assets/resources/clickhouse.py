@@ -28,10 +28,15 @@ from nova_assets.core.identifiers import CHDB_SCHEME, chdb_path, quote_identifie
 from nova_assets.errors import ConfigError, ServiceUnavailable
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-#: Batch work (the recompute, taste training, cache warming, evaluation) yields the CPU to ingestion
-#: and reads: its query threads run at nice 19, so they use only what streaming leaves idle.
-#: ClickHouse applies it only with CAP_SYS_NICE (docker/compose.yaml grants it to the server).
-BATCH_SETTINGS: dict[str, Any] = {"os_thread_priority": 19}
+
+
+def batch_settings() -> dict[str, Any]:
+    """Batch work (the recompute, taste training, cache warming, evaluation) yields the CPU to
+    ingestion and reads: its query threads run at nice NOVA_CLICKHOUSE_BATCH_NICE (19), so they use
+    what streaming leaves idle. ClickHouse applies it only with CAP_SYS_NICE (docker/compose.yaml
+    grants it to the server); 0 turns it off."""
+    nice = settings.env_int(settings.CLICKHOUSE_BATCH_NICE, 19, minimum=0, maximum=19)
+    return {"os_thread_priority": nice} if nice else {}
 
 
 def _check_url(url: str) -> None:
@@ -89,7 +94,7 @@ def _open(url: str, database: str, cluster: str, connect_timeout_s: float, batch
                 connect_timeout=connect_timeout_s,
                 settings={
                     **({"distributed_product_mode": "global"} if cluster else {}),
-                    **(BATCH_SETTINGS if batch else {}),
+                    **(batch_settings() if batch else {}),
                 },
                 autogenerate_session_id=False,
                 # on loopback, compressing costs CPU on both sides and saves nothing
@@ -108,7 +113,7 @@ def shared_client(
     url: str, database: str, cluster: str = "", connect_timeout_s: float = 5.0, batch: bool = False
 ) -> Client:
     """This process's client for a ClickHouse and database, opened on first use (`batch`: its
-    queries run under BATCH_SETTINGS)."""
+    queries run under batch_settings())."""
     key = (url, database, cluster, connect_timeout_s, batch)
     client = _clients.get(key)
     if client is None:
@@ -163,7 +168,7 @@ class ClickHouseResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def batch_session(self) -> Iterator[Client]:
         """As `session()`, for batch work: its queries yield the CPU to ingestion and reads
-        (BATCH_SETTINGS). chdb:/// is one process with nothing to yield to: the plain client."""
+        (batch_settings()). chdb:/// is one process with nothing to yield to: the plain client."""
         _check_url(self.url)
         yield shared_client(self.url, self.database, self.cluster, self.connect_timeout_s, batch=not self.embedded)
 

@@ -5,7 +5,7 @@ daemon with the project's sensor and schedules: ingestion runs are launched by
 `kafka_ingestion_sensor`, `feed_recommendations` and `feed_cache` by their schedules, the SLO
 checks every minute. First each load alone (events, CDC changes, feed reads), then everything
 together for NOVA_BENCH_PLATFORM_SECONDS (default 300): events at 10,000/s, app changes at
-1,000/s through Debezium, `nova serve` read at a fixed rate (90% warmed users, 10% cold), the
+1,000/s through Debezium, `nova serve` read at a fixed rate (warmed users, 3% cold ids), the
 recompute and the cache warm during the window. Every together-figure is printed beside its
 alone-figure from the same run.
 
@@ -367,7 +367,7 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
     }
     report(
         f"nova bench platform: everything at once for {seconds:g} s — events {load.events:,}/s, "
-        f"app changes {load.changes:,}/s via Debezium, reads {load.reads}/s (90% warmed), schedules on",
+        f"app changes {load.changes:,}/s via Debezium, reads {load.reads}/s ({reads.COLD:.0%} cold), schedules on",
         [
             ("e2v P50/P95/P99", _trio(e, "s"), f"goal P95<=1, P99<=2; {_vs(e, ea, 's')}"),
             ("e2v max", f"{e['max']:.2f} s", f"alone {ea['max']:.2f} s; {e['n']:,} events measured"),

@@ -282,7 +282,7 @@ def _misses(together: dict[str, Any]) -> str:
         f"e2v P95 {e:.2f} s > 1" if not e <= 1.0 else "",  # NaN (nothing measured) is a miss too
         f"CDC lag P95 {c:.2f} s > 2" if not c <= 2.0 else "",
         f"hit P95 {h:.1f} ms > 10" if not h <= 10.0 else "",
-        f"{together['failed']} failed checks" if together["failed"] else "",
+        f"{together['failed']} failed checks ({', '.join(together['failed_names'])})" if together["failed"] else "",
         f"{together['reads']['errors']} read errors" if together["reads"]["errors"] else "",
         f"{together['reads']['timeouts']} read time-outs" if together["reads"]["timeouts"] else "",
         f"failed runs {', '.join(together['failed_runs'])}" if together["failed_runs"] else "",

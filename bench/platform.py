@@ -120,6 +120,19 @@ def _cdc_lag(ch: ClickHouseResource, start: float, end: float) -> dict[str, floa
     return reads.summary([r[0] for r in rows])
 
 
+def _settle(ch: ClickHouseResource, timeout_s: float = 30.0) -> None:
+    """Wait (at least 5 s, at most `timeout_s`) until the data is in and no merge is running."""
+    time.sleep(5)  # the last messages reach ClickHouse (Debezium, the loader's flush)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and ch.query("SELECT count() FROM system.merges").result_rows[0][0]:
+        time.sleep(0.5)
+
+
+def _per_unit(alone: dict[str, Any], load: str, rate: int) -> float:
+    """µs of platform CPU per unit of one load alone (its window: ALONE_S of load, then its merges)."""
+    return cpu_us_per_unit(alone["cpu"][load], alone["cpu"]["idle"], rate * ALONE_S, alone["elapsed_s"][load])
+
+
 def _wait_until(what: str, check: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -195,26 +208,30 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
     alone: dict[str, Any] = {}
     with CpuSampler() as cpu_idle:  # the platform with only the trickle: its fixed cost per second
         time.sleep(ALONE_S / 2)
+    # each load's window runs until the merges its inserts started are done: they are its cost too
+    # (ended at the load's last second, the next load's window was charged with them)
     start = time.time()
     with CpuSampler() as cpu_events:
         platform.nova("generate", "events", "--rate", str(LOAD.events), "--duration", str(ALONE_S)).wait(ALONE_S + 60)
-    time.sleep(5)
+        _settle(ch)
     alone["e2v"] = _e2v(ch, start + WARMUP_S, start + ALONE_S)
     start = time.time()
     with CpuSampler() as cpu_changes:
         platform.nova(
             "generate", "app", "--rate", str(LOAD.changes), "--duration", str(ALONE_S), "--users", "2000"
         ).wait(ALONE_S + 120)
-    time.sleep(5)
+        _settle(ch)
     alone["cdc"] = _cdc_lag(ch, start + WARMUP_S, start + ALONE_S)
     with CpuSampler() as cpu_reads:
         alone["reads"] = reads.figures(reads.start(platform.serve_port, LOAD.reads, ALONE_S, users_file, platform.env))
+        _settle(ch)
     alone["cpu"] = {
         "idle": cpu_idle.shares(),
         "events": cpu_events.shares(),
         "changes": cpu_changes.shares(),
         "reads": cpu_reads.shares(),
     }
+    alone["elapsed_s"] = {"events": cpu_events.elapsed, "changes": cpu_changes.elapsed, "reads": cpu_reads.elapsed}
     print(f"  alone: {orjson.dumps(alone).decode()}", file=sys.stderr)
 
     # --- together: schedules on (checks every minute, a recompute and a cache warm in the window) ---
@@ -356,9 +373,9 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
         # alone window (where only that load runs, over the idle platform)
         "platform_cpu_cores": platform_cores(together["cpu"]),
         "platform_idle_cpu_cores": platform_cores(alone["cpu"]["idle"]),
-        "cpu_us_per_event": cpu_us_per_unit(alone["cpu"]["events"], alone["cpu"]["idle"], LOAD.events),
-        "cpu_us_per_change": cpu_us_per_unit(alone["cpu"]["changes"], alone["cpu"]["idle"], LOAD.changes),
-        "cpu_us_per_read": cpu_us_per_unit(alone["cpu"]["reads"], alone["cpu"]["idle"], LOAD.reads),
+        "cpu_us_per_event": _per_unit(alone, "events", LOAD.events),
+        "cpu_us_per_change": _per_unit(alone, "changes", LOAD.changes),
+        "cpu_us_per_read": _per_unit(alone, "reads", LOAD.reads),
         "e2v_p95_alone_s": round(ea["p95"], 3),
         "e2v_p99_alone_s": round(ea["p99"], 3),
         "cdc_lag_p95_alone_s": round(ca["p95"], 3),

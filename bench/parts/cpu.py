@@ -87,8 +87,9 @@ def platform_cores(shares: dict[str, float]) -> float:
     return round(sum(cores for part, cores in shares.items() if part not in LOAD_PARTS), 3)
 
 
-def cpu_us_per_unit(shares: dict[str, float], idle: dict[str, float], rate: float) -> float:
-    """Platform CPU per unit of work at `rate` units/s, in µs, above what the idle platform spends."""
-    if rate <= 0:
+def cpu_us_per_unit(shares: dict[str, float], idle: dict[str, float], units: float, elapsed_s: float) -> float:
+    """Platform CPU per unit of work, in µs, above what the idle platform spends: `units` done in a
+    window of `elapsed_s` (the load, and the merges its inserts left behind)."""
+    if units <= 0:
         return float("nan")
-    return round(max(0.0, platform_cores(shares) - platform_cores(idle)) * 1e6 / rate, 1)
+    return round(max(0.0, platform_cores(shares) - platform_cores(idle)) * elapsed_s * 1e6 / units, 1)

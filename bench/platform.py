@@ -37,7 +37,7 @@ import orjson
 import redis
 
 from bench.common import SMOKE, report
-from bench.parts import reads, records
+from bench.parts import capacity, reads, records
 from bench.parts.cpu import LOAD_PARTS, CpuSampler, cpu_us_per_unit, platform_cores
 from bench.parts.rig import Platform
 from nova_assets.dev import first_feeds
@@ -244,8 +244,8 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
     for fraction in CAPACITY_STEPS:  # ascending: a probe that fails ends the ladder (its backlog and
         load = GUIDE.scaled(fraction)  # its checks' 5-minute windows would fail the next one too)
         together = _together(platform, ch, users_file, load, PROBE_S)
-        why = _misses(together)
-        probes.append({"fraction": fraction, "held": not why, "why": why, **_probe_keys(together)})
+        why = capacity.misses(together)
+        probes.append({"fraction": fraction, "held": not why, "why": why, **capacity.probe_keys(together)})
         print(f"  probe {fraction:.2f} of the guide's load: {'held' if not why else 'failed: ' + why}", file=sys.stderr)
         if why:
             break
@@ -256,7 +256,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
     report(
         "nova bench platform --find-capacity: the largest fraction of the guide's load (10,000 events/s, "
         "1,000 changes/s, 500 reads/s) at which every SLO target holds together",
-        [(f"{p['fraction']:.2f} of the guide", "held" if p["held"] else "failed", p["why"] or _probe_line(p))
+        [(f"{p['fraction']:.2f} of the guide", "held" if p["held"] else "failed", p["why"] or capacity.probe_line(p))
          for p in probes] + [("capacity", f"{summary['capacity']:.2f}", "goal 1.0 (the guide's whole load)")],
         summary,
         as_json,
@@ -290,38 +290,6 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         "failed": len(failures),
         "failed_runs": records.failed_runs(dagster_home, start),
     }
-
-
-def _misses(together: dict[str, Any]) -> str:
-    """Which SLO targets a together window missed ('' when all held): the issue's capacity criteria."""
-    e, c, h = together["e2v"]["p95"], together["cdc"]["p95"], together["reads"]["hit"]["p95"]
-    misses = [
-        f"e2v P95 {e:.2f} s > 1" if not e <= 1.0 else "",  # NaN (nothing measured) is a miss too
-        f"CDC lag P95 {c:.2f} s > 2" if not c <= 2.0 else "",
-        f"hit P95 {h:.1f} ms > 10" if not h <= 10.0 else "",
-        f"{together['failed']} failed checks ({', '.join(together['failed_names'])})" if together["failed"] else "",
-        f"{together['reads']['errors']} read errors" if together["reads"]["errors"] else "",
-        f"{together['reads']['timeouts']} read time-outs" if together["reads"]["timeouts"] else "",
-        f"failed runs {', '.join(together['failed_runs'])}" if together["failed_runs"] else "",
-    ]
-    return "; ".join(m for m in misses if m)
-
-
-def _probe_keys(together: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "e2v_p95_s": round(together["e2v"]["p95"], 3),
-        "cdc_lag_p95_s": round(together["cdc"]["p95"], 3),
-        "hit_p95_ms": round(together["reads"]["hit"]["p95"], 2),
-        "failed_checks": together["failed"],
-        "platform_cpu_cores": platform_cores(together["cpu"]),
-    }
-
-
-def _probe_line(p: dict[str, Any]) -> str:
-    return (
-        f"e2v P95 {p['e2v_p95_s']:.2f} s, CDC lag P95 {p['cdc_lag_p95_s']:.2f} s, hit P95 {p['hit_p95_ms']:.1f} ms, "
-        f"platform {p['platform_cpu_cores']:.2f} cores"
-    )
 
 
 def _keys(name: str, q: dict[str, float], unit: str, which: tuple[str, ...] = ("p50", "p95", "p99")) -> dict:

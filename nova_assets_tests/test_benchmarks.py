@@ -65,7 +65,8 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
 
 def test_a_capacity_probe_holds_only_when_every_slo_target_does() -> None:
     """`--find-capacity` stops at the first probe that misses any of the issue's targets."""
-    from bench.platform import GUIDE, _misses
+    from bench.parts.capacity import misses
+    from bench.platform import GUIDE
 
     def window(e2v: float, cdc: float, hit: float, failed: int = 0, errors: int = 0) -> dict:
         return {
@@ -74,12 +75,12 @@ def test_a_capacity_probe_holds_only_when_every_slo_target_does() -> None:
             "reads": {"hit": {"p95": hit}, "errors": errors, "timeouts": 0},
         }  # fmt: skip
 
-    assert _misses(window(0.9, 1.9, 9.0)) == ""
-    assert _misses(window(1.1, 1.0, 1.0)) == "e2v P95 1.10 s > 1"
-    assert "CDC lag" in _misses(window(0.5, 2.5, 1.0)) and "hit P95" in _misses(window(0.5, 1.0, 12.0))
-    assert _misses(window(0.5, 1.0, 1.0, failed=1)) == "1 failed checks (feed_cache/cache_hit_rate (WARN))"
-    assert _misses(window(float("nan"), 1.0, 1.0)).startswith("e2v P95 nan")  # nothing measured is no pass
-    assert _misses(window(0.5, 1.0, 1.0, errors=3)) == "3 read errors"
+    assert misses(window(0.9, 1.9, 9.0)) == ""
+    assert misses(window(1.1, 1.0, 1.0)) == "e2v P95 1.10 s > 1"
+    assert "CDC lag" in misses(window(0.5, 2.5, 1.0)) and "hit P95" in misses(window(0.5, 1.0, 12.0))
+    assert misses(window(0.5, 1.0, 1.0, failed=1)) == "1 failed checks (feed_cache/cache_hit_rate (WARN))"
+    assert misses(window(float("nan"), 1.0, 1.0)).startswith("e2v P95 nan")  # nothing measured is no pass
+    assert misses(window(0.5, 1.0, 1.0, errors=3)) == "3 read errors"
     assert GUIDE.scaled(0.2) == type(GUIDE)(2_000, 200, 100) and GUIDE.scaled(0.001).reads == 1
 
 

@@ -1,0 +1,39 @@
+"""How `nova bench platform --find-capacity` judges one together window against the issue's targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.parts.cpu import platform_cores
+
+
+def misses(together: dict[str, Any]) -> str:
+    """Which SLO targets a together window missed ('' when all held): the issue's capacity criteria."""
+    e, c, h = together["e2v"]["p95"], together["cdc"]["p95"], together["reads"]["hit"]["p95"]
+    misses = [
+        f"e2v P95 {e:.2f} s > 1" if not e <= 1.0 else "",  # NaN (nothing measured) is a miss too
+        f"CDC lag P95 {c:.2f} s > 2" if not c <= 2.0 else "",
+        f"hit P95 {h:.1f} ms > 10" if not h <= 10.0 else "",
+        f"{together['failed']} failed checks ({', '.join(together['failed_names'])})" if together["failed"] else "",
+        f"{together['reads']['errors']} read errors" if together["reads"]["errors"] else "",
+        f"{together['reads']['timeouts']} read time-outs" if together["reads"]["timeouts"] else "",
+        f"failed runs {', '.join(together['failed_runs'])}" if together["failed_runs"] else "",
+    ]
+    return "; ".join(m for m in misses if m)
+
+
+def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "e2v_p95_s": round(together["e2v"]["p95"], 3),
+        "cdc_lag_p95_s": round(together["cdc"]["p95"], 3),
+        "hit_p95_ms": round(together["reads"]["hit"]["p95"], 2),
+        "failed_checks": together["failed"],
+        "platform_cpu_cores": platform_cores(together["cpu"]),
+    }
+
+
+def probe_line(p: dict[str, Any]) -> str:
+    return (
+        f"e2v P95 {p['e2v_p95_s']:.2f} s, CDC lag P95 {p['cdc_lag_p95_s']:.2f} s, hit P95 {p['hit_p95_ms']:.1f} ms, "
+        f"platform {p['platform_cpu_cores']:.2f} cores"
+    )

@@ -120,9 +120,10 @@ def _cdc_lag(ch: ClickHouseResource, start: float, end: float) -> dict[str, floa
     return reads.summary([r[0] for r in rows])
 
 
-def _settle(ch: ClickHouseResource, timeout_s: float = 30.0) -> None:
-    """Wait (at least 5 s, at most `timeout_s`) until the data is in and no merge is running."""
-    time.sleep(5)  # the last messages reach ClickHouse (Debezium, the loader's flush)
+def _settle(ch: ClickHouseResource, timeout_s: float = 30.0, in_flight_s: float = 5.0) -> None:
+    """Wait `in_flight_s` for the last written data to arrive, then (at most `timeout_s`) until no
+    merge is running."""
+    time.sleep(in_flight_s)  # the last messages reach ClickHouse (Debezium, the loader's flush)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and ch.query("SELECT count() FROM system.merges").result_rows[0][0]:
         time.sleep(0.5)
@@ -224,7 +225,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
     alone["cdc"] = _cdc_lag(ch, start + WARMUP_S, start + ALONE_S)
     with CpuSampler() as cpu_reads:
         alone["reads"] = reads.figures(reads.start(platform.serve_port, LOAD.reads, ALONE_S, users_file, platform.env))
-        _settle(ch)
+        _settle(ch, in_flight_s=0.0)  # reads write nothing
     alone["cpu"] = {
         "idle": cpu_idle.shares(),
         "events": cpu_events.shares(),
@@ -292,11 +293,6 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
     }
 
 
-def _keys(name: str, q: dict[str, float], unit: str, which: tuple[str, ...] = ("p50", "p95", "p99")) -> dict:
-    """JSON keys such as e2v_p95_s or hit_p99_ms for the quantiles of one figure."""
-    return {f"{name}_{k}_{unit}": round(q[k], 3 if unit == "s" else 2) for k in which}
-
-
 def _trio(q: dict[str, float], unit: str) -> str:
     digits = 2 if unit == "s" else 1
     return f"{q['p50']:.{digits}f}/{q['p95']:.{digits}f}/{q['p99']:.{digits}f} {unit}"
@@ -326,10 +322,10 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
         "events_measured": e["n"],
         "changes_measured": c["n"],
         "reads": together["reads"]["sent"],
-        **_keys("e2v", e, "s", ("p50", "p95", "p99", "max")),
-        **_keys("cdc_lag", c, "s"),
-        **_keys("hit", h, "ms"),
-        **_keys("miss", m, "ms"),
+        **capacity.keys("e2v", e, "s", ("p50", "p95", "p99", "max")),
+        **capacity.keys("cdc_lag", c, "s"),
+        **capacity.keys("hit", h, "ms"),
+        **capacity.keys("miss", m, "ms"),
         "errors": errors,
         "timeouts": timeouts,
         "failed_runs": len(failed_runs),

@@ -22,11 +22,17 @@ def misses(together: dict[str, Any]) -> str:
     return "; ".join(m for m in misses if m)
 
 
+def keys(name: str, q: dict[str, float], unit: str, which: tuple[str, ...] = ("p50", "p95", "p99")) -> dict:
+    """JSON keys such as e2v_p95_s or hit_p99_ms for the quantiles of one figure."""
+    return {f"{name}_{k}_{unit}": round(q[k], 3 if unit == "s" else 2) for k in which}
+
+
 def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
+    """One rung's figures in `capacity_probes`: the same keys and rounding as the summary's."""
     return {
-        "e2v_p95_s": round(together["e2v"]["p95"], 3),
-        "cdc_lag_p95_s": round(together["cdc"]["p95"], 3),
-        "hit_p95_ms": round(together["reads"]["hit"]["p95"], 2),
+        **keys("e2v", together["e2v"], "s", ("p95",)),
+        **keys("cdc_lag", together["cdc"], "s", ("p95",)),
+        **keys("hit", together["reads"]["hit"], "ms", ("p95",)),
         "failed_checks": together["failed"],
         "platform_cpu_cores": platform_cores(together["cpu"]),
     }

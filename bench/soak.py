@@ -163,7 +163,7 @@ def exactly_once(stack: Stack, ch: ClickHouseResource, kafka_killed: bool) -> di
     # every offset from a partition's start to its last is there (no gap), and the reported end is
     # reached (Tansu reports the last batch's start + 1: it can be short)
     gaps = {
-        p: {"covered": n, "first": first, "last": last, "watermarks": list(high.get(p, (0, 0)))}
+        str(p): {"covered": n, "first": first, "last": last, "watermarks": list(high.get(p, (0, 0)))}
         for p, (n, first, last) in covered.items()
         if not (first == high.get(p, (0, 0))[0] and n == last - first + 1 and last + 1 >= high.get(p, (0, 0))[1])
     }
@@ -180,7 +180,7 @@ def exactly_once(stack: Stack, ch: ClickHouseResource, kafka_killed: bool) -> di
         "log_dead_letters": int(dead),
         "log_partitions": len(high),
         "log_accounted": not gaps and not missing,
-        "log_gaps": {**gaps, **{p: "nothing loaded" for p in missing}},
+        "log_gaps": {**gaps, **{str(p): "nothing loaded" for p in missing}},
         "events_duplicated": int(total) - int(unique),
         "mirrors_match_postgres": mirrors == postgres,
         "mirror_rows": mirrors,

@@ -213,3 +213,27 @@ def test_gzip_body_still_works_after_errors(server: Server, database: str) -> No
     params = {"query": "INSERT INTO no_such_table FORMAT TSV", "database": database}
     status, headers, body = _http(server, params, big, {"Content-Encoding": "gzip"})
     assert status == 404 and headers["x-clickhouse-exception-code"] == "60", body
+
+
+def test_show_create_of_a_system_table_and_show_policies(server: Server, database: str) -> None:
+    client = _client(server, database, False)
+    result = client.query("SHOW CREATE TABLE system.tables")
+    assert result.column_names == ("statement",)
+    statement = result.first_item["statement"]
+    assert statement.startswith("CREATE TABLE system.tables\n(\n    `database` String COMMENT '")
+    assert "\n)\nENGINE = SystemTables\nCOMMENT '" in statement
+    assert client.query("SHOW CREATE system.one").first_item["statement"] == (
+        "CREATE TABLE system.one\n(\n    `dummy` UInt8\n)\nENGINE = SystemOne\nCOMMENT 'This table contains a single"
+        " row with a single dummy UInt8 column containing the value 0. Used when the table is not specified"
+        " explicitly, for example in queries like `SELECT 1`.'"
+    )
+    status, headers, body = _http(server, {"query": "SHOW CREATE TABLE system.`numbers` FORMAT JSONEachRow"})
+    assert status == 200 and body.startswith(b'{"statement":"CREATE TABLE system.numbers\\n(\\n    `number` UInt64')
+    # a table that is not there is the engine's error, as before; tables of other databases are the engine's
+    status, headers, _ = _http(server, {"query": "SHOW CREATE TABLE system.no_such_table"})
+    assert status == 404 and headers["x-clickhouse-exception-code"] == "60"
+    client.command("CREATE TABLE own (id UInt8) ENGINE = Memory")
+    assert client.command("SHOW CREATE TABLE own").startswith(f"CREATE TABLE {database}.own")
+    # the default user manages access, as in ClickHouse's own test setup: SHOW statements answer
+    assert client.command("SHOW POLICIES") == ""
+    assert "TO default" in client.command("SHOW GRANTS")

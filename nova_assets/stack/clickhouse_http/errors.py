@@ -8,6 +8,7 @@ ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
 # the codes this server raises itself (the engine raises the rest)
 UNKNOWN_SETTING = 115
+UNKNOWN_TABLE = 60
 SYNTAX_ERROR = 62
 BAD_ARGUMENTS = 36
 READONLY = 164

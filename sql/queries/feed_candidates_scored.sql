@@ -22,6 +22,11 @@
 -- {feed_size} posts per user. Users with no affinity and no follows get the global trending list
 -- (stored under the nil user id).
 WITH
+    -- the users this query scores: one shard of {sample} by hash ({shard}; sample 1: everyone),
+    -- and only {only_users} when that is not empty (the offline evaluation's judged users)
+    scope AS (
+        SELECT arrayJoin({only_users:Array(UUID)}) AS user_id
+    ),
     deleted AS (
         SELECT id FROM posts GROUP BY id HAVING argMax(is_deleted, version) = 1
     ),
@@ -143,6 +148,7 @@ WITH
         SELECT r.user_id AS user_id, c.y AS post_id, sum(c.strength) AS support
         FROM recent_engagement AS r
         INNER JOIN co_pairs AS c ON c.x = r.post_id
+        WHERE cityHash64(r.user_id) % {sample:UInt32} = {shard:UInt32} AND (empty({only_users:Array(UUID)}) OR r.user_id IN scope)
         GROUP BY user_id, post_id
     ),
     affinity AS (
@@ -158,6 +164,7 @@ WITH
                        + shares * {w_share:Float64}) AS weighted, sum(dwell_ms) AS dwell
             FROM user_author_daily
             WHERE day > toDate({as_of:DateTime('UTC')}) - 90 AND day < toDate({as_of:DateTime('UTC')})
+              AND cityHash64(user_id) % {sample:UInt32} = {shard:UInt32} AND (empty({only_users:Array(UUID)}) OR user_id IN scope)
             GROUP BY user_id, author_id
             UNION ALL
             SELECT user_id, author_id,
@@ -166,6 +173,7 @@ WITH
                    sum(dwell_ms)
             FROM events
             WHERE event_time >= toStartOfDay({as_of:DateTime('UTC')}) AND event_time < {as_of:DateTime('UTC')}
+              AND cityHash64(user_id) % {sample:UInt32} = {shard:UInt32} AND (empty({only_users:Array(UUID)}) OR user_id IN scope)
             GROUP BY user_id, author_id
         )
         GROUP BY user_id, author_id
@@ -196,16 +204,18 @@ WITH
         GROUP BY e.post_id
     ),
     taste_authors AS (
-        SELECT user_id, author_id FROM taste_candidates WHERE version = {taste_version:UInt64}
+        SELECT user_id, author_id FROM taste_candidates
+        WHERE version = {taste_version:UInt64} AND cityHash64(user_id) % {sample:UInt32} = {shard:UInt32} AND (empty({only_users:Array(UUID)}) OR user_id IN scope)
     ),
     follows_now AS (
         SELECT follower_id AS user_id, followee_id AS author_id
         FROM follows FINAL
-        WHERE created_at <= {as_of:DateTime('UTC')}
+        WHERE created_at <= {as_of:DateTime('UTC')} AND cityHash64(follower_id) % {sample:UInt32} = {shard:UInt32} AND (empty({only_users:Array(UUID)}) OR follower_id IN scope)
     ),
     covered AS (
         SELECT DISTINCT user_id
         FROM (SELECT user_id FROM affinity UNION ALL SELECT user_id FROM follows_now UNION ALL SELECT user_id FROM user_taste)
+        WHERE cityHash64(user_id) % {sample:UInt32} = {shard:UInt32} AND (empty({only_users:Array(UUID)}) OR user_id IN scope)
     ),
     candidates AS (
         SELECT c.user_id, h.post_id, h.author_id, h.base, 'hot' AS reason, 0 AS support, 1000 AS rrank
@@ -228,29 +238,43 @@ WITH
         FROM taste_authors AS t
         INNER JOIN author_best AS s ON s.author_id = t.author_id
     ),
+    candidate_keys AS (
+        -- one row per (user, post): the signals that brought it, before any vector is joined (the
+        -- vectors then travel with one row per post, not with every reason's duplicate)
+        SELECT
+            user_id,
+            post_id,
+            author_id,
+            max(base) AS base,
+            max(support) AS support,
+            countIf(reason = 'followed') > 0 AS followed,
+            countIf(reason = 'co_engaged') > 0 AS co_engaged,
+            countIf(reason = 'taste') > 0 AS by_taste,
+            min(rrank) AS rrank
+        FROM candidates
+        WHERE author_id != user_id
+        GROUP BY user_id, post_id, author_id
+    ),
     personal AS (
         SELECT
-            c.user_id AS user_id,
-            c.post_id AS post_id,
-            c.author_id AS author_id,
+            k.user_id AS user_id,
+            k.post_id AS post_id,
+            k.author_id AS author_id,
             -- the learned taste: 0 where the model has no vector for the user or the author
-            dotProduct(arrayResize(any(ut.v), {taste_dims:UInt32}), arrayResize(any(at.v), {taste_dims:UInt32})) AS taste,
-            greatest(dotProduct(arrayResize(any(ut.v), {taste_dims:UInt32}),
-                                arrayResize(any(pa.audience), {taste_dims:UInt32})), 0) AS audience,
-            (max(c.base) + {w_audience:Float64} * audience) * (1 + max(coalesce(a.affinity, 0)))
-                * (1 + {co_weight:Float64} * max(c.support))
-                * if(countIf(c.reason = 'followed') > 0, 1 + {follow_boost:Float64} * pow({recency_decay:Float64}, min(c.rrank)), 1)
+            dotProduct(arrayResize(ut.v, {taste_dims:UInt32}), arrayResize(at.v, {taste_dims:UInt32})) AS taste,
+            greatest(dotProduct(arrayResize(ut.v, {taste_dims:UInt32}), arrayResize(pa.audience, {taste_dims:UInt32})), 0)
+                AS audience,
+            (k.base + {w_audience:Float64} * audience) * (1 + coalesce(a.affinity, 0))
+                * (1 + {co_weight:Float64} * k.support)
+                * if(k.followed, 1 + {follow_boost:Float64} * pow({recency_decay:Float64}, k.rrank), 1)
                 * exp({w_taste:Float64} * taste) AS score,
-            multiIf(countIf(c.reason = 'followed') > 0, 'followed', countIf(c.reason = 'co_engaged') > 0, 'co_engaged',
-                    max(coalesce(a.affinity, 0)) > 0, 'affinity', countIf(c.reason = 'taste') > 0, 'taste',
-                    'hot') AS reason
-        FROM candidates AS c
-        LEFT JOIN affinity AS a ON a.user_id = c.user_id AND a.author_id = c.author_id
-        LEFT JOIN user_taste AS ut ON ut.user_id = c.user_id
-        LEFT JOIN author_taste AS at ON at.author_id = c.author_id
-        LEFT JOIN post_audience AS pa ON pa.post_id = c.post_id
-        WHERE c.author_id != c.user_id AND cityHash64(c.user_id) % {sample:UInt32} = 0  -- 1: everyone
-        GROUP BY c.user_id, c.post_id, c.author_id
+            multiIf(k.followed, 'followed', k.co_engaged, 'co_engaged', coalesce(a.affinity, 0) > 0, 'affinity',
+                    k.by_taste, 'taste', 'hot') AS reason
+        FROM candidate_keys AS k
+        LEFT JOIN affinity AS a ON a.user_id = k.user_id AND a.author_id = k.author_id
+        LEFT JOIN user_taste AS ut ON ut.user_id = k.user_id
+        LEFT JOIN author_taste AS at ON at.author_id = k.author_id
+        LEFT JOIN post_audience AS pa ON pa.post_id = k.post_id
     ),
     diverse AS (
         SELECT * FROM (SELECT * FROM personal ORDER BY user_id, score DESC, post_id LIMIT {per_author:UInt32} BY user_id, author_id)
@@ -270,4 +294,5 @@ SELECT
     author_id,
     score,
     reason
-FROM (SELECT user_id, post_id, author_id, score, reason FROM diverse UNION ALL SELECT * FROM trending)
+FROM (SELECT user_id, post_id, author_id, score, reason FROM diverse
+      UNION ALL SELECT * FROM trending WHERE {shard:UInt32} = 0)  -- once, with the first shard

@@ -95,3 +95,25 @@ def test_versions_publish_atomically_and_old_ones_are_dropped(world: World) -> N
         assert latest_version(client) == third
         left = {r[0] for r in client.query("SELECT DISTINCT version FROM feed_recommendations").result_rows}
         assert left == {second, third, first + 10_000_000}  # the unpublished newer one is left alone
+
+
+def test_a_recompute_in_shards_writes_the_same_feeds(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # users are scored shard by shard (memory grows with the users of one statement): the rows of
+    # every user, and the trending list once, are what one statement writes
+    from nova_assets.core.recommendations import scoring
+
+    def rows(client, version: int) -> list[tuple]:  # type: ignore[no-untyped-def]
+        return client.query(
+            "SELECT user_id, rank, post_id, author_id, round(score, 6), reason FROM feed_recommendations "
+            "WHERE version = {v:UInt64} ORDER BY user_id, rank",
+            parameters={"v": version},
+        ).result_rows
+
+    params = ScoringParams(feed_size=5)
+    with world.ch.session() as client:
+        whole = recompute(client, params, as_of=world.now.timestamp())
+        monkeypatch.setattr(scoring, "USERS_PER_SHARD", 2)
+        sharded = recompute(client, params, as_of=world.now.timestamp())
+        assert whole["shards"] == 1 and sharded["shards"] > 2
+        assert rows(client, sharded["version"]) == rows(client, whole["version"])
+        assert sharded["trending_rows"] == whole["trending_rows"] > 0

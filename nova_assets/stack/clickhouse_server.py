@@ -26,6 +26,7 @@ import orjson
 
 from nova_assets.core.clickhouse_files import SERVER_FILE, password_for
 from nova_assets.stack.clickhouse_http import ClickHouseError, Server, build_app
+from nova_assets.stack.clickhouse_http.transport import LongUriProtocol
 
 __all__ = ["ClickHouseError", "Server", "build_app", "main"]
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             log_level="warning",
             access_log=False,
             timeout_keep_alive=60,
+            http=LongUriProtocol,
             lifespan="on",
         )
     except KeyboardInterrupt:

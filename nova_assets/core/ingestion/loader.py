@@ -31,7 +31,7 @@ from nova_assets.core.ingestion.messages import (
     decode_change,
     decode_events,
 )
-from nova_assets.core.ingestion.offsets import behind_checkpoints
+from nova_assets.core.ingestion.offsets import behind_checkpoints, unassigned_partitions
 from nova_assets.core.ingestion.resume import Resume
 from nova_assets.core.ingestion.stats import IngestStats
 from nova_assets.core.ports import ClickHouse, Kafka
@@ -173,9 +173,13 @@ class Loader:
                         self._absorb(part, batch, stats, pending, consumer)
                 for batch in lanes.take_due(time.monotonic(), s.max_batch_rows):
                     writer.submit(batch)
-                if self.heartbeat is not None and time.monotonic() - last_beat >= 5.0:
+                if time.monotonic() - last_beat >= 5.0:
                     last_beat = time.monotonic()
-                    self.heartbeat(stats)
+                    if self.heartbeat is not None:
+                        self.heartbeat(stats)
+                    if pending is None and (grown := unassigned_partitions(consumer)):
+                        self.log(f"partitions {grown} appeared after this run started: ending it for the next one")
+                        break
             for batch in lanes.take_all():
                 writer.submit(batch)
         finally:

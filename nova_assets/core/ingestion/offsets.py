@@ -53,6 +53,24 @@ def matching_partitions(
     ]
 
 
+def unassigned_partitions(consumer: Consumer, timeout_s: float = 2.0) -> list[TP]:
+    """Partitions of the assigned topics that the assignment lacks: a topic grown, or created again
+    with more partitions after a broker forgot it (a run assigns what it saw when it started)."""
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    topics = {t for t, _ in assigned}
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return []  # the broker is away: the fetches will say so
+    return sorted(
+        (name, pid)
+        for name, topic in metadata.topics.items()
+        if name in topics and topic.error is None
+        for pid in topic.partitions
+        if (name, pid) not in assigned
+    )
+
+
 def partition_lags(
     consumer: Consumer,
     patterns: tuple[str, ...] | list[str] = DEFAULT_TOPIC_PATTERNS,

@@ -1,0 +1,60 @@
+"""A run assigns the partitions it saw when it started. When its topic comes back with more of
+them (a memory broker restarted and the topic created again larger), the run ends within seconds
+so the next one takes every partition: nothing waits for the run's window to end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nova_assets.core.ingestion.loader import IngestSettings, Loader
+from nova_assets.core.process import free_port
+from nova_assets.generate.events import produce_events
+from nova_assets.resources import ClickHouseResource, KafkaResource
+from nova_assets.stack.services import KafkaService
+
+pytestmark = pytest.mark.integration
+
+
+def _loaded(ch: ClickHouseResource) -> int:
+    return int(ch.query("SELECT count() FROM events").result_rows[0][0])
+
+
+def test_a_run_ends_when_its_topic_comes_back_larger(tmp_path: Path, clickhouse: ClickHouseResource) -> None:
+    service = KafkaService(tmp_path / "home", free_port())
+    service.start_and_wait()
+    kafka = KafkaResource(bootstrap_servers=service.address, timeout_s=5, client_config={"log_level": 0})
+    try:
+        first = produce_events(kafka, rate=10_000, duration_s=1, total=200, partitions=1)["valid"]
+        done: list[float] = []
+
+        def run() -> None:  # a run that would otherwise idle for a minute
+            Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=60.0, max_run_seconds=120.0)).run()
+            done.append(time.monotonic())
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while _loaded(clickhouse) < first:
+            assert time.monotonic() < deadline, "the run did not load partition 0"
+            time.sleep(0.1)
+        service.stop()  # the memory broker forgets the topic ...
+        service.start_and_wait()
+        more = produce_events(kafka, rate=10_000, duration_s=1, total=300, partitions=3)["valid"]  # ... back with 3
+        back = time.monotonic()
+        thread.join(timeout=40)
+        assert done and done[0] - back < 20, "the run kept its old assignment"
+        Loader(clickhouse, kafka, IngestSettings(idle_exit_seconds=2.0, max_run_seconds=60.0)).run()
+        by_partition = dict(
+            clickhouse.query(
+                "SELECT kafka_partition, count() FROM events WHERE kafka_incarnation = "
+                "(SELECT argMax(incarnation, seen_at) FROM kafka_incarnations WHERE topic = 'nova.events') "
+                "GROUP BY kafka_partition"
+            ).result_rows
+        )
+        assert set(by_partition) == {0, 1, 2} and sum(by_partition.values()) == more  # the new log, once
+    finally:
+        service.stop()

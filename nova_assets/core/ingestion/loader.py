@@ -31,7 +31,7 @@ from nova_assets.core.ingestion.messages import (
     decode_change,
     decode_events,
 )
-from nova_assets.core.ingestion.offsets import behind_checkpoints, unassigned_partitions
+from nova_assets.core.ingestion.offsets import PartitionWatch, behind_checkpoints
 from nova_assets.core.ingestion.resume import Resume
 from nova_assets.core.ingestion.stats import IngestStats
 from nova_assets.core.ports import ClickHouse, Kafka
@@ -152,6 +152,7 @@ class Loader:
         last_beat = 0.0
         lanes = Lanes(s.flush_interval_ms / 1000.0, s.cdc_flush_interval_ms / 1000.0)
         writer = Writer(lambda b: self._flush(consumer, b, stats))
+        watch = PartitionWatch(consumer) if pending is None else None  # replays read fixed ranges
         try:
             while True:
                 writer.raise_if_failed()
@@ -177,7 +178,7 @@ class Loader:
                     last_beat = time.monotonic()
                     if self.heartbeat is not None:
                         self.heartbeat(stats)
-                    if pending is None and (grown := unassigned_partitions(consumer)):
+                    if watch is not None and (grown := watch.grown()):
                         self.log(f"partitions {grown} appeared after this run started: ending it for the next one")
                         break
             for batch in lanes.take_all():

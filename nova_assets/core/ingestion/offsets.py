@@ -53,22 +53,35 @@ def matching_partitions(
     ]
 
 
-def unassigned_partitions(consumer: Consumer, timeout_s: float = 2.0) -> list[TP]:
-    """Partitions of the assigned topics that the assignment lacks: a topic grown, or created again
-    with more partitions after a broker forgot it (a run assigns what it saw when it started)."""
-    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-    topics = {t for t, _ in assigned}
-    try:
-        metadata = consumer.list_topics(timeout=timeout_s)
-    except KafkaException:
-        return []  # the broker is away: the fetches will say so
-    return sorted(
-        (name, pid)
-        for name, topic in metadata.topics.items()
-        if name in topics and topic.error is None
-        for pid in topic.partitions
-        if (name, pid) not in assigned
-    )
+class PartitionWatch:
+    """Partitions that appear in a run's topics after it started: the topic grew, or came back with
+    more partitions after a broker forgot it. A run assigns what it saw at its start (a shard only
+    its share), so the partitions then known, its own or another shard's, are never news."""
+
+    def __init__(self, consumer: Consumer, timeout_s: float = 2.0) -> None:
+        self.consumer, self.timeout_s = consumer, timeout_s
+        self.topics = {tp.topic for tp in consumer.assignment()}
+        self.known: set[TP] | None = self._current()
+
+    def _current(self) -> set[TP] | None:
+        try:
+            metadata = self.consumer.list_topics(timeout=self.timeout_s)
+        except KafkaException:
+            return None  # the broker is away: the fetches will say so
+        return {
+            (name, pid)
+            for name, topic in metadata.topics.items()
+            if name in self.topics and topic.error is None
+            for pid in topic.partitions
+        }
+
+    def grown(self) -> list[TP]:
+        now = self._current()
+        if now is None:
+            return []
+        if self.known is None:  # no answer at the start: this is the baseline
+            self.known = now
+        return sorted(now - self.known)
 
 
 def partition_lags(

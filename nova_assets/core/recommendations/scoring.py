@@ -199,13 +199,15 @@ def evaluate(
     )
     try:
         scoring = query_text("feed_candidates_scored")
-        # only the judged users are scored (plus trending); without them, shards as a recompute does
-        shards = 1 if users is not None or sample > 1 else shards_for(client, split)
-        for shard in range(shards):
+        # the judged users (plus trending) or one user in `sample` in one statement; everyone in
+        # shards, as a recompute scores them
+        sharded = users is None and sample == 1
+        parts = shards_for(client, split) if sharded else sample
+        for shard in range(parts if sharded else 1):
             client.command(
                 f"INSERT INTO {table} SELECT if(user_id = {{nil:UUID}}, 'trending', 'model'), user_id, rank, post_id, "
                 f"author_id FROM ({scoring})",
-                parameters={**params.bound(split, taste, sample * shards, shard, users), "nil": NIL_USER},
+                parameters={**params.bound(split, taste, parts, shard, users), "nil": NIL_USER},
             )
         for name, rows in (extra or {}).items():
             client.insert(table, [[name, *row] for row in rows],

@@ -8,7 +8,6 @@ ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
 # the codes this server raises itself (the engine raises the rest)
 UNKNOWN_SETTING = 115
-UNKNOWN_TABLE = 60
 SYNTAX_ERROR = 62
 BAD_ARGUMENTS = 36
 READONLY = 164
@@ -19,6 +18,7 @@ INVALID_SESSION_TIMEOUT = 374
 AUTHENTICATION_FAILED = 516
 NOT_IMPLEMENTED = 48
 STD_EXCEPTION = 1001
+UNKNOWN_TABLE = 60  # the engine's: the server answers some of them itself (system_tables)
 
 #: ClickHouse's HTTP status for an exception code (everything else is 500), as its HTTPHandler maps them
 HTTP_STATUS = {

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
 import statistics
 import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from nova_assets.stack import Stack
+from nova_assets.stack.sql_services import MALLOC_ENV
 from nova_assets_tests.stack.helpers import client_for, http
 
 
@@ -158,3 +162,15 @@ def test_long_parameters_sent_as_a_form(server: tuple[str, str], database: str) 
         parameters={"ids": wanted, "last": wanted[-1]},
     ).result_rows
     assert found == [(20_000, 1)]
+
+
+def test_the_server_hands_freed_memory_back(stack: Stack) -> None:
+    """glibc's arenas are bounded in the server process (a burst of clients left 60 MB resident
+    without it); a user's own MALLOC_* settings still win."""
+    pid = stack.services["clickhouse"].pid()
+    assert pid is not None
+    environ = dict(
+        item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
+    )
+    for name, value in MALLOC_ENV.items():
+        assert environ.get(name.encode()) == os.environ.get(name, value).encode(), name

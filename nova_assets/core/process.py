@@ -8,7 +8,9 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -129,3 +131,24 @@ def tail(path: Path, lines: int = 20) -> str:
     except FileNotFoundError:
         return f"(no log at {path})"
     return "\n".join(text.rstrip().splitlines()[-lines:]) or f"(empty log at {path})"
+
+
+@contextlib.contextmanager
+def thread_priority(nice: int) -> Iterator[None]:
+    """Run the calling thread, and the threads it starts, at `nice` (never higher than it is).
+
+    Linux keeps a nice value per thread, so a batch step in a Dagster run (or a test) lowers only
+    itself, and gives the value back afterwards where it may (raising a priority again needs
+    CAP_SYS_NICE or RLIMIT_NICE; without them the thread stays lower, which only affects batch work).
+    """
+    tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    if nice <= before:
+        yield
+        return
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, nice))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, tid, before)

@@ -23,6 +23,7 @@ from clickhouse_connect.driver.query import QueryResult
 from pydantic import Field
 
 from nova_assets import settings
+from nova_assets.core import process
 from nova_assets.core.clickhouse_files import serving
 from nova_assets.core.identifiers import CHDB_SCHEME, chdb_path, quote_identifier, redact
 from nova_assets.errors import ConfigError, ServiceUnavailable
@@ -30,12 +31,17 @@ from nova_assets.errors import ConfigError, ServiceUnavailable
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def batch_nice() -> int:
+    """NOVA_CLICKHOUSE_BATCH_NICE: the nice value batch work runs at (19; 0 turns it off)."""
+    return settings.env_int(settings.CLICKHOUSE_BATCH_NICE, 19, minimum=0, maximum=19)
+
+
 def batch_settings() -> dict[str, Any]:
     """Batch work (the recompute, taste training, cache warming, evaluation) yields the CPU to
     ingestion and reads: its query threads run at nice NOVA_CLICKHOUSE_BATCH_NICE (19), so they use
     what streaming leaves idle. ClickHouse applies it only with CAP_SYS_NICE (docker/compose.yaml
     grants it to the server); 0 turns it off."""
-    nice = settings.env_int(settings.CLICKHOUSE_BATCH_NICE, 19, minimum=0, maximum=19)
+    nice = batch_nice()
     return {"os_thread_priority": nice} if nice else {}
 
 
@@ -168,9 +174,15 @@ class ClickHouseResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def batch_session(self) -> Iterator[Client]:
         """As `session()`, for batch work: its queries yield the CPU to ingestion and reads
-        (batch_settings()). chdb:/// is one process with nothing to yield to: the plain client."""
+        (batch_settings()), and so does the calling thread's own work (decoding results, writing
+        Redis, training): it runs at the same nice. chdb:/// is one process with nothing to yield
+        to: the plain client."""
         _check_url(self.url)
-        yield shared_client(self.url, self.database, self.cluster, self.connect_timeout_s, batch=not self.embedded)
+        if self.embedded:
+            yield shared_client(self.url, self.database, self.cluster, self.connect_timeout_s)
+            return
+        with process.thread_priority(batch_nice()):
+            yield shared_client(self.url, self.database, self.cluster, self.connect_timeout_s, batch=True)
 
     @contextlib.contextmanager
     def ddl_session(self) -> Iterator[Client]:

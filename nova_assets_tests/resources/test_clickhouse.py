@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -149,3 +150,31 @@ def test_batch_queries_yield_the_cpu_to_streaming(fresh_clickhouse: ClickHouseRe
         plain.command("SELECT count() FROM numbers_mt(20000000) WHERE sipHash64(number) % 7 = 3")
         time.sleep(0.2)
         assert 19 not in _nice_of_threads(server.pid), "a query thread kept the batch priority"
+
+
+@pytest.mark.integration
+def test_batch_work_runs_at_a_lower_priority_in_its_own_thread(fresh_clickhouse: ClickHouseResource) -> None:
+    """The thread doing batch work (and the threads it starts) runs at nice 19; other threads of
+    the process keep theirs, and the thread gets its value back afterwards where it may."""
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice()
+    other: list[int] = []
+    idle = threading.Event()
+    bystander = threading.Thread(target=lambda: (idle.wait(5), other.append(nice())))
+    bystander.start()
+    with fresh_clickhouse.batch_session() as batch:
+        assert nice() == 19
+        started: list[int] = []
+        child = threading.Thread(target=lambda: started.append(nice()))
+        child.start()
+        child.join()
+        assert started == [19]
+        assert batch.command("SELECT 1") == 1
+        idle.set()
+        bystander.join()
+        assert other == [before]
+    if _can_renice():
+        assert nice() == before

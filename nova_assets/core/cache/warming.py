@@ -210,10 +210,15 @@ def invalidate_followers(
     return result
 
 
+#: the versions a cache may hold: the published one, and the one before it until the warm after a
+#: recompute has rewritten every key
 READERS = """
-SELECT DISTINCT user_id FROM feed_recommendations
-WHERE version = {version:UInt64} AND post_id IN {posts:Array(UUID)}
-LIMIT {max_fanout:UInt32}
+SELECT groupArray({max_fanout:UInt32})(user_id), count()
+FROM (
+    SELECT DISTINCT user_id FROM feed_recommendations
+    WHERE version IN (SELECT version FROM feed_versions ORDER BY version DESC LIMIT 2)
+      AND post_id IN {posts:Array(UUID)}
+)
 """
 
 
@@ -225,18 +230,17 @@ def invalidate_readers(
     chunk: int = 1_000,
     attempts: int = 3,
 ) -> Invalidation:
-    """UNLINK the cached feeds that hold one of `posts` in the published version (deleted posts:
-    the next read comes from ClickHouse, which leaves them out), and announce them."""
+    """UNLINK the cached feeds that hold one of `posts` in a version the cache may hold (deleted
+    posts: the next read comes from ClickHouse, which leaves them out), and announce them. Only
+    those: a follower whose feed does not show the post keeps a valid entry."""
     result = Invalidation()
     posts = list({str(p) for p in posts})
     if not posts:
         return result
-    version = latest_version(client)
-    if version is None:
-        return result
-    rows = client.query(READERS, parameters={"version": version, "posts": posts, "max_fanout": max_fanout})
-    readers = [str(r[0]) for r in rows.result_rows]
+    group, total = client.query(READERS, parameters={"posts": posts, "max_fanout": max_fanout}).result_rows[0]
+    readers = [str(r) for r in group]
     result.followers = len(readers)
+    result.skipped = max(0, int(total) - max_fanout)
     _unlink(cache, readers, result, chunk, attempts)
     return result
 

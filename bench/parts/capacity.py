@@ -35,7 +35,14 @@ def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
         **keys("hit", together["reads"]["hit"], "ms", ("p95",)),
         "failed_checks": together["failed"],
         "platform_cpu_cores": platform_cores(together["cpu"]),
+        "read_hit_share": hit_share(together["reads"]),
     }
+
+
+def hit_share(reads: dict[str, Any]) -> float:
+    """The share of reads the client saw answered from a cache (what `cache_hit_rate` judges)."""
+    hits, misses = reads["hit"]["n"], reads["miss"]["n"]
+    return round(hits / (hits + misses), 4) if hits + misses else float("nan")
 
 
 def probe_line(p: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
         "failed_checks": together["failed"],
         "platform_cpu_cores": platform_cores(together["cpu"]),
         "read_hit_share": hit_share(together["reads"]),
+        "read_sources": together["reads"].get("sources", {}),
     }
 
 

@@ -30,12 +30,12 @@ rng = random.Random()  # fresh cold ids every run: a repeated id would be an L1 
 # a slow miss holds up only its own thread's schedule; at low rates fewer threads, so none idles
 # past `nova serve`'s keep-alive limit (a connection it closed is not an error of the platform)
 THREADS = max(1, min(64, int(rate)))
-out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
+out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0, "sources": {}}
 lock = threading.Lock()
 start = time.monotonic() + 0.2
 def work(k):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    local = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0}
+    local = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0, "sources": {}}
     i = 0
     while True:
         due = start + (i * THREADS + k) / rate  # open loop: a fixed schedule, not as fast as answers come
@@ -64,6 +64,7 @@ def work(k):
                 continue
             source = orjson.loads(body)["source"]
             local["hit" if source in ("l1", "redis") else "miss"].append(ms)
+            local["sources"][source] = local["sources"].get(source, 0) + 1
         except TimeoutError:
             local["timeouts"] += 1
             conn.close()
@@ -77,6 +78,8 @@ def work(k):
             out[key].extend(local[key])
         for key in ("errors", "timeouts", "sent"):
             out[key] += local[key]
+        for source, n in local["sources"].items():
+            out["sources"][source] = out["sources"].get(source, 0) + n
 threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
 for t in threads: t.start()
 for t in threads: t.join()
@@ -108,4 +111,5 @@ def figures(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
         "errors": raw["errors"],
         "timeouts": raw["timeouts"],
         "sent": raw["sent"],
+        "sources": raw["sources"],  # answers by tier (l1, redis, clickhouse, trending, degraded)
     }

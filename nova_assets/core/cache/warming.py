@@ -168,12 +168,12 @@ GROUP BY followee_id
 
 @dataclass
 class Invalidation:
-    """What one invalidation did: keys dropped, followers beyond the per-author bound, failed attempts."""
+    """What one invalidation did: users found, keys dropped, users past the bound, failed attempts."""
 
     authors: int = 0
     followers: int = 0
     dropped: int = 0
-    skipped: int = 0  # followers past max_fanout: their cached feeds stay until their TTL
+    skipped: int = 0  # users past max_fanout (per author, or per call for readers): their feeds stay until their TTL
     retries: int = 0
 
     def add(self, other: Invalidation) -> Invalidation:

@@ -199,11 +199,11 @@ def evaluate(
     )
     try:
         scoring = query_text("feed_candidates_scored")
-        # the judged users (plus trending) or one user in `sample` in one statement; everyone in
-        # shards, as a recompute scores them
-        sharded = users is None and sample == 1
-        parts = shards_for(client, split) if sharded else sample
-        for shard in range(parts if sharded else 1):
+        if users is None and sample == 1:  # everyone: in shards, as a recompute scores them
+            parts = statements = shards_for(client, split)
+        else:  # the judged users (plus trending), or one user in `sample`: one statement
+            parts, statements = sample, 1
+        for shard in range(statements):
             client.command(
                 f"INSERT INTO {table} SELECT if(user_id = {{nil:UUID}}, 'trending', 'model'), user_id, rank, post_id, "
                 f"author_id FROM ({scoring})",

@@ -206,10 +206,13 @@ def _feed_service(listen_invalidations: bool = True) -> FeedService:
     from nova_assets.serving import FeedService
 
     clickhouse = ClickHouseResource.from_env(_env(settings.CLICKHOUSE_URL))
-    redis_client = RedisResource(
-        url=_env(settings.REDIS_URL), cluster=settings.env_bool(settings.REDIS_CLUSTER)
-    ).client()
-    return FeedService(clickhouse, redis_client, listen_invalidations=listen_invalidations)
+    redis_resource = RedisResource(url=_env(settings.REDIS_URL), cluster=settings.env_bool(settings.REDIS_CLUSTER))
+    return FeedService(
+        clickhouse,
+        redis_resource.client(),
+        listen_invalidations=listen_invalidations,
+        async_redis=redis_resource.async_client,
+    )
 
 
 @main.command("feed")

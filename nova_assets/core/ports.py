@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import psycopg
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
 import redis.cluster
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
@@ -21,6 +23,8 @@ from confluent_kafka.admin import AdminClient
 
 #: a Redis client: one node, or a cluster (RedisResource.client() gives either)
 RedisClient = redis.Redis | redis.cluster.RedisCluster
+#: the same for one event loop (RedisResource.async_client() gives either)
+AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
 class ClickHouse(Protocol):

@@ -12,6 +12,8 @@ from typing import Any
 
 import dagster as dg
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
 import redis.cluster
 from pydantic import Field
 
@@ -45,19 +47,23 @@ class RedisResource(dg.ConfigurableResource):
             self.health_check_interval_s,
         )
 
-    def client(self) -> redis.Redis | redis.cluster.RedisCluster:
+    def _common(self) -> dict[str, Any]:
+        """The connection settings both clients share; checks the URL first."""
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(settings.REDIS_URL, redact(self.url), "is not a redis://, rediss:// or unix:// URL")
+        return {
+            "socket_connect_timeout": self.connect_timeout_s,
+            "socket_timeout": self.socket_timeout_s,
+            "health_check_interval": self.health_check_interval_s,
+        }
+
+    def client(self) -> redis.Redis | redis.cluster.RedisCluster:
         key = self._key()
         with _clients_lock:
             existing = _clients.get(key)
             if existing is not None:
                 return existing
-            common: dict[str, Any] = {
-                "socket_connect_timeout": self.connect_timeout_s,
-                "socket_timeout": self.socket_timeout_s,
-                "health_check_interval": self.health_check_interval_s,
-            }
+            common = self._common()
             if self.cluster:
                 created: redis.Redis | redis.cluster.RedisCluster = redis.cluster.RedisCluster.from_url(
                     self.url, max_connections=self.max_connections, **common
@@ -69,6 +75,17 @@ class RedisResource(dg.ConfigurableResource):
                 created = redis.Redis(connection_pool=pool)
             _clients[key] = created
             return created
+
+    def async_client(self) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
+        """A new asyncio client with the same settings, for one event loop (an asyncio client is
+        bound to the loop it first runs on, so it is not shared process-wide as `client()` is)."""
+        common = self._common()
+        if self.cluster:
+            return redis.asyncio.cluster.RedisCluster.from_url(self.url, max_connections=self.max_connections, **common)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self.url, max_connections=self.max_connections, timeout=self.wait_timeout_s, **common
+        )
+        return redis.asyncio.Redis(connection_pool=pool)
 
     def ping(self) -> bool:
         try:

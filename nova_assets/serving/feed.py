@@ -15,7 +15,7 @@ cannot grow Redis or evict real feeds. Invalidations published by ingestion on a
 drop the followers' entries from L1 at once.
 
 Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
-other processes can read the hit rate and the hit latency.
+other processes can read the hit rate and the hit latency (`metrics.ReadCounts`).
 """
 
 from __future__ import annotations
@@ -26,21 +26,21 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import cast
 
 import orjson
 import pybreaker
 import redis
+import redis.asyncio.cluster
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.core.cache import stats
 from nova_assets.core.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
-from nova_assets.core.cache.stats import Tally
 from nova_assets.core.cache.warming import feed_value, fetch_feeds_json, set_many
-from nova_assets.core.ports import RedisClient
+from nova_assets.core.ports import AsyncRedisClient, RedisClient
 from nova_assets.core.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
-from nova_assets.serving.metrics import FeedMetrics
+from nova_assets.serving.metrics import FeedMetrics, ReadCounts
 from nova_assets.serving.tiers import Cached, Coalescer, FeedPage, Loaded, TtlMap
 
 MAX_LIMIT = 200
@@ -86,6 +86,7 @@ class FeedService:
         negative_capacity: int = NEGATIVE_CAPACITY,
         negative_ttl_s: float = NEGATIVE_TTL_S,
         listen_invalidations: bool = True,
+        async_redis: Callable[[], AsyncRedisClient] | None = None,
     ) -> None:
         self.clickhouse = clickhouse
         self.cache = cache
@@ -105,16 +106,14 @@ class FeedService:
         # enough, and saves a round trip on every miss
         self._version_ttl_s = version_ttl_s
         self._version: tuple[float, int] | None = None
-        self._tally = Tally()
-        self._tally_lock = threading.Lock()
-        self._stats_flush_s = stats_flush_s
+        self.counts = ReadCounts(self.metrics, cache, stats_flush_s)
         self._stop = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_loop, name="feed-stats", daemon=True)
-        self._flusher.start()
         self._writes: queue.Queue[list[tuple[bytes, bytes, int]] | None] = queue.Queue(maxsize=256)
         self._writer = threading.Thread(target=self._write_loop, name="feed-redis-writer", daemon=True)
         self._writer.start()
         self._redis_loader = Coalescer(self._from_redis, "feed-redis-loader")
+        self._async_factory = async_redis
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncRedisClient] | None = None
         self._loader = Coalescer(self._from_clickhouse, "feed-miss-loader")
         self._listener: threading.Thread | None = None
         if listen_invalidations:
@@ -131,9 +130,10 @@ class FeedService:
         redis_wait_s: float | None = None,
     ) -> dict[str, FeedPage]:
         """The read path, the one chain `nova serve`, `nova feed` and the tests use: this process's
-        memory (L1, or trending for a known cold id) on the caller's loop, then one coalesced Redis
-        read (skipped when slower than `redis_wait_s`: ClickHouse answers), then one coalesced
-        ClickHouse query. Nothing here blocks the loop."""
+        memory (L1, or trending for a known cold id) on the caller's loop, then one Redis read (on
+        the loop once `bind_loop` ran, else coalesced on the Redis thread; skipped when slower than
+        `redis_wait_s`: ClickHouse answers), then one coalesced ClickHouse query. Nothing here
+        blocks the loop."""
         check_page(limit, offset)
         started = time.perf_counter()
         users = [parse_user_id(str(u)) for u in user_ids]
@@ -144,13 +144,9 @@ class FeedService:
                 found[str(user)] = local
         pending = list(dict.fromkeys(u for u in users if str(u) not in found))
         if pending:
-            lookups = [asyncio.wrap_future(f) for f in self._redis_loader.submit(pending)]
-            with contextlib.suppress(Exception):  # slow or failing Redis: ClickHouse answers
-                for user, cached in zip(
-                    pending, await asyncio.wait_for(asyncio.gather(*lookups), redis_wait_s), strict=True
-                ):
-                    if cached is not None:
-                        found[str(user)] = cached
+            for user, cached in zip(pending, await self._redis_tier(pending, redis_wait_s), strict=True):
+                if cached is not None:
+                    found[str(user)] = cached
         missing = [u for u in pending if str(u) not in found]
         if missing:
             loads = [asyncio.wrap_future(f) for f in self._loader.submit(missing)]
@@ -177,6 +173,22 @@ class FeedService:
         """`feeds` for callers without an event loop."""
         return asyncio.run(self.feeds(user_ids, limit, offset))
 
+    async def bind_loop(self) -> None:
+        """Read Redis on the running loop from now on (`nova serve` calls this at start-up).
+
+        A Redis hit then costs the loop one wake-up instead of three thread hand-offs (the Redis
+        thread, its reply, the loop), each of which waits for a core when the machine is busy.
+        Without an `async_redis` factory, or on any other loop, the Redis thread stays the tier.
+        """
+        if self._async_factory is not None and self._async is None:
+            self._async = (asyncio.get_running_loop(), self._async_factory())
+
+    async def unbind_loop(self) -> None:
+        """Close the loop's Redis client (on that loop, before it stops)."""
+        bound, self._async = self._async, None
+        if bound is not None:
+            await bound[1].aclose()
+
     def local(self, user: str) -> Loaded | None:
         """The user's feed from this process's memory (L1, or trending for a known cold id); never blocks."""
         value = self.l1.get(user)
@@ -190,7 +202,7 @@ class FeedService:
         self, user: str, value: Cached, source: str, limit: int, offset: int, started: float, share: int = 1
     ) -> FeedPage:
         """The requested slice, counted with its share of the request's latency."""
-        self._count(source, (time.perf_counter() - started) * 1000 / max(1, share))
+        self.counts.count(source, (time.perf_counter() - started) * 1000 / max(1, share))
         posts = value.posts
         return FeedPage(user, source, value.version, len(posts), posts[offset : offset + limit])
 
@@ -213,22 +225,54 @@ class FeedService:
             self._writes.put(None, timeout=5)
         self._writer.join(timeout=5)
         self._stop.set()
-        self._flusher.join(timeout=5)
         if self._listener is not None:
             self._listener.join(timeout=5)
-        self._flush_stats()
+        self.counts.close()
 
     # --- tiers --------------------------------------------------------------------------------
 
+    async def _redis_tier(self, users: list[uuid.UUID], wait_s: float | None) -> list[Loaded | None]:
+        """One Redis round trip for users that missed L1, on this loop when it is bound, else on
+        the Redis thread. Slower than `wait_s` or failing: nothing found (ClickHouse answers),
+        and the skip is counted."""
+        bound = self._async
+        try:
+            if bound is not None and bound[0] is asyncio.get_running_loop():
+                return await asyncio.wait_for(self._from_redis_async(bound[1], users), wait_s)
+            lookups = [asyncio.wrap_future(f) for f in self._redis_loader.submit(users)]
+            return list(await asyncio.wait_for(asyncio.gather(*lookups), wait_s))
+        except TimeoutError:
+            self.metrics.redis_skipped.labels("slow").inc(len(users))
+        except (redis.RedisError, OSError):
+            self.metrics.redis_skipped.labels("error").inc(len(users))
+        return [None] * len(users)
+
+    async def _from_redis_async(self, client: AsyncRedisClient, users: list[uuid.UUID]) -> list[Loaded | None]:
+        keys = [feed_key(u) for u in users]
+        if len(keys) == 1:
+            raws = [await client.get(keys[0])]
+        elif isinstance(client, redis.asyncio.cluster.RedisCluster):
+            raws = await client.mget_nonatomic(keys)  # keys of several slots
+        else:
+            raws = await client.mget(keys)
+        return [self._remember(user, cast("bytes | None", raw)) for user, raw in zip(users, raws, strict=True)]
+
     def _from_redis(self, users: list[uuid.UUID]) -> dict[str, Loaded]:
-        """One Redis round trip for users that missed L1; what it finds goes to L1."""
+        """The Redis thread's batch (see `_redis_tier`)."""
         found: dict[str, Loaded] = {}
         for user, raw in zip(users, self._redis_mget([feed_key(u) for u in users]), strict=True):
-            if raw is not None:
-                value = Cached.from_raw(raw)
-                self.l1.put(str(user), value)
-                found[str(user)] = (value, "redis")
+            loaded = self._remember(user, raw)
+            if loaded is not None:
+                found[str(user)] = loaded
         return found
+
+    def _remember(self, user: uuid.UUID, raw: bytes | None) -> Loaded | None:
+        """A feed read from Redis, decoded and kept in L1."""
+        if raw is None:
+            return None
+        value = Cached.from_raw(raw)
+        self.l1.put(str(user), value)
+        return value, "redis"
 
     def _redis_mget(self, keys: list[str]) -> list[bytes | None]:
         try:
@@ -239,6 +283,7 @@ class FeedService:
                 pipe.get(key)
             return pipe.execute()
         except redis.RedisError:
+            self.metrics.redis_skipped.labels("error").inc(len(keys))
             return [None] * len(keys)
 
     def _published(self, client: Client) -> int | None:
@@ -338,31 +383,3 @@ class FeedService:
                 if pubsub is not None:
                     with contextlib.suppress(redis.RedisError, OSError):
                         pubsub.close()
-
-    # --- counters -----------------------------------------------------------------------------
-
-    def _count(self, source: str, latency_ms: float) -> None:
-        self.metrics.latency.labels(source).observe(latency_ms)
-        if source in ("l1", "redis"):
-            self.metrics.hits.labels("feed", source).inc()
-        else:
-            self.metrics.misses.labels("feed").inc()
-            if source in ("trending", "degraded"):
-                self.metrics.fallbacks.labels(source).inc()
-        with self._tally_lock:
-            self._tally.count(source, latency_ms)
-
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(self._stats_flush_s):
-            self._flush_stats()
-
-    def _flush_stats(self) -> None:
-        with self._tally_lock:
-            tally, self._tally = self._tally, Tally()
-        if not tally:
-            return
-        try:
-            stats.flush(self.cache, tally)
-        except redis.RedisError:
-            with self._tally_lock:
-                self._tally.update(tally)  # keep them for the next flush

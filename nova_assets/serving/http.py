@@ -9,9 +9,9 @@ byte is read or buffered, so bytes that were a body never become a second reques
 refuses malformed or conflicting `Content-Length` with a 400. Idle keep-alive connections close
 after `keep_alive_s`.
 
-The event loop never waits on Redis or ClickHouse: hits in L1 are answered on the loop; the
-rest go to the FeedService's coalescing Redis and ClickHouse threads, with time-outs (a stalled
-Redis is skipped after `redis_wait_s`, ClickHouse answers).
+The event loop never waits on Redis or ClickHouse: hits in L1 are answered on the loop, Redis is
+read on the loop with an asyncio client, misses go to the FeedService's coalescing ClickHouse
+thread, with time-outs (a stalled Redis is skipped after `redis_wait_s`, ClickHouse answers).
 """
 
 from __future__ import annotations
@@ -238,6 +238,7 @@ class FeedServer:
                 # The process's startup heap (dagster and friends: ~10^6 objects) is moved out of
                 # the collector's reach: a full collection walking it stalled requests ~100 ms.
                 await asyncio.get_running_loop().run_in_executor(None, self.service.prime)
+                await self.service.bind_loop()
                 gc.collect()
                 gc.freeze()
                 # a hit waits for the GIL whenever a cache thread (Redis reads and writes, a miss's
@@ -245,6 +246,7 @@ class FeedServer:
                 sys.setswitchinterval(SWITCH_INTERVAL_S)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.service.unbind_loop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

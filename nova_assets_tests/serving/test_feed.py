@@ -267,3 +267,74 @@ def test_invalidation_reaches_l1(service: FeedService, world: World, redis_resou
         time.sleep(0.05)
     assert service.local(str(follower)) is None and service.invalidations >= 1
     assert service.get_feed(follower).source == "clickhouse"
+
+
+def test_nova_serve_reads_redis_on_its_loop(world: World, redis_resource: RedisResource, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With an asyncio client bound at start-up, a Redis hit never goes through the Redis thread."""
+    with world.ch.session() as client:
+        recompute(client, ScoringParams(feed_size=10))
+    svc = FeedService(world.ch, redis_resource.client(), stats_flush_s=0.1, async_redis=redis_resource.async_client)
+    threaded: list[object] = []
+    real_submit = svc._redis_loader.submit
+    monkeypatch.setattr(svc._redis_loader, "submit", lambda users: threaded.append(users) or real_submit(users))
+    port = free_port()
+    server, _thread = serve_in_thread(svc, port)
+    try:
+        url = f"http://127.0.0.1:{port}/feed/{world.users[1]}?limit=3"
+        with urllib.request.urlopen(url) as resp:
+            assert orjson.loads(resp.read())["source"] == "clickhouse"
+        svc.flush()
+        svc.l1.clear()
+        with urllib.request.urlopen(url) as resp:
+            body = orjson.loads(resp.read())
+        assert body["source"] == "redis" and [p["rank"] for p in body["posts"]] == [1, 2, 3]
+        assert threaded == []
+        assert svc.get_feed(world.users[1]).source == "l1"  # another loop (asyncio.run): L1 first, as ever
+    finally:
+        server.shutdown()
+        _thread.join(timeout=10)
+        svc.close()
+
+
+@pytest.mark.parametrize("redis_state", ["down", "stalled"])
+def test_a_redis_that_fails_or_stalls_is_skipped_and_counted(world: World, redis_state: str) -> None:
+    """On the loop too: a Redis that refuses connections or accepts and never answers is skipped once
+    `redis_wait_s` has passed, and counted; ClickHouse answers."""
+    import socket
+
+    import redis
+    import redis.asyncio
+
+    from nova_assets.serving.http import Limits
+
+    with world.ch.session() as client:
+        recompute(client, ScoringParams(feed_size=10))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel does) and never answers
+    redis_port = free_port() if redis_state == "down" else silent.getsockname()[1]
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # the service's own writes and counters give up at once here (its close waits for them)
+    sync = redis.Redis(
+        host="127.0.0.1", port=redis_port, socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    svc = FeedService(
+        world.ch, sync, stats_flush_s=0.1,
+        async_redis=lambda: redis.asyncio.Redis(host="127.0.0.1", port=redis_port, socket_timeout=5),
+    )  # fmt: skip
+    port = free_port()
+    server, thread = serve_in_thread(svc, port, limits=Limits(redis_wait_s=0.1))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/feed/{world.users[0]}?limit=3") as resp:
+            assert orjson.loads(resp.read())["source"] == "clickhouse"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
+            text = resp.read().decode()
+        # a refused connection is retried with back-off (redis-py's default), so it too is past the wait
+        assert 'feed_redis_skipped_total{reason="slow"} 1.0' in text
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        svc.close()
+        silent.close()

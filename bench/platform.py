@@ -272,10 +272,13 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
     changes = platform.nova(
         "generate", "app", "--rate", str(load.changes), "--duration", str(seconds), "--users", "2000"
     )
+    skipped_before = reads.redis_skipped(platform.serve_port)
     with CpuSampler() as cpu:
         read_figures = reads.figures(reads.start(platform.serve_port, load.reads, seconds, users_file, platform.env))
         events.wait(120)
         changes.wait(120)
+    skipped = reads.redis_skipped(platform.serve_port)
+    read_figures["redis_skipped"] = {k: v - skipped_before.get(k, 0.0) for k, v in skipped.items()}
     end = start + seconds
     time.sleep(10)
     dagster_home = Path(platform.env["DAGSTER_HOME"])

@@ -9,6 +9,7 @@ tells it apart from the platform (its command line names `http.client`).
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
@@ -112,4 +113,20 @@ def figures(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
         "timeouts": raw["timeouts"],
         "sent": raw["sent"],
         "sources": raw["sources"],  # answers by tier (l1, redis, clickhouse, trending, degraded)
+    }
+
+
+def redis_skipped(port: int) -> dict[str, float]:
+    """`nova serve`'s count of reads that went past Redis to ClickHouse, by reason (slow, error)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    prefix = 'feed_redis_skipped_total{reason="'
+    return {
+        line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix)
     }

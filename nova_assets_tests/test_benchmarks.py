@@ -62,7 +62,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert probe["fraction"] == 0.01 and summary["capacity"] in (0.0, 0.01), summary["capacity_probes"]
     assert probe["held"] == (probe["why"] == "") and summary["event_rate"] == 100
     assert sum(probe["read_sources"].values()) > 0 and 0 <= probe["read_hit_share"] <= 1, probe
-    assert all(n >= 0 for n in probe["redis_skipped"].values()), probe
+    assert all(n >= 0 for n in probe["redis_skipped"].values()) and probe["warmed_users"] > 0, probe
 
 
 def test_a_capacity_probe_holds_only_when_every_slo_target_does() -> None:

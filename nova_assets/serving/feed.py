@@ -12,7 +12,7 @@ the next success; while it is open the read path serves trending from the caches
 Users without a personal feed (cold or unknown ids) share the one trending entry: their ids go
 to a small bounded negative cache beside L1, never to Redis or L1 themselves, so random ids
 cannot grow Redis or evict real feeds. Invalidations published by ingestion on a Redis channel
-drop the followers' entries from L1 at once.
+drop those users' entries from L1 at once.
 
 Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
 other processes can read the hit rate and the hit latency (`metrics.ReadCounts`).

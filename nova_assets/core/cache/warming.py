@@ -1,4 +1,4 @@
-"""Warming Redis with the feeds of the most active users, and invalidating followers' feeds."""
+"""Warming Redis with the feeds of the most active users, and invalidating the feeds that show a deleted post."""
 
 from __future__ import annotations
 
@@ -159,21 +159,13 @@ def warm(
     }
 
 
-FOLLOWERS = """
-SELECT followee_id, groupArray({max_fanout:UInt32})(follower_id), count()
-FROM (SELECT follower_id, followee_id FROM follows FINAL WHERE followee_id IN {authors:Array(UUID)})
-GROUP BY followee_id
-"""
-
-
 @dataclass
 class Invalidation:
-    """What one invalidation did: users found, keys dropped, users past the bound, failed attempts."""
+    """What one invalidation did: readers found, keys dropped, readers past the bound, failed attempts."""
 
-    authors: int = 0
-    followers: int = 0
+    readers: int = 0
     dropped: int = 0
-    skipped: int = 0  # users past max_fanout (per author, or per call for readers): their feeds stay until their TTL
+    skipped: int = 0  # readers past max_fanout: their feeds stay until their TTL
     retries: int = 0
 
     def add(self, other: Invalidation) -> Invalidation:
@@ -181,33 +173,6 @@ class Invalidation:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
-
-
-def invalidate_followers(
-    client: Client,
-    cache: redis.Redis | redis.cluster.RedisCluster,
-    authors: Iterable[uuid.UUID | str],
-    max_fanout: int = 10_000,
-    chunk: int = 1_000,
-    attempts: int = 3,
-) -> Invalidation:
-    """UNLINK the cached feeds of the followers of `authors` (bounded per author) and announce them.
-
-    Redis errors are retried (tenacity); what still fails raises, for the caller to report. The
-    dropped ids are published on INVALIDATE_CHANNEL so `nova serve` drops them from its L1 too.
-    """
-    result = Invalidation()
-    authors = list({str(a) for a in authors})
-    if not authors:
-        return result
-    rows = client.query(FOLLOWERS, parameters={"authors": authors, "max_fanout": max_fanout}).result_rows
-    followers = [str(f) for _author, group, _total in rows for f in group]
-    result.authors = len(authors)
-    result.followers = len(followers)
-    result.skipped = sum(max(0, int(total) - max_fanout) for _author, _group, total in rows)
-
-    _unlink(cache, followers, result, chunk, attempts)
-    return result
 
 
 #: the versions a cache may hold: the published one, and the one before it until the warm after a
@@ -239,7 +204,7 @@ def invalidate_readers(
         return result
     group, total = client.query(READERS, parameters={"posts": posts, "max_fanout": max_fanout}).result_rows[0]
     readers = [str(r) for r in group]
-    result.followers = len(readers)
+    result.readers = len(readers)
     result.skipped = max(0, int(total) - max_fanout)
     _unlink(cache, readers, result, chunk, attempts)
     return result

@@ -1,4 +1,4 @@
-"""Redis feed cache: warming schedule, key layout, invalidation of followers' feeds."""
+"""Redis feed cache: warming schedule, key layout, invalidation of the feeds that show a deleted post."""
 
 import dagster as dg
 

@@ -41,7 +41,9 @@ class IngestConfig(dg.Config):
     max_batch_rows: int = 100_000
     max_message_bytes: int = 262_144
     insert_attempts: int = 6
-    invalidation_max_followers: int = 10_000  # per author; followers past it keep their feed until its TTL
+    # cached feeds dropped at most per deleted-post batch (the readers of the posts; the name is
+    # older than that); those past it keep their feed until its TTL
+    invalidation_max_followers: int = 10_000
     shard: int = 0  # with shards > 1, this run loads the partitions p with p % shards == shard
     shards: int = 1
     # how a topic re-created or forgotten by the broker is recognized: "auto" (topic IDs, checked
@@ -115,8 +117,8 @@ def _report(
 
 
 class Invalidator:
-    """After CDC brings post deletions, drop the cached feeds that may show them (the author's
-    followers, and every user whose published feed holds the post), and count it.
+    """After CDC brings post deletions, drop the cached feeds that may show them (every user whose
+    feed in a version the cache may hold has the post), and count it.
 
     A cache problem never stops ingestion (the data is loaded and committed): a failure, after
     retries, is a WARNING in the run and a count in the materialization's metadata.
@@ -126,10 +128,10 @@ class Invalidator:
         self,
         clickhouse: ClickHouseResource,
         redis: RedisResource,
-        max_followers: int = 10_000,
+        max_readers: int = 10_000,
         warn: Callable[[str], None] = print,
     ) -> None:
-        self.clickhouse, self.redis, self.max_followers, self.warn = clickhouse, redis, max_followers, warn
+        self.clickhouse, self.redis, self.max_readers, self.warn = clickhouse, redis, max_readers, warn
         self.totals = Invalidation()
         self.failures = 0
 
@@ -144,22 +146,20 @@ class Invalidator:
         # guide's load in `nova bench platform --find-capacity`)
         try:
             with self.clickhouse.session() as client:
-                done = invalidate_readers(
-                    client, self.redis.client(), {row["id"] for row in deleted}, self.max_followers
-                )
+                done = invalidate_readers(client, self.redis.client(), {row["id"] for row in deleted}, self.max_readers)
         except Exception as exc:
             self.failures += 1
             self.warn(f"invalidating the readers of {len(deleted)} deleted post(s) failed after retries: {exc}")
             return
         self.totals.add(done)
         if done.skipped:
-            self.warn(f"{done.skipped} feed(s) not invalidated: over {self.max_followers} at once (they expire)")
+            self.warn(f"{done.skipped} feed(s) not invalidated: over {self.max_readers} at once (they expire)")
 
     def metadata(self) -> dict[str, int]:
         t = self.totals
         return {
             "invalidated_feeds": t.dropped,
-            "invalidation_followers_skipped": t.skipped,
+            "invalidation_readers_skipped": t.skipped,
             "invalidation_retries": t.retries,
             "invalidation_failures": self.failures,
         }

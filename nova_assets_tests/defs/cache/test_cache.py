@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import datetime as dt
-
 import dagster as dg
 import orjson
 import pytest
 
 from nova_assets.core.cache.keys import feed_key, trending_key
-from nova_assets.core.cache.warming import invalidate_followers, warm
+from nova_assets.core.cache.warming import warm
 from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.defs.cache.assets import feed_cache
 from nova_assets.resources import RedisResource
@@ -37,24 +35,6 @@ def test_feed_cache_warms_active_users_with_ttl(world: World, redis_resource: Re
         assert [p["rank"] for p in feed["posts"]] == list(range(1, len(feed["posts"]) + 1))
     assert orjson.loads(r.get(trending_key()))["source"] == "trending"
     assert feed_key(world.users[0]) == f"feed:{{{world.users[0]}}}"  # Redis Cluster hash tag
-
-
-def test_invalidation_unlinks_only_followers(world: World, redis_resource: RedisResource) -> None:
-    r = redis_resource.client()
-    author = world.authors[2]
-    followers, others = world.users[:3], world.users[3:6]
-    ts = dt.datetime.now(dt.UTC)
-    world.ch.insert(
-        "follows", [[f, author, ts, 5] for f in followers], ["follower_id", "followee_id", "created_at", "version"]
-    )
-    for user in [*followers, *others]:
-        r.set(feed_key(user), b"{}", ex=300)
-    with world.ch.session() as client:
-        assert invalidate_followers(client, r, [author]).dropped == len(followers)
-        assert invalidate_followers(client, r, [world.authors[4]]).dropped == 0  # nobody follows author 4
-        assert invalidate_followers(client, r, [author], max_fanout=1).dropped == 0  # already gone
-    assert not any(r.exists(feed_key(u)) for u in followers)
-    assert all(r.exists(feed_key(u)) for u in others)
 
 
 def test_active_user_without_a_personal_feed_is_warmed_with_trending(

@@ -34,10 +34,9 @@ from typing import Any
 
 import dagster as dg
 import orjson
-import redis
 
 from bench.common import SMOKE, report
-from bench.parts import capacity, reads, records
+from bench.parts import capacity, reads, records, redis_state
 from bench.parts.cpu import LOAD_PARTS, CpuSampler, cpu_us_per_unit, platform_cores
 from bench.parts.rig import Platform
 from nova_assets.dev import first_feeds
@@ -134,21 +133,6 @@ def _per_unit(alone: dict[str, Any], load: str, rate: int) -> float:
     return cpu_us_per_unit(alone["cpu"][load], alone["cpu"]["idle"], rate * ALONE_S, alone["elapsed_s"][load])
 
 
-def _read_warmed(env: dict[str, str], users_file: Path) -> int:
-    """Point the read load at the users whose feeds are in Redis now (the last warm's, and feeds
-    written back since). Done again before each together window: the warm takes the most active
-    users of the last day, and the event generator's users displace the world's within minutes, so
-    a list taken once at set-up had half its users un-warmed by the second rung, and the read load
-    was no longer the documented 97% warmed users."""
-    cache = redis.Redis.from_url(env["NOVA_REDIS_URL"])
-    try:
-        warmed = [k.decode()[6:-1] for k in cache.scan_iter(match="feed:{*}", count=5000) if b"trending" not in k]
-    finally:
-        cache.close()
-    users_file.write_text("\n".join(warmed) + "\n")
-    return len(warmed)
-
-
 def _wait_until(what: str, check: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -203,7 +187,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
         client.command(FOLLOWS, parameters={"users": USERS, "authors": AUTHORS, "n": USERS * 10})
     first_feeds(platform.env)  # as `nova dev` starts: one recompute and warm, a run the UI shows
     users_file = home / "warm-users.txt"
-    warmed = _read_warmed(platform.env, users_file)
+    warmed = redis_state.read_warmed(platform.env, users_file)
     platform.nova("serve", "--port", str(platform.serve_port))
     # one daemon for the whole run (a restart would kill the ingestion run under it); its
     # schedules stay off for the alone phases: ingestion through the sensor only
@@ -280,7 +264,8 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
 
 def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load: Load, seconds: float) -> dict:
     """Every load at once for `seconds`; its latencies, CPU by part, check evaluations and failed runs."""
-    warmed = _read_warmed(platform.env, users_file)
+    warmed = redis_state.read_warmed(platform.env, users_file)
+    redis_before = redis_state.counters(platform.env)
     start = time.time()
     events = platform.nova("generate", "events", "--rate", str(load.events), "--duration", str(seconds))
     changes = platform.nova(
@@ -292,6 +277,7 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         events.wait(120)
         changes.wait(120)
     skipped = reads.redis_skipped(platform.serve_port)
+    redis_after = redis_state.counters(platform.env)
     read_figures["redis_skipped"] = {k: v - skipped_before.get(k, 0.0) for k, v in skipped.items()}
     end = start + seconds
     time.sleep(10)
@@ -308,6 +294,8 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         "failed": len(failures),
         "failed_runs": records.failed_runs(dagster_home, start),
         "warmed_users": warmed,
+        # what took feeds out of Redis in the window: TTL expiry, eviction (maxmemory), invalidations
+        "redis_removed": {k: redis_after[k] - redis_before.get(k, 0) for k in redis_after},
     }
 
 

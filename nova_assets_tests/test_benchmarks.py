@@ -63,6 +63,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert probe["held"] == (probe["why"] == "") and summary["event_rate"] == 100
     assert sum(probe["read_sources"].values()) > 0 and 0 <= probe["read_hit_share"] <= 1, probe
     assert all(n >= 0 for n in probe["redis_skipped"].values()) and probe["warmed_users"] > 0, probe
+    assert set(probe["redis_removed"]) == {"expired", "evicted", "unlink_calls"}, probe
 
 
 def test_a_capacity_probe_holds_only_when_every_slo_target_does() -> None:

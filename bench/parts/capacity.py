@@ -40,6 +40,7 @@ def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
         "warmed_users": together.get("warmed_users", 0),  # the users read (97%), from Redis at the rung's start
         # reads `nova serve` sent past Redis to ClickHouse (Redis slower than its wait, or failing)
         "redis_skipped": together["reads"].get("redis_skipped", {}),
+        "redis_removed": together.get("redis_removed", {}),
     }
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nova_assets import settings
+from nova_assets.core.process import at_nice
 from nova_assets.core.world.config import WorldConfig
 from nova_assets.errors import NovaError
 from nova_assets.stack import Stack
@@ -26,6 +27,15 @@ from nova_assets.stack.supervisor import Child, Supervisor, service_unit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUPERVISOR_LOG = "supervisor.log"
+
+
+def dagster_nice() -> int:
+    """NOVA_DAGSTER_NICE (default 5): the nice value of the local Dagster processes, inherited by
+    what they start (code servers, every run: ingestion, checks, batch). Each run starts a Python
+    process that loads the definitions (~1.5 s of CPU at once), a check run every minute among
+    them; at the same priority as `nova serve` that burst takes a core from the read path, whose
+    SLO is milliseconds, while runs have seconds (e2v <= 1 s). 0 keeps the caller's priority."""
+    return settings.env_int(settings.DAGSTER_NICE, 5, minimum=0, maximum=19)
 
 
 def seed_world(postgres_dsn: str) -> dict[str, int]:
@@ -145,6 +155,7 @@ class Dev:
         return spawn
 
     def _dagster(self) -> subprocess.Popen[bytes]:
+        """`dagster dev` at NOVA_DAGSTER_NICE (see `dagster_nice`)."""
         cmd = [
             sys.executable, "-m", "dagster", "dev",
             "-w", str(REPO_ROOT / "workspace.yaml"),
@@ -152,7 +163,9 @@ class Dev:
         ]  # fmt: skip
         # its own process group: stopping it stops everything it started (webserver, daemon, code
         # server, runs) within a bounded time, instead of waiting on its graceful shutdown
-        return subprocess.Popen(cmd, env=self.env, cwd=self.env["DAGSTER_HOME"], start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=self.env, cwd=self.env["DAGSTER_HOME"], start_new_session=True, preexec_fn=at_nice(dagster_nice())
+        )
 
     def start_dagster(self) -> Child:
         dagster_home = self.local.home / "dagster"

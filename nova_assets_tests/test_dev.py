@@ -44,3 +44,16 @@ def test_every_killed_service_is_restarted_and_nothing_is_loaded_twice(tmp_path:
     exact = {k: v for k, v in result.items() if k.startswith("exact_")}
     assert result["exact_log_loaded_once"] and result["exact_log_accounted"], str(exact)
     assert result["exact_events_duplicated"] == 0
+
+
+def test_dagster_nice_is_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nova_assets.dev import dagster_nice
+    from nova_assets.errors import ConfigError
+
+    monkeypatch.delenv("NOVA_DAGSTER_NICE", raising=False)
+    assert dagster_nice() == 5
+    monkeypatch.setenv("NOVA_DAGSTER_NICE", "0")
+    assert dagster_nice() == 0
+    monkeypatch.setenv("NOVA_DAGSTER_NICE", "25")
+    with pytest.raises(ConfigError, match="NOVA_DAGSTER_NICE"):
+        dagster_nice()

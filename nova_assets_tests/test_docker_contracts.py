@@ -117,6 +117,17 @@ def test_the_run_launcher_has_an_image_and_it_is_the_code_servers(compose: tuple
         )
 
 
+def test_dagster_and_its_runs_yield_the_cpu_to_the_read_path(compose: tuple[str, dict]) -> None:
+    """As NOVA_DAGSTER_NICE does locally: Dagster's services and every run container get half the
+    CPU weight of the read path and the servers when they share a host."""
+    _, config = compose
+    services = config["services"]
+    for name in ("nova-code", "dagster-webserver", "dagster-daemon"):
+        assert int(services[name]["cpu_shares"]) == 512, name
+    assert "cpu_shares" not in services["nova-serve"]
+    assert _instance()["run_launcher"]["config"]["container_kwargs"]["cpu_shares"] == 512
+
+
 #: images whose releases are numbered major.minor (18.1 is a full version); all others major.minor.patch
 TWO_PART_VERSIONS = {"postgres"}
 

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nova_assets.core.process import free_port, stop_group
+from nova_assets.core.process import at_nice, free_port, stop_group
 from nova_assets.core.schema.ddl import apply_all
 from nova_assets.core.schema.sql_files import Renderer
+from nova_assets.dev import dagster_nice
 from nova_assets.resources import ClickHouseResource
 from nova_assets.stack import Stack
 
@@ -47,10 +48,10 @@ class Platform:
             apply_all(client, Renderer(ch.database))
         return ch
 
-    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, *args: str, env: dict[str, str] | None = None, nice: int = 0) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             list(args), env={**self.env, **(env or {})}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=at_nice(nice),
         )  # fmt: skip
         self.procs.append(proc)
         return proc
@@ -59,9 +60,10 @@ class Platform:
         return self.spawn(sys.executable, "-m", "nova_assets.cli", *args)
 
     def start_daemon(self) -> None:
-        """dagster-daemon with the project's workspace; the crons put a recompute and a warm in the window."""
+        """dagster-daemon with the project's workspace, at NOVA_DAGSTER_NICE as `nova dev` starts it;
+        the crons put a recompute and a warm in the window."""
         daemon = str(Path(sys.executable).parent / "dagster-daemon")
-        self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"))
+        self.daemon = self.spawn(daemon, "run", "-w", str(ROOT / "workspace.yaml"), nice=dagster_nice())
 
     def schedules(self, action: str) -> None:
         """`dagster schedule start|stop` for the project's schedules (as the UI's toggle does)."""

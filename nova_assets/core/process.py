@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -131,6 +131,16 @@ def tail(path: Path, lines: int = 20) -> str:
     except FileNotFoundError:
         return f"(no log at {path})"
     return "\n".join(text.rstrip().splitlines()[-lines:]) or f"(empty log at {path})"
+
+
+def at_nice(nice: int) -> Callable[[], None]:
+    """A `preexec_fn` that starts a child process at `nice` (0: unchanged); what it starts inherits it."""
+
+    def lower() -> None:
+        if nice > 0:
+            os.nice(nice)
+
+    return lower
 
 
 @contextlib.contextmanager

@@ -39,8 +39,11 @@ STARTUP_S = 300
 
 
 class Dev:
-    def __init__(self, proc: subprocess.Popen[str], port: int, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[str], port: int, env: dict[str, str], log: Path, home: Path, serve_port: int
+    ) -> None:
         self.proc, self.port, self.env, self.log = proc, port, env, log
+        self.home, self.serve_port = home, serve_port
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -63,7 +66,8 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     for key in ("NOVA_CLICKHOUSE_URL", "NOVA_KAFKA_BOOTSTRAP", "NOVA_REDIS_URL", "NOVA_POSTGRES_DSN"):
         env.pop(key, None)  # the session stack's addresses must not leak into this one
     port = free_port()
-    serve_args = ["--serve-port", str(free_port()), "--traffic", "50"]
+    serve_port = free_port()
+    serve_args = ["--serve-port", str(serve_port), "--traffic", "50"]
     log = home / "nova-dev.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -73,7 +77,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
             stderr=subprocess.STDOUT,
             text=True,
         )
-    served = Dev(proc, port, env, log)
+    served = Dev(proc, port, env, log, home, serve_port)
     try:
         deadline = time.monotonic() + STARTUP_S
         while "Dagster UI:" not in log.read_text():
@@ -155,6 +159,41 @@ def test_lineage_runs_from_the_sources_to_the_cache(page: Page, dev: Dev) -> Non
     for name in ("nova.events", "nova.public.posts", "posts", "users", "events", "user_author_90d"):
         assert name in text, name
     page.screenshot(path=str(IMG / "lineage-upstream-of-feed-cache.png"))
+
+
+def _processes() -> dict[int, tuple[str, int, int]]:
+    """pid -> (command line, parent pid, nice) of every process."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(entry.name)] = (cmd, int(stat[1]), int(stat[16]))
+        except (ValueError, OSError, IndexError):
+            continue
+    return out
+
+
+def test_dagster_and_its_runs_yield_to_the_read_path(dev: Dev) -> None:
+    """Everything `dagster dev` starts (webserver, daemon, code servers, runs) runs at
+    NOVA_DAGSTER_NICE (5); `nova serve` at 0."""
+    deadline = time.monotonic() + 120
+    while True:
+        procs = _processes()
+        (root,) = [pid for pid, (cmd, _, _) in procs.items() if "dagster dev" in cmd and f"-p {dev.port}" in cmd]
+        tree, grew = {root}, True
+        while grew:
+            more = {pid for pid, (_, parent, _) in procs.items() if parent in tree} - tree
+            tree |= more
+            grew = bool(more)
+        runs = [pid for pid in tree if "watch_orphans" in procs[pid][0]]  # each run process has one beside it
+        if runs or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(tree) >= 4 and runs, "\n".join(procs[p][0][:150] for p in tree)
+    assert {procs[pid][2] for pid in tree} == {5}, {procs[pid][0][:80]: procs[pid][2] for pid in tree}
+    serve = [nice for cmd, _, nice in procs.values() if f"serve --port {dev.serve_port}" in cmd]
+    assert serve == [0], serve
 
 
 def test_an_ingestion_run_succeeded(page: Page, dev: Dev) -> None:

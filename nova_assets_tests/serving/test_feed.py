@@ -176,7 +176,13 @@ def test_redis_down_still_answers_from_clickhouse(world: World) -> None:
 
     with world.ch.session() as client:
         recompute(client, ScoringParams(feed_size=10))
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # no retries with back-off (redis-py's default): the service's close waits for its writes
+    dead = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     svc = FeedService(world.ch, dead, stats_flush_s=0.1)
     try:
         page = svc.get_feed(world.users[0], limit=3)

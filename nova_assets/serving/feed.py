@@ -243,7 +243,7 @@ class FeedService:
             return list(await asyncio.wait_for(asyncio.gather(*lookups), wait_s))
         except TimeoutError:
             self.metrics.redis_skipped.labels("slow").inc(len(users))
-        except (redis.RedisError, OSError):
+        except Exception:  # a failing Redis, or a value it holds that does not decode
             self.metrics.redis_skipped.labels("error").inc(len(users))
         return [None] * len(users)
 

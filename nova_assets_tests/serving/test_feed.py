@@ -338,3 +338,10 @@ def test_a_redis_that_fails_or_stalls_is_skipped_and_counted(world: World, redis
         thread.join(timeout=10)
         svc.close()
         silent.close()
+
+
+def test_a_value_in_redis_that_does_not_decode_is_skipped(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
+    """As before the Redis tier moved: ClickHouse answers, and the skip is counted as an error."""
+    redis_resource.client().set(feed_key(world.users[3]), b"not json", ex=60)
+    assert service.get_feed(world.users[3]).source == "clickhouse"
+    assert service.metrics.redis_skipped.labels("error")._value.get() == 1

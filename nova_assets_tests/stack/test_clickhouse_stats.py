@@ -21,12 +21,15 @@ def test_a_window_is_written_as_one_json_line_and_then_forgotten(tmp_path: Path)
     path = tmp_path / "stats.jsonl"
     stats = QueryStats(str(path), window_s=3600)
     for n in range(3):
-        stats.record(f"SELECT {n}")
-    stats.record("INSERT INTO t", "JSONEachRow")
+        stats.took(stats.record(f"SELECT {n}"), 0.002)
+    stats.took(stats.record("INSERT INTO t", "JSONEachRow"), 0.010)
+    stats.record("SELECT slow")  # counted before it answers: listed with no time yet
     stats.maybe_flush()  # the window is not over: nothing yet
     assert not path.exists()
     stats.maybe_flush(force=True)
     line = orjson.loads(path.read_text().splitlines()[0])
-    assert line["requests"] == 4 and line["shapes"][0] == ["SELECT ?", 3]
-    assert stats.counts == {}
-    QueryStats("").record("SELECT 1")  # off: records nothing, writes nothing
+    assert line["requests"] == 5
+    # the most time first: that, not the count, is what costs the server's cores
+    assert line["shapes"] == [["INSERT INTO t FORMAT JSONEachRow", 1, 10.0], ["SELECT ?", 3, 6.0], ["SELECT slow", 1, 0.0]]
+    assert stats.counts == {} and stats.ms == {}
+    assert QueryStats("").record("SELECT 1") == ""  # off: records nothing, writes nothing

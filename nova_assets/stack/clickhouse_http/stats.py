@@ -1,8 +1,10 @@
 """Which requests the local ClickHouse server answers, and how often: where a platform's fixed costs hide.
 
 With NOVA_CLICKHOUSE_QUERY_STATS=<file>, the server counts requests by the shape of their SQL
-(literals and numbers folded) and appends one JSON line per minute to the file: the window, and
-each shape's count, busiest first. Off by default (a dictionary update per request when on).
+(literals and numbers folded) and the milliseconds they took until their answer started, and
+appends one JSON line per minute to the file: the window, and each shape's
+`[shape, count, ms]`, the most time first (a shape's time, not its count, is what costs the
+server's cores). Off by default (two dictionary updates per request when on).
 """
 
 from __future__ import annotations
@@ -31,11 +33,21 @@ class QueryStats:
         self.path = Path(path) if path else None
         self.window_s = window_s
         self.counts: Counter[str] = Counter()
+        self.ms: Counter[str] = Counter()
         self.started = time.time()
 
-    def record(self, sql: str, insert_format: str = "") -> None:
-        if self.path is not None:
-            self.counts[shape(sql, insert_format)] += 1
+    def record(self, sql: str, insert_format: str = "") -> str:
+        """Count a request; its shape ("" when off) goes back to `took` with its time."""
+        if self.path is None:
+            return ""
+        key = shape(sql, insert_format)
+        self.counts[key] += 1
+        self.ms[key] += 0.0  # listed even if it never answers
+        return key
+
+    def took(self, key: str, seconds: float) -> None:
+        if key:
+            self.ms[key] += seconds * 1000
 
     def maybe_flush(self, force: bool = False) -> None:
         if self.path is None or not (force or time.time() - self.started >= self.window_s):
@@ -46,9 +58,9 @@ class QueryStats:
             "to": round(now, 1),
             "requests": sum(self.counts.values()),
             "per_second": round(sum(self.counts.values()) / max(1e-9, now - self.started), 2),
-            "shapes": self.counts.most_common(40),
+            "shapes": [[key, self.counts[key], round(ms, 1)] for key, ms in self.ms.most_common(40)],
         }
         with self.path.open("ab") as handle:
             handle.write(orjson.dumps(line) + b"\n")
-        self.counts = Counter()
+        self.counts, self.ms = Counter(), Counter()
         self.started = now

@@ -204,7 +204,7 @@ def test_missing_object_is_reported(ch: ClickHouseResource) -> None:
 def test_forward_migration_applied_once(ch: ClickHouseResource, tmp_path: Path) -> None:
     sql_dir = tmp_path / "clickhouse"
     shutil.copytree(CLICKHOUSE_DIR, sql_dir)
-    (sql_dir / "migrations" / "0009_events__add_country.sql").write_text(
+    (sql_dir / "migrations" / "0010_events__add_country.sql").write_text(
         "-- object: events\nALTER TABLE {{ db }}.{{ table('events') }} {{ on_cluster }} "
         "ADD COLUMN IF NOT EXISTS country LowCardinality(String) DEFAULT '';\n"
     )
@@ -221,7 +221,8 @@ def test_forward_migration_applied_once(ch: ClickHouseResource, tmp_path: Path) 
             ("0001_events__kafka_incarnation", "events"),
             ("0002_dead_letters__kafka_incarnation", "dead_letters"),
             *[(f"000{n}_{t}__snapshot", t) for n, t in enumerate(MIRROR_TABLES, start=3)],
-            ("0009_events__add_country", "events"),
+            ("0009_post_deletions_mv__backfill", "post_deletions_mv"),
+            ("0010_events__add_country", "events"),
         ]
         expected = expected_descriptions(client, ch.database, [events], objects)
         assert expected["events"] == describe(client, ch.database, "events")

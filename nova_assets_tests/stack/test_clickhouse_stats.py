@@ -30,6 +30,10 @@ def test_a_window_is_written_as_one_json_line_and_then_forgotten(tmp_path: Path)
     line = orjson.loads(path.read_text().splitlines()[0])
     assert line["requests"] == 5
     # the most time first: that, not the count, is what costs the server's cores
-    assert line["shapes"] == [["INSERT INTO t FORMAT JSONEachRow", 1, 10.0], ["SELECT ?", 3, 6.0], ["SELECT slow", 1, 0.0]]
+    assert line["shapes"] == [
+        ["INSERT INTO t FORMAT JSONEachRow", 1, 10.0],
+        ["SELECT ?", 3, 6.0],
+        ["SELECT slow", 1, 0.0],
+    ]
     assert stats.counts == {} and stats.ms == {}
     assert QueryStats("").record("SELECT 1") == ""  # off: records nothing, writes nothing

@@ -168,7 +168,7 @@ class Server:
             return PlainTextResponse("Ok.\n")
         query_id = text(args.get("query_id", b""))
         body: Body | None = None
-        self.last_request = time.monotonic()
+        self.last_request = started = time.monotonic()
         self.in_flight += 1
         try:
             self._authenticate(request, args)
@@ -188,6 +188,7 @@ class Server:
                         pass
             return self._error(error, query_id)
         finally:
+            self.stats.took(getattr(request.state, "shape", ""), time.monotonic() - started)
             self.in_flight -= 1  # a stream still being written holds its connection, not this count
 
     async def _execute(self, request: Request, args: list[tuple[str, bytes]], body: Body) -> Response:
@@ -200,7 +201,7 @@ class Server:
             first = await body.head(0 if query_param is not None else 1 << 16)
         body_is_data = query_param is not None and bool(first) and is_insert(text(query_param))
         query = parse(args, first, body_is_data, header_database)
-        self.stats.record(query.sql, query.insert_format)
+        request.state.shape = self.stats.record(query.sql, query.insert_format)
         if query.insert_format:
             return await self._insert(query, first if body_is_data else query.head, body)
         if request.method == "POST":
@@ -223,7 +224,7 @@ class Server:
         values = {name: text(value) for name, value in all_args}
         reserved = frozenset(f"{name}_{suffix}" for name, _ in files for suffix in ("structure", "types", "format"))
         query = parse(all_args, b"", False, header_database, reserved)
-        self.stats.record(query.sql)
+        request.state.shape = self.stats.record(query.sql)
         external = [
             (name, structure(name, values), values.get(f"{name}_format", "TabSeparated"), data) for name, data in files
         ]

@@ -33,7 +33,7 @@ class QueryStats:
         self.path = Path(path) if path else None
         self.window_s = window_s
         self.counts: Counter[str] = Counter()
-        self.ms: Counter[str] = Counter()
+        self.ms: dict[str, float] = {}
         self.started = time.time()
 
     def record(self, sql: str, insert_format: str = "") -> str:
@@ -42,12 +42,12 @@ class QueryStats:
             return ""
         key = shape(sql, insert_format)
         self.counts[key] += 1
-        self.ms[key] += 0.0  # listed even if it never answers
+        self.ms.setdefault(key, 0.0)  # listed even if it never answers
         return key
 
     def took(self, key: str, seconds: float) -> None:
         if key:
-            self.ms[key] += seconds * 1000
+            self.ms[key] = self.ms.get(key, 0.0) + seconds * 1000
 
     def maybe_flush(self, force: bool = False) -> None:
         if self.path is None or not (force or time.time() - self.started >= self.window_s):
@@ -58,9 +58,11 @@ class QueryStats:
             "to": round(now, 1),
             "requests": sum(self.counts.values()),
             "per_second": round(sum(self.counts.values()) / max(1e-9, now - self.started), 2),
-            "shapes": [[key, self.counts[key], round(ms, 1)] for key, ms in self.ms.most_common(40)],
+            "shapes": [
+                [key, self.counts[key], round(ms, 1)] for key, ms in sorted(self.ms.items(), key=lambda kv: -kv[1])[:40]
+            ],
         }
         with self.path.open("ab") as handle:
             handle.write(orjson.dumps(line) + b"\n")
-        self.counts, self.ms = Counter(), Counter()
+        self.counts, self.ms = Counter(), {}
         self.started = now

@@ -201,7 +201,7 @@ def _env(name: str) -> str:
     return Stack().env()[name]
 
 
-def _feed_service(listen_invalidations: bool = True) -> FeedService:
+def _feed_service(follow_deletions: bool = True) -> FeedService:
     from nova_assets.resources import ClickHouseResource, RedisResource
     from nova_assets.serving import FeedService
 
@@ -210,7 +210,7 @@ def _feed_service(listen_invalidations: bool = True) -> FeedService:
     return FeedService(
         clickhouse,
         redis_resource.client(),
-        listen_invalidations=listen_invalidations,
+        follow_deletions=follow_deletions,
         async_redis=redis_resource.async_client,
     )
 
@@ -223,7 +223,7 @@ def feed(user_id: str, limit: int, offset: int) -> None:
     """Print a user's feed page as JSON (L1 → Redis → ClickHouse → trending)."""
     from nova_assets.serving import InvalidRequest
 
-    service = _feed_service(listen_invalidations=False)  # one read: nothing to keep fresh
+    service = _feed_service(follow_deletions=False)  # one read: the deletes are read once, before it
     try:
         page = service.get_feed(user_id, limit=limit, offset=offset)
     except InvalidRequest as exc:

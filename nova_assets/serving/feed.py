@@ -11,8 +11,9 @@ the next success; while it is open the read path serves trending from the caches
 
 Users without a personal feed (cold or unknown ids) share the one trending entry: their ids go
 to a small bounded negative cache beside L1, never to Redis or L1 themselves, so random ids
-cannot grow Redis or evict real feeds. Invalidations published by ingestion on a Redis channel
-drop those users' entries from L1 at once.
+cannot grow Redis or evict real feeds. A post deleted after a cached feed was computed is left
+out of every page read from then on: a thread polls the deletes CDC loaded about once a second
+(`core.cache.deletions`), and no cached feed is thrown away for a delete.
 
 Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
 other processes can read the hit rate and the hit latency (`metrics.ReadCounts`).
@@ -29,13 +30,13 @@ import uuid
 from collections.abc import Callable
 from typing import cast
 
-import orjson
 import pybreaker
 import redis
 import redis.asyncio.cluster
 from clickhouse_connect.driver.client import Client
 
-from nova_assets.core.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
+from nova_assets.core.cache.deletions import Deletions
+from nova_assets.core.cache.keys import feed_key, trending_key
 from nova_assets.core.cache.warming import feed_value, fetch_feeds_json, set_many
 from nova_assets.core.ports import AsyncRedisClient, RedisClient
 from nova_assets.core.recommendations.scoring import NIL_USER, latest_version
@@ -47,6 +48,7 @@ MAX_LIMIT = 200
 MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
 NEGATIVE_CAPACITY = 50_000  # ids known to have no personal feed (bounded: random ids recycle it)
 NEGATIVE_TTL_S = 300.0  # as long as a Redis entry lives: a new user's first feed shows within 5 min
+DELETIONS_EVERY_S = 1.0  # how often the deletes CDC loaded are polled (one small query)
 
 
 class InvalidRequest(ValueError):
@@ -85,7 +87,7 @@ class FeedService:
         version_ttl_s: float = 1.0,
         negative_capacity: int = NEGATIVE_CAPACITY,
         negative_ttl_s: float = NEGATIVE_TTL_S,
-        listen_invalidations: bool = True,
+        follow_deletions: bool = True,
         async_redis: Callable[[], AsyncRedisClient] | None = None,
     ) -> None:
         self.clickhouse = clickhouse
@@ -101,7 +103,9 @@ class FeedService:
         self.metrics.entries.labels("l1").set_function(lambda: len(self.l1.items))
         self.metrics.entries.labels("negative").set_function(lambda: len(self.negative.items))
         self.clickhouse_queries = 0
-        self.invalidations = 0
+        self.deletions = Deletions()
+        self._deletions_tried = False
+        self.metrics.entries.labels("deleted_posts").set_function(lambda: len(self.deletions.ids))
         # the published version changes every few minutes: asking ClickHouse once a second is
         # enough, and saves a round trip on every miss
         self._version_ttl_s = version_ttl_s
@@ -115,10 +119,10 @@ class FeedService:
         self._async_factory = async_redis
         self._async: tuple[asyncio.AbstractEventLoop, AsyncRedisClient] | None = None
         self._loader = Coalescer(self._from_clickhouse, "feed-miss-loader")
-        self._listener: threading.Thread | None = None
-        if listen_invalidations:
-            self._listener = threading.Thread(target=self._listen, name="feed-invalidations", daemon=True)
-            self._listener.start()
+        self._follower: threading.Thread | None = None
+        if follow_deletions:  # else (a one-shot read) the deletes are read once, before the first page
+            self._follower = threading.Thread(target=self._follow_deletions, name="feed-deletions", daemon=True)
+            self._follower.start()
 
     # --- public -------------------------------------------------------------------------------
 
@@ -137,6 +141,9 @@ class FeedService:
         check_page(limit, offset)
         started = time.perf_counter()
         users = [parse_user_id(str(u)) for u in user_ids]
+        if self._follower is None and not self._deletions_tried:  # a one-shot read: the deletes once
+            self._deletions_tried = True
+            await asyncio.to_thread(self._refresh_deletions)
         found: dict[str, Loaded] = {}
         for user in users:
             local = self.local(str(user))
@@ -201,21 +208,16 @@ class FeedService:
     def page(
         self, user: str, value: Cached, source: str, limit: int, offset: int, started: float, share: int = 1
     ) -> FeedPage:
-        """The requested slice, counted with its share of the request's latency."""
+        """The requested slice without posts deleted since the feed was computed, counted with its
+        share of the request's latency."""
         self.counts.count(source, (time.perf_counter() - started) * 1000 / max(1, share))
-        posts = value.posts
+        posts = self.deletions.visible(value.posts, value.post_ids)
         return FeedPage(user, source, value.version, len(posts), posts[offset : offset + limit])
 
-    def drop(self, users: list[str]) -> None:
-        """Forget users' feeds in this process (after an invalidation)."""
-        for user in users:
-            self.l1.pop(user)
-            self.negative.pop(user)
-        self.invalidations += len(users)
-        self.metrics.invalidations.inc(len(users))
-
     def prime(self) -> None:
-        """Open ClickHouse and load trending now, so the first requests do not pay for it."""
+        """Open ClickHouse, read the recent deletes and load trending now, so the first requests do
+        not pay for it."""
+        self._refresh_deletions()
         self._from_clickhouse([])
 
     def close(self) -> None:
@@ -225,8 +227,8 @@ class FeedService:
             self._writes.put(None, timeout=5)
         self._writer.join(timeout=5)
         self._stop.set()
-        if self._listener is not None:
-            self._listener.join(timeout=5)
+        if self._follower is not None:
+            self._follower.join(timeout=5)
         self.counts.close()
 
     # --- tiers --------------------------------------------------------------------------------
@@ -366,20 +368,15 @@ class FeedService:
         self.metrics.fallbacks.labels(reason).inc(len(users))
         return {str(u): (trending, "degraded") for u in users}
 
-    def _listen(self) -> None:
-        """Drop invalidated users from L1 as ingestion announces them (reconnects while open)."""
+    def _refresh_deletions(self) -> None:
+        try:
+            with self.clickhouse.session() as client:
+                self.deletions.refresh(client)
+        except Exception:  # ClickHouse away: pages keep the deletes known so far; the next poll retries
+            self.metrics.fallbacks.labels("deletions_unread").inc()
+
+    def _follow_deletions(self) -> None:
+        """Poll the deletes CDC loaded about once a second while open."""
         while not self._stop.is_set():
-            pubsub = None
-            try:
-                pubsub = self.cache.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(INVALIDATE_CHANNEL)
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        self.drop([str(u) for u in orjson.loads(message["data"])])
-            except (redis.RedisError, OSError, ValueError):
-                self._stop.wait(1.0)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(redis.RedisError, OSError):
-                        pubsub.close()
+            self._refresh_deletions()
+            self._stop.wait(DELETIONS_EVERY_S)

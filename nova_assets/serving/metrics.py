@@ -36,10 +36,10 @@ class FeedMetrics:
             registry=self.registry,
         )
         self.entries = Gauge(
-            "feed_memory_entries", "Entries held in this process's memory", ["cache"], registry=self.registry
-        )
-        self.invalidations = Counter(
-            "feed_invalidations_total", "Users dropped from L1 by an invalidation", registry=self.registry
+            "feed_memory_entries",
+            "Entries held in this process's memory (deleted_posts: the deletes it leaves out)",
+            ["cache"],
+            registry=self.registry,
         )
         self.redis_skipped = Counter(
             "feed_redis_skipped_total",

@@ -30,11 +30,17 @@ class Cached:
 
     version: int
     posts: tuple[bytes, ...]
+    post_ids: tuple[str, ...] = ()  # the posts' ids, in order: what a read checks against deletions
 
     @classmethod
     def from_raw(cls, raw: bytes) -> Cached:
         value = orjson.loads(raw)
-        return cls(int(value.get("version", 0)), tuple(orjson.dumps(p) for p in value.get("posts", ())))
+        posts = value.get("posts", ())
+        return cls(
+            int(value.get("version", 0)),
+            tuple(orjson.dumps(p) for p in posts),
+            tuple(str(p.get("post_id", "")) for p in posts),
+        )
 
 
 @dataclass

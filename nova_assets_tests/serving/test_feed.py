@@ -251,22 +251,36 @@ def test_trending_is_read_once_per_published_version(service: FeedService, world
     assert service.trending is not None and service.trending.version != first_version
 
 
-def test_invalidation_reaches_l1(service: FeedService, world: World, redis_resource) -> None:  # type: ignore[no-untyped-def]
-    from nova_assets.core.cache.warming import invalidate_readers
+def test_a_post_deleted_after_its_feed_was_cached_leaves_its_pages(
+    service: FeedService, world: World, redis_resource
+) -> None:  # type: ignore[no-untyped-def]
+    """The cached feed is kept (no miss for a delete); from the next poll of the deletes on, every
+    page leaves the post out, from L1 here and from Redis in another process."""
+    import datetime as dt
 
     reader = world.users[4]
-    page = service.get_feed(reader)
+    page = service.get_feed(reader, limit=30)
     assert page.source == "clickhouse"
-    assert service.get_feed(reader).source == "l1"
-    time.sleep(0.5)  # the listener is subscribed
-    with world.ch.session() as client:
-        done = invalidate_readers(client, redis_resource.client(), [page.posts[0]["post_id"]])
-    assert done.readers >= 1
+    service.flush()
+    top = page.posts[0]
+    ts = dt.datetime.now(dt.UTC)
+    world.ch.insert(
+        "posts", [[uuid.UUID(top["post_id"]), uuid.UUID(top["author_id"]), "x", ts, ts, 99, 1]],
+        ["id", "author_id", "body", "created_at", "updated_at", "version", "is_deleted"],
+    )  # fmt: skip
     deadline = time.monotonic() + 5
-    while service.local(str(reader)) is not None and time.monotonic() < deadline:
+    while top["post_id"] not in service.deletions.ids and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert service.local(str(reader)) is None and service.invalidations >= 1
-    assert service.get_feed(reader).source == "clickhouse"
+    after = service.get_feed(reader, limit=30)
+    assert after.source == "l1" and top["post_id"] not in {p["post_id"] for p in after.posts}
+    assert after.total == page.total - 1 and after.posts[0]["rank"] == 2
+    assert redis_resource.client().exists(feed_key(reader))  # kept: the next reads are still hits
+    other = FeedService(world.ch, redis_resource.client(), follow_deletions=False)
+    try:
+        elsewhere = other.get_feed(reader, limit=30)
+    finally:
+        other.close()
+    assert elsewhere.source == "redis" and top["post_id"] not in {p["post_id"] for p in elsewhere.posts}
 
 
 def test_nova_serve_reads_redis_on_its_loop(world: World, redis_resource: RedisResource, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -1,8 +1,8 @@
 """Redis key layout: one key per user (hash-tagged for Redis Cluster), never globs.
 
 `feed:{<user_id>}` holds the user's whole ranked feed as JSON; pages are sliced by the reader, so
-one UNLINK invalidates every page (the guide's `feed:{id}:{limit}:{offset}` keys could only be
-dropped with a glob, which DEL does not take).
+one key serves every page and one UNLINK would drop them all (the guide's
+`feed:{id}:{limit}:{offset}` keys could only be dropped with a glob, which DEL does not take).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import uuid
 TRENDING = "trending"
 STATS_PREFIX = "nova:feedstats:"
 STATS_TTL_S = 86_400
-# ingestion publishes the ids whose cached feeds it dropped (JSON array); `nova serve` drops them from L1
-INVALIDATE_CHANNEL = "nova:invalidate"
 
 
 def feed_key(user_id: uuid.UUID | str) -> str:

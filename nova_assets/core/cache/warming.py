@@ -1,4 +1,5 @@
-"""Warming Redis with the feeds of the most active users, and invalidating the feeds that show a deleted post."""
+"""Warming Redis with the feeds of the most active users (a post deleted later is left out when a
+feed is read: see `deletions`)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,14 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import redis
 import redis.cluster
 from clickhouse_connect.driver.client import Client
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from nova_assets.core.cache.keys import INVALIDATE_CHANNEL, feed_key, trending_key
+from nova_assets.core.cache.keys import feed_key, trending_key
 from nova_assets.core.recommendations.scoring import NIL_USER, latest_version, query_text
 
 ACTIVE_USERS = query_text("active_users")
@@ -157,81 +155,3 @@ def warm(
         "version": version,
         "runtime_s": round(elapsed, 3),
     }
-
-
-@dataclass
-class Invalidation:
-    """What one invalidation did: readers found, keys dropped, readers past the bound, failed attempts."""
-
-    readers: int = 0
-    dropped: int = 0
-    skipped: int = 0  # readers past max_fanout: their feeds stay until their TTL
-    retries: int = 0
-
-    def add(self, other: Invalidation) -> Invalidation:
-        """Count `other` into this one (field by field); returns self."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
-
-
-#: the versions a cache may hold: the published one, and the one before it until the warm after a
-#: recompute has rewritten every key
-READERS = """
-SELECT groupArray({max_fanout:UInt32})(user_id), count()
-FROM (
-    SELECT DISTINCT user_id FROM feed_recommendations
-    WHERE version IN (SELECT version FROM feed_versions ORDER BY version DESC LIMIT 2)
-      AND post_id IN {posts:Array(UUID)}
-)
-"""
-
-
-def invalidate_readers(
-    client: Client,
-    cache: redis.Redis | redis.cluster.RedisCluster,
-    posts: Iterable[uuid.UUID | str],
-    max_fanout: int = 10_000,
-    chunk: int = 1_000,
-    attempts: int = 3,
-) -> Invalidation:
-    """UNLINK the cached feeds that hold one of `posts` in a version the cache may hold (deleted
-    posts: the next read comes from ClickHouse, which leaves them out), and announce them. Only
-    those: a follower whose feed does not show the post keeps a valid entry."""
-    result = Invalidation()
-    posts = list({str(p) for p in posts})
-    if not posts:
-        return result
-    group, total = client.query(READERS, parameters={"posts": posts, "max_fanout": max_fanout}).result_rows[0]
-    readers = [str(r) for r in group]
-    result.readers = len(readers)
-    result.skipped = max(0, int(total) - max_fanout)
-    _unlink(cache, readers, result, chunk, attempts)
-    return result
-
-
-def _unlink(
-    cache: redis.Redis | redis.cluster.RedisCluster, users: list[str], result: Invalidation, chunk: int, attempts: int
-) -> None:
-    """UNLINK the users' feed keys in chunks (Redis errors retried) and publish the ids for L1s."""
-
-    def unlink_and_announce(part: list[str]) -> int:
-        pipe = cache.pipeline(transaction=False)
-        for user in part:
-            pipe.unlink(feed_key(user))
-        dropped = sum(int(n) for n in pipe.execute())
-        cache.publish(INVALIDATE_CHANNEL, orjson.dumps(part))
-        return dropped
-
-    for start in range(0, len(users), chunk):
-        part = users[start : start + chunk]
-        for attempt in Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=0.1, max=2),
-            retry=retry_if_exception_type(redis.RedisError),
-            reraise=True,
-        ):
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    result.retries += 1
-                result.dropped += unlink_and_announce(part)

@@ -53,7 +53,6 @@ class Loader:
         log: Callable[[str], None] = print,
         run_id: str = "",
         heartbeat: Callable[[IngestStats], None] | None = None,
-        after_flush: Callable[[dict[str, list[bytes]]], None] | None = None,
         log_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.clickhouse = clickhouse
@@ -63,7 +62,6 @@ class Loader:
         self.log_warning = log_warning or log
         self.run_id = run_id
         self.heartbeat = heartbeat
-        self.after_flush = after_flush
         self.shapes: dict[str, MirrorShape] = {}
         self.skip: dict[TP, set[int]] = {}
         self.committed: dict[TP, int] = {}  # next offset per partition, as last committed (async)
@@ -392,8 +390,3 @@ class Loader:
             except Exception as exc:  # never a reason to stop loading: the next write carries them
                 self.log(f"writing kafka_checkpoints failed ({exc}); retrying with the next batch")
         stats.record(batch, visible)
-        if self.after_flush is not None and batch.changes:
-            try:
-                self.after_flush(batch.changes)
-            except Exception as exc:  # a cache problem must never stop or fail ingestion
-                self.log(f"after-flush hook failed (data is loaded and committed): {exc}")

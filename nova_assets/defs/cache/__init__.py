@@ -1,4 +1,4 @@
-"""Redis feed cache: warming schedule, key layout, invalidation of the feeds that show a deleted post."""
+"""Redis feed cache: the warming schedule (a post deleted later is left out when a feed is read)."""
 
 import dagster as dg
 

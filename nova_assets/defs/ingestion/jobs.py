@@ -8,14 +8,11 @@ import datetime as dt
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import dagster as dg
-import orjson
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
-from nova_assets.core.cache.warming import Invalidation, invalidate_readers
 from nova_assets.core.ingestion.loader import IngestSettings, Loader
 from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX, EVENTS_TOPIC
 from nova_assets.core.ingestion.stats import IngestStats
@@ -23,7 +20,6 @@ from nova_assets.defs.ingestion.handover import ENDS_AT_TAG, SuccessorWatch, awa
 from nova_assets.defs.tables import escape_bytes, table
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.resources.kafka import KafkaResource
-from nova_assets.resources.redis import RedisResource
 
 PIPELINE_TAG = "nova/pipeline"
 LOADER_TAG = "nova/kafka-loader"  # dagster.yaml runs at most one run per value of this tag at a time
@@ -41,9 +37,6 @@ class IngestConfig(dg.Config):
     max_batch_rows: int = 100_000
     max_message_bytes: int = 262_144
     insert_attempts: int = 6
-    # cached feeds dropped at most per deleted-post batch (the readers of the posts; the name is
-    # older than that); those past it keep their feed until its TTL
-    invalidation_max_followers: int = 10_000
     shard: int = 0  # with shards > 1, this run loads the partitions p with p % shards == shard
     shards: int = 1
     # how a topic re-created or forgotten by the broker is recognized: "auto" (topic IDs, checked
@@ -116,62 +109,12 @@ def _report(
         )
 
 
-class Invalidator:
-    """After CDC brings post deletions, drop the cached feeds that may show them (every user whose
-    feed in a version the cache may hold has the post), and count it.
-
-    A cache problem never stops ingestion (the data is loaded and committed): a failure, after
-    retries, is a WARNING in the run and a count in the materialization's metadata.
-    """
-
-    def __init__(
-        self,
-        clickhouse: ClickHouseResource,
-        redis: RedisResource,
-        max_readers: int = 10_000,
-        warn: Callable[[str], None] = print,
-    ) -> None:
-        self.clickhouse, self.redis, self.max_readers, self.warn = clickhouse, redis, max_readers, warn
-        self.totals = Invalidation()
-        self.failures = 0
-
-    def __call__(self, changes: dict[str, list[bytes]]) -> None:
-        # Only deletions: a new or edited post cannot enter a feed before the next recompute, so
-        # dropping feeds for it only turns hits into misses that read the same version again
-        deleted = [row for row in map(orjson.loads, changes.get("posts") or ()) if row.get("is_deleted") == 1]
-        if not deleted:
-            return
-        # only the feeds that show a deleted post: dropping every follower of its author too turned
-        # thousands of valid entries into misses per delete (the cache hit rate failed at half the
-        # guide's load in `nova bench platform --find-capacity`)
-        try:
-            with self.clickhouse.session() as client:
-                done = invalidate_readers(client, self.redis.client(), {row["id"] for row in deleted}, self.max_readers)
-        except Exception as exc:
-            self.failures += 1
-            self.warn(f"invalidating the readers of {len(deleted)} deleted post(s) failed after retries: {exc}")
-            return
-        self.totals.add(done)
-        if done.skipped:
-            self.warn(f"{done.skipped} feed(s) not invalidated: over {self.max_readers} at once (they expire)")
-
-    def metadata(self) -> dict[str, int]:
-        t = self.totals
-        return {
-            "invalidated_feeds": t.dropped,
-            "invalidation_readers_skipped": t.skipped,
-            "invalidation_retries": t.retries,
-            "invalidation_failures": self.failures,
-        }
-
-
 @dg.op(tags={"kind": "kafka"})
 def ingest_kafka(
     context: dg.OpExecutionContext,
     config: IngestConfig,
     clickhouse: ClickHouseResource,
     kafka: KafkaResource,
-    redis: RedisResource,
 ) -> None:
     """Load nova.events and nova.public.* from the committed offsets until caught up or out of time."""
     instance, run_id = context.instance, context.run_id
@@ -185,7 +128,6 @@ def ingest_kafka(
     instance.add_run_tags(run_id, {ENDS_AT_TAG: f"{time.time() + config.max_run_seconds:.0f}"})
     heartbeat(IngestStats())
     settings = config.model_dump()
-    invalidator = Invalidator(clickhouse, redis, settings.pop("invalidation_max_followers"), context.log.warning)
     loader = Loader(
         clickhouse,
         kafka,
@@ -193,7 +135,6 @@ def ingest_kafka(
         log=context.log.info,
         run_id=run_id,
         heartbeat=heartbeat,
-        after_flush=invalidator,
         log_warning=context.log.warning,
     )
     if config.shards > 1:
@@ -206,7 +147,7 @@ def ingest_kafka(
     stop = threading.Event()
     with SuccessorWatch(instance, run_id, stop, context.log.info):
         stats = loader.run(stop=stop)
-    _report(context, stats, "ingestion", invalidator.metadata(), clickhouse)
+    _report(context, stats, "ingestion", {}, clickhouse)
 
 
 @dg.job(name="kafka_ingestion", tags={PIPELINE_TAG: "ingestion", LOADER_TAG: "kafka"})

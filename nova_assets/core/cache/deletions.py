@@ -25,37 +25,49 @@ RECENT = query_text("recent_post_deletions")
 HORIZON_S = 3600.0
 #: a poll reads again this far before the newest delete it knows: a delete's arrival time is taken
 #: when its insert starts, and an insert becomes visible when it ends
-OVERLAP_MS = 30_000
+OVERLAP_MS = 10_000
+PRUNE_EVERY_S = 60.0
 
 
 class Deletions:
-    """Post ids deleted in the last `horizon_s`, refreshed by `refresh`; thread-safe to read."""
+    """Post ids deleted in the last `horizon_s`, refreshed by `refresh`; safe to read from any thread.
+
+    A poll adds only the rows it has not seen, in place (a membership test in another thread is
+    safe against that under the GIL): rebuilding the whole map every second held the GIL for
+    milliseconds at tens of thousands of deletes, a stall in `nova serve`'s event loop. Deletes
+    past the horizon are dropped once a minute.
+    """
 
     def __init__(self, horizon_s: float = HORIZON_S) -> None:
         self.horizon_ms = int(horizon_s * 1000)
-        self.ids: dict[str, int] = {}  # post id -> arrival (epoch ms); replaced whole, never mutated
+        self.ids: dict[str, int] = {}  # post id -> arrival (epoch ms)
         self.newest_ms: int | None = None
         self.refreshed_at: float | None = None  # time.monotonic() of the last successful poll
+        self._pruned_at = time.monotonic()
         self._lock = threading.Lock()  # one poll at a time
 
-    def refresh(self, client: Client) -> int:
+    def refresh(self, client: Client, now_ms: int | None = None) -> int:
         """Read the deletes loaded since the last poll; returns how many are new."""
         with self._lock:
-            now_ms = int(time.time() * 1000)
-            since = now_ms - self.horizon_ms if self.newest_ms is None else self.newest_ms - OVERLAP_MS
-            rows = client.query(RECENT, parameters={"since": since}).result_rows
+            now_ms = int(time.time() * 1000) if now_ms is None else now_ms
             floor = now_ms - self.horizon_ms
-            ids = {post: at for post, at in self.ids.items() if at >= floor}
-            before = len(ids)
+            since = floor if self.newest_ms is None else max(floor, self.newest_ms - OVERLAP_MS)
+            rows = client.query(RECENT, parameters={"since": since}).result_rows
+            ids, added = self.ids, 0
             for post, at in rows:
-                ids[str(post)] = int(at)
+                if post not in ids:
+                    added += 1
+                ids[post] = at
                 if self.newest_ms is None or at > self.newest_ms:
-                    self.newest_ms = int(at)
+                    self.newest_ms = at
             if self.newest_ms is None:
                 self.newest_ms = floor  # nothing deleted yet: next time read from here
-            self.ids = ids
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                for post in [p for p, at in ids.items() if at < floor]:
+                    del ids[post]
+                self._pruned_at = time.monotonic()
             self.refreshed_at = time.monotonic()
-            return len(ids) - before
+            return added
 
     def visible(self, posts: tuple[bytes, ...], post_ids: Sequence[str]) -> tuple[bytes, ...]:
         """`posts` without the deleted ones (`post_ids` is their ids, in the same order)."""

@@ -9,11 +9,11 @@ into one query, so 10 clients missing at once cost one ~4 ms query instead of te
 pybreaker opens after 5 ClickHouse failures in a row, half-opens after 30 s, and closes on
 the next success; while it is open the read path serves trending from the caches.
 
-Users without a personal feed (cold or unknown ids) share the one trending entry: their ids go
-to a small bounded negative cache beside L1, never to Redis or L1 themselves, so random ids
-cannot grow Redis or evict real feeds. A post deleted after a cached feed was computed is left
-out of every page read from then on: a thread polls the deletes CDC loaded about once a second
-(`core.cache.deletions`), and no cached feed is thrown away for a delete.
+Users without a personal feed (cold or unknown ids) share the one trending entry, found without
+a lookup once the version's owners are loaded (`core.cache.owners`); their ids go to a bounded
+negative cache, never to Redis or L1, so random ids cannot grow Redis or evict real feeds. A
+post deleted after a cached feed was computed is left out of every page read from then on: a
+thread polls the deletes CDC loaded about once a second (`core.cache.deletions`).
 
 Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
 other processes can read the hit rate and the hit latency (`metrics.ReadCounts`).
@@ -37,6 +37,7 @@ from clickhouse_connect.driver.client import Client
 
 from nova_assets.core.cache.deletions import Deletions
 from nova_assets.core.cache.keys import feed_key, trending_key
+from nova_assets.core.cache.owners import FeedOwners
 from nova_assets.core.cache.warming import feed_value, fetch_feeds_json, set_many
 from nova_assets.core.ports import AsyncRedisClient, RedisClient
 from nova_assets.core.recommendations.scoring import NIL_USER, latest_version
@@ -104,6 +105,9 @@ class FeedService:
         self.metrics.entries.labels("negative").set_function(lambda: len(self.negative.items))
         self.clickhouse_queries = 0
         self.deletions = Deletions()
+        self.owners: FeedOwners | None = None  # who has a feed in the published version
+        self.cold_skipped = 0  # ids answered with trending without a ClickHouse lookup
+        self.metrics.entries.labels("feed_owners").set_function(lambda: len(self.owners.ids) if self.owners else 0)
         self._deletions_tried = False
         self.metrics.entries.labels("deleted_posts").set_function(lambda: len(self.deletions.ids))
         # the published version changes every few minutes: asking ClickHouse once a second is
@@ -215,8 +219,7 @@ class FeedService:
         return FeedPage(user, source, value.version, len(posts), posts[offset : offset + limit])
 
     def prime(self) -> None:
-        """Open ClickHouse, read the recent deletes and load trending now, so the first requests do
-        not pay for it."""
+        """Open ClickHouse, read the recent deletes and load trending before the first request."""
         self._refresh_deletions()
         self._from_clickhouse([])
 
@@ -307,6 +310,11 @@ class FeedService:
             version = self._published(client)
             if version is None:
                 return 0, {}
+            owners = self.owners
+            if owners is not None and owners.version == version:  # the others have no feed: trending
+                asked = [u for u in users if owners.has(u)]
+                self.cold_skipped += len(users) - len(asked)
+                users = asked
             stale = self.trending is None or self.trending.version != version
             wanted = [*users, NIL_USER] if stale else users
             if not wanted:
@@ -375,8 +383,18 @@ class FeedService:
         except Exception:  # ClickHouse away: pages keep the deletes known so far; the next poll retries
             self.metrics.fallbacks.labels("deletions_unread").inc()
 
+    def _refresh_owners(self) -> None:
+        try:
+            with self.clickhouse.session() as client:
+                version = self._published(client)
+                if version is not None and (self.owners is None or self.owners.version != version):
+                    self.owners = FeedOwners.load(client, version)
+        except Exception:  # until it loads, every miss asks ClickHouse
+            self.metrics.fallbacks.labels("owners_unread").inc()
+
     def _follow_deletions(self) -> None:
-        """Poll the deletes CDC loaded about once a second while open."""
+        """About once a second: the deletes CDC loaded, and who has a feed in a new version."""
         while not self._stop.is_set():
             self._refresh_deletions()
+            self._refresh_owners()
             self._stop.wait(DELETIONS_EVERY_S)

@@ -223,8 +223,21 @@ def test_unknown_users_share_trending_without_cache_entries(service: FeedService
     assert len(service.l1.items) == 1 and service.get_feed(world.users[0]).source == "l1"
 
 
-def test_trending_is_read_once_per_published_version(service: FeedService, world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A cold read asks ClickHouse for its own feed only: trending changes with the version."""
+def _wait_for_owners(service: FeedService, version: int | None = None) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        owners = service.owners
+        if owners is not None and (version is None or owners.version == version):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the feed owners of version {version} were not loaded")
+
+
+def test_trending_is_read_once_per_published_version_and_cold_ids_ask_nothing(
+    service: FeedService, world: World, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A cold id asks ClickHouse nothing once the version's feed owners are loaded (a lookup of its
+    own would find no feed); trending is read once per version."""
     from nova_assets.core.recommendations.scoring import NIL_USER
     from nova_assets.serving import feed as feed_module
 
@@ -236,18 +249,20 @@ def test_trending_is_read_once_per_published_version(service: FeedService, world
         return real(client, version, users)
 
     monkeypatch.setattr(feed_module, "fetch_feeds_json", recording)
-    service.get_feed(uuid.uuid4())
-    first_version = service.trending.version if service.trending else None
-    for _ in range(3):
+    _wait_for_owners(service)
+    for _ in range(4):
         assert service.get_feed(uuid.uuid4()).source == "trending"
-    assert [NIL_USER in users for users in asked] == [True, False, False, False]  # the first loads it
+    first_version = service.trending.version if service.trending else None
+    assert asked == [[NIL_USER]] and service.cold_skipped == 4  # the first read loads trending only
+    assert service.get_feed(world.users[1]).source == "clickhouse"  # an owner is still looked up
+    assert asked[-1] == [world.users[1]]
     with world.ch.session() as client:
-        recompute(client, ScoringParams(feed_size=30))  # a new version is published
-    time.sleep(1.1)  # the published version is re-read at most once a second
+        version = recompute(client, ScoringParams(feed_size=30))["version"]  # a new version is published
+    _wait_for_owners(service, version)
     asked.clear()
     assert service.get_feed(uuid.uuid4()).source == "trending"
     assert service.get_feed(uuid.uuid4()).source == "trending"
-    assert [NIL_USER in users for users in asked] == [True, False]
+    assert asked == [[NIL_USER]]
     assert service.trending is not None and service.trending.version != first_version
 
 

@@ -166,15 +166,24 @@ def generate_events(rate: float, duration: float, malformed: float, partitions: 
 @generate.command("app")
 @click.option("--rate", default=100.0, show_default=True, help="Changes per second.")
 @click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
+@click.option(
+    "--changes-only", is_flag=True, help="Skip the world's users, follows and posts (written by an earlier run)."
+)
 @WORLD_SEED
 @WORLD_USERS
-def generate_app(rate: float, duration: float, seed: int, users: int) -> None:
+def generate_app(rate: float, duration: float, changes_only: bool, seed: int, users: int) -> None:
     """Write the demo world's users, follows and posts, then likes, comments, follows, edits and deletes."""
     from nova_assets.generate.app import generate as generate_changes
     from nova_assets.resources import PostgresResource
 
     postgres = PostgresResource(dsn=_env(settings.POSTGRES_DSN))
-    _run(lambda: click.echo(generate_changes(postgres, rate=rate, duration_s=duration, users=users, seed=seed)))
+    _run(
+        lambda: click.echo(
+            generate_changes(
+                postgres, rate=rate, duration_s=duration, users=users, seed=seed, seed_world=not changes_only
+            )
+        )
+    )
 
 
 @generate.command("reads")

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from nova_assets import settings
-from nova_assets.core.cache import warming
+from nova_assets.core.cache import deletions, owners, warming
 from nova_assets.core.recommendations import scoring
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,10 +244,18 @@ def _covers(grants: list[str], privilege: str, table: str) -> bool:
 
 
 def test_clickhouse_users_have_exactly_the_grants_their_queries_need() -> None:
-    # the read path: what `nova serve` runs as nova_feed (feed_posts.sql and the version lookup)
-    read_path = _tables(warming.FEEDS_FOR) | _tables(inspect.getsource(scoring.latest_version))
-    assert {"feed_recommendations", "feed_versions", "posts"} <= read_path
+    # the read path: what `nova serve` runs as nova_feed (feed_posts.sql, the version lookup, the
+    # deletes it polls and the version's feed owners), and nothing more
+    read_path = (
+        _tables(warming.FEEDS_FOR)
+        | _tables(inspect.getsource(scoring.latest_version))
+        | _tables(deletions.RECENT)
+        | _tables(owners.OWNERS)
+    )
+    assert read_path == {"feed_recommendations", "feed_versions", "post_deletions"}
     feed = _grants("nova_feed")
+    granted = set(re.findall(r"GRANT SELECT ON nova\.(\w+)", "\n".join(feed)))
+    assert granted == read_path | {f"{t}_local" for t in read_path}, granted
     for table in read_path:
         for name in (table, f"{table}_local"):  # Distributed over `_local` on the cluster
             assert _covers(feed, "SELECT", name), f"nova_feed cannot read {name}"

@@ -29,11 +29,13 @@ class PartitionLag:
     committed: int  # -1 when the group never committed here
     low: int
     high: int
+    reset: bool = False  # the log now ends before the committed offset: the broker forgot it, or it was re-created
 
     @property
     def start(self) -> int:
-        """Where ingestion resumes: the committed offset, or the earliest retained one."""
-        return self.committed if self.committed >= 0 else self.low
+        """Where ingestion resumes: the committed offset, or the earliest retained one (also for a
+        reset log, whose committed offset belongs to the old one)."""
+        return self.committed if self.committed >= 0 and not self.reset else self.low
 
     @property
     def lag(self) -> int:
@@ -107,12 +109,29 @@ def partition_lags(
         offset = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
         out.append(PartitionLag(tp.topic, tp.partition, offset if offset >= 0 else -1, low, high))
     if verify_s > 0:
-        quiet = {(p.topic, p.partition): p.start for p in out if verify_all or p.lag == 0}
-        fetched = fetched_highs(consumer, quiet, verify_s) if quiet else {}
-        out = [
-            PartitionLag(p.topic, p.partition, p.committed, p.low, max(p.high, fetched.get((p.topic, p.partition), -1)))
-            for p in out
-        ]
+        out = _verified(consumer, out, verify_s, verify_all)
+    return out
+
+
+def _verified(consumer: Consumer, lags: list[PartitionLag], timeout_s: float, verify_all: bool) -> list[PartitionLag]:
+    """The lags with each quiet partition's end as a fetch reports it (see `fetched_highs`).
+
+    A committed offset past the listed end is fetched from the listed end's last message: this
+    broker lists the newest batch's start + 1, so a caught-up partition looks like that every time,
+    and the fetch tells it from a log that now really ends before the committed offset (the broker
+    forgot it, or it was re-created), whose messages are all unloaded.
+    """
+    asks: dict[TP, int] = {}
+    for p in lags:
+        if verify_all or p.lag == 0:
+            probe = p.committed > p.high > p.low
+            asks[(p.topic, p.partition)] = p.high - 1 if probe else p.start
+    fetched = fetched_highs(consumer, asks, timeout_s) if asks else {}
+    out = []
+    for p in lags:
+        end = fetched.get((p.topic, p.partition), -1)
+        reset = 0 <= end < p.committed
+        out.append(PartitionLag(p.topic, p.partition, p.committed, p.low, end if reset else max(p.high, end), reset))
     return out
 
 
@@ -128,8 +147,8 @@ def fetched_highs(
 ) -> dict[tuple[str, int], int]:
     """High watermarks as fetch responses carry them, for partitions with a message at/after `start`.
 
-    ListOffsets is not trusted alone: the local Tansu on S3 storage answers it with the start of
-    the most recently written batch + 1 (80,626 for a topic holding 200,000), which would hide lag
+    ListOffsets is not trusted alone: the local Tansu (in memory and on S3) answers it with the start
+    of the most recently written batch + 1 (80,626 for a topic holding 200,000), which would hide lag
     behind a committed offset inside that batch. A fetch from the committed offset tells the truth.
     """
     consumer.assign([TopicPartition(t, p, start) for (t, p), start in starts.items()])
@@ -208,13 +227,24 @@ def verify_checkpoints(
         p: ("reset", f"{p}: the partition no longer exists") for p in checkpoints if p not in exists
     }  # a topic never loses partitions: it was re-created with fewer
     checkpoints = {p: c for p, c in checkpoints.items() if p in exists}
-    consumer.assign([TopicPartition(topic, p, offset) for p, (offset, _fp) in checkpoints.items()])
+    asks: dict[int, int] = {}
+    for p, (offset, _fp) in checkpoints.items():
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
+        if offset < low:
+            found[p] = ("unknown", f"{p}: offset {offset} is below the retained start {low}")
+        elif offset >= high > low:  # the listed end can be the newest batch's start + 1: fetch from there
+            asks[p] = high - 1
+        elif offset >= high:
+            found[p] = ("reset", f"{p}: the log ends at {high}, before the loaded offset {offset}")
+        else:
+            asks[p] = offset
+    consumer.assign([TopicPartition(topic, p, at) for p, at in asks.items()])
     deadline = time.monotonic() + timeout_s
     try:
-        while any(p not in found for p in checkpoints) and time.monotonic() < deadline:
+        while any(p not in found for p in asks) and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=100, timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
                 partition = msg.partition()
-                if partition is None or partition not in checkpoints or partition in found:
+                if partition is None or partition not in asks or partition in found:
                     continue
                 offset, expected = checkpoints[partition]
                 err = msg.error()
@@ -223,13 +253,20 @@ def verify_checkpoints(
                         found[partition] = _out_of_range(consumer, topic, partition, offset, timeout_s)
                     continue
                 at = msg.offset()
-                if at == offset:
+                if at is not None and at < offset:  # before the checkpoint: the fetch carries the true end
+                    _low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                    if end > offset:
+                        continue  # the checkpoint's message comes later in this fetch or the next
+                    why = f"{partition}: the log ends at {end}, before the loaded offset {offset}"
+                    found[partition] = ("reset", why)
+                elif at == offset:
                     same = fingerprint(msg) == expected
                     found[partition] = ("same", "") if same else ("reset", f"{partition}: another message at {offset}")
                 elif at is not None and at > offset:
                     found[partition] = ("unknown", f"{partition}: no message at {offset} (compacted?)")
                 consumer.pause([TopicPartition(topic, partition)])
     finally:
+        consumer.resume([TopicPartition(topic, p) for p in asks])  # a pause outlives the assignment
         consumer.unassign()
     for partition, (offset, _fp) in checkpoints.items():
         if partition not in found:  # nothing at or after the offset within the time: where does the log end?

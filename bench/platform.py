@@ -246,6 +246,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
     print(f"  alone: {orjson.dumps(alone).decode()}", file=sys.stderr)
 
     # --- together: schedules on (checks every minute, a recompute and a cache warm in the window) ---
+    platform.warm()
     platform.schedules("start")
     if not find_capacity:
         together = _together(platform, ch, users_file, LOAD, together_s)

@@ -31,9 +31,6 @@ class SteadyProducer:
         self.delivered = 0
         self.renewals = 0
 
-    def __len__(self) -> int:
-        return len(self._producer)
-
     def _report(self, err: Any, msg: Any) -> None:
         if err is None:
             self.delivered += 1

@@ -230,14 +230,12 @@ def verify_checkpoints(
     asks: dict[int, int] = {}
     for p, (offset, _fp) in checkpoints.items():
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
-        if offset < low:
-            found[p] = ("unknown", f"{p}: offset {offset} is below the retained start {low}")
+        if low <= offset < high:
+            asks[p] = offset
         elif offset >= high > low:  # the listed end can be the newest batch's start + 1: fetch from there
             asks[p] = high - 1
-        elif offset >= high:
-            found[p] = ("reset", f"{p}: the log ends at {high}, before the loaded offset {offset}")
         else:
-            asks[p] = offset
+            found[p] = _placed(p, offset, low, high)
     consumer.assign([TopicPartition(topic, p, at) for p, at in asks.items()])
     deadline = time.monotonic() + timeout_s
     try:
@@ -254,11 +252,10 @@ def verify_checkpoints(
                     continue
                 at = msg.offset()
                 if at is not None and at < offset:  # before the checkpoint: the fetch carries the true end
-                    _low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                    low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
                     if end > offset:
                         continue  # the checkpoint's message comes later in this fetch or the next
-                    why = f"{partition}: the log ends at {end}, before the loaded offset {offset}"
-                    found[partition] = ("reset", why)
+                    found[partition] = _placed(partition, offset, low, end)
                 elif at == offset:
                     same = fingerprint(msg) == expected
                     found[partition] = ("same", "") if same else ("reset", f"{partition}: another message at {offset}")
@@ -280,6 +277,11 @@ def verify_checkpoints(
 
 def _out_of_range(consumer: Consumer, topic: str, partition: int, offset: int, timeout_s: float) -> tuple[str, str]:
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s, cached=False)
+    return _placed(partition, offset, low, high)
+
+
+def _placed(partition: int, offset: int, low: int, high: int) -> tuple[str, str]:
+    """Where a checkpoint's offset lies against a log's start and end: the verdict and its reason."""
     if offset < low:
         return "unknown", f"{partition}: offset {offset} is below the retained start {low}"
     if offset >= high:

@@ -118,7 +118,7 @@ def _carried_evaluation(context: dg.AssetExecutionContext, key: str, every_s: fl
     at, of = last.get("evaluated_at"), last.get("evaluation_of")
     if at is None or of is None or of.value != key or time.time() - float(at.value) >= every_s:
         return {}
-    return {k: v for k, v in last.items() if k.startswith("eval") or k == "evaluation"}
+    return {k: v for k, v in last.items() if k.startswith("eval")}  # eval_*, evaluation, evaluated_at, …
 
 
 @dg.asset(

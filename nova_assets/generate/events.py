@@ -14,7 +14,8 @@ import orjson
 from nova_assets.core.ingestion.messages import EVENTS_TOPIC
 from nova_assets.core.kafka_admin import ensure_topic
 from nova_assets.core.kafka_producer import SteadyProducer
-from nova_assets.core.world.demo import World, iso_ms
+from nova_assets.core.world.demo import World
+from nova_assets.core.world.ids import iso_ms
 from nova_assets.resources.kafka import KafkaResource
 
 MALFORMED_KINDS = [
@@ -60,24 +61,33 @@ def malformed(kind: str, good: bytes) -> bytes:
     return orjson.dumps(event)
 
 
+TICK_S = 0.02
+
+
 def stream(rate: float, duration_s: float, chunk: int = 1000) -> Iterator[int]:
-    """How many events to send at each step to hold `rate` per second (0 = as fast as possible)."""
+    """How many events to send at each step to hold `rate` per second (0 = as fast as possible).
+
+    Steps come once per 20 ms tick (1/rate when slower) with what fell due since the last one.
+    Checking the clock again at once after a step handed out 1-2 events per step whenever a step
+    took longer than 1/rate, and spun a core; the producer lingers anyway, so events leave in the
+    same batches. A full chunk means behind: the next step goes at once.
+    """
     start = time.monotonic()
+    end = start + duration_s
+    tick = max(TICK_S, min(1.0, 1.0 / rate)) if rate > 0 else 0.0
     sent = 0
     while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= duration_s:
+        now = time.monotonic()
+        if now >= end:
             return
-        due = int(rate * elapsed) if rate > 0 else sent + chunk
-        if due <= sent:
-            # wake every 20 ms (or 1/rate when slower) and send what is due then: sleeping 1/rate
-            # spun a core at 10k/s, and a wake per event cost 0.13 cores at 200/s; the producer
-            # lingers 50 ms anyway, so events leave in the same batches
-            time.sleep(min(0.05, max(0.02, 1.0 / max(rate, 1.0))))
-            continue
-        n = min(due - sent, chunk)
-        sent += n
-        yield n
+        n = chunk if rate <= 0 else min(int(rate * (now - start)) - sent, chunk)
+        if n > 0:
+            sent += n
+            yield n
+            if n == chunk:
+                continue
+        next_tick = start + (int((now - start) / tick) + 1) * tick
+        time.sleep(max(0.0, min(next_tick, end) - time.monotonic()))
 
 
 def produce_events(

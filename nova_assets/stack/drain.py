@@ -4,13 +4,14 @@ The local Tansu keeps topics in memory (its durable S3 storage is opt-in, see RE
 it forgets every message, including CDC changes Debezium will never send again. `nova stack
 down` therefore drains first. It runs the ingestion loader itself (exactly once: it skips what is
 already loaded, and loads with the same dedup tokens and incarnations). When Dagster could be
-loading at the same moment (a process of this NOVA_HOME's Dagster is alive), it waits for the
-lag to reach zero instead: two loaders at once would break the one-loader rule
+loading at the same moment (this NOVA_HOME's `dagster dev`, daemon or a run worker is alive), it
+waits for the lag to reach zero instead: two loaders at once would break the one-loader rule
 that exactly-once rests on.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -30,9 +31,19 @@ class DrainResult:
     how: str  # "nothing to do", "loaded", "waited for Dagster", or why it could not
 
 
+def _can_load(cmdline: list[str]) -> bool:
+    """Whether a Dagster process may launch or run a load: `dagster dev`, its daemon (launches
+    the sensor's runs) or a run worker. A code server cannot: a killed `dagster dev` leaves its
+    `dagster api grpc` behind for minutes, and waiting on that orphan drained nothing."""
+    names = [Path(part).name for part in cmdline]
+    if any(name == "dagster-daemon" or name.startswith(("execute_run", "execute_step")) for name in names):
+        return True
+    return any(name == "dagster" and nxt == "dev" for name, nxt in itertools.pairwise(names))
+
+
 def _dagster_busy(dagster_home: Path) -> str:
-    """Why Dagster may be loading now ('' when not): a live process of this Dagster home (webserver,
-    daemon, code server or run), which `nova dev` starts with DAGSTER_HOME set to it."""
+    """Why Dagster may be loading now ('' when not): a live `dagster dev`, daemon or run of this
+    Dagster home, which `nova dev` starts with DAGSTER_HOME set to it."""
     import psutil
 
     home = str(dagster_home.resolve())
@@ -40,7 +51,7 @@ def _dagster_busy(dagster_home: Path) -> str:
         try:
             if proc.pid == os.getpid() or proc.environ().get("DAGSTER_HOME") != home:
                 continue
-            if any("dagster" in part for part in proc.cmdline()):  # not a shell that merely exports it
+            if _can_load(proc.cmdline()):  # not a shell that merely exports it, nor a code server
                 return f"Dagster (pid {proc.pid}, {proc.info['name']}) runs on this NOVA_HOME"
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue

@@ -90,3 +90,41 @@ def test_drain_waits_for_a_live_dagster_instead_of_loading_beside_it(
     # with Dagster gone, the same call loads them
     done = drain(kafka.bootstrap_servers, clickhouse.url, dagster_home, lines.append)
     assert done.how == "loaded" and done.left == 0 and _counts(clickhouse) == (produced, produced, 0)
+
+
+def test_an_orphaned_code_server_does_not_hold_the_drain(
+    kafka_only: tuple[Stack, KafkaResource], clickhouse: ClickHouseResource
+) -> None:
+    """A killed `dagster dev` leaves its code server alive for minutes; it cannot load, so the drain
+    loads instead of waiting on it (waiting on one lost the kill soak's post-reset messages)."""
+    stack, kafka = kafka_only
+    produced = produce_events(kafka, rate=0, duration_s=60, total=300)["valid"]
+    dagster_home = stack.home / "dagster"
+    dagster_home.mkdir()
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "dagster", "api", "grpc", "--heartbeat-timeout", "30"],
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home.resolve())},
+    )
+    try:
+        result = drain(kafka.bootstrap_servers, clickhouse.url, dagster_home, lambda _line: None, stalled_s=2.0)
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert result.how == "loaded" and result.left == 0
+    assert _counts(clickhouse) == (produced, produced, 0)
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "loads"),
+    [
+        (["/x/.venv/bin/python", "/x/.venv/bin/dagster", "dev", "-w", "workspace.yaml"], True),
+        (["/x/.venv/bin/python", "/x/.venv/bin/dagster-daemon", "run"], True),
+        (["/x/.venv/bin/python", "-m", "dagster", "api", "execute_run", "{}"], True),
+        (["/x/.venv/bin/python", "-m", "dagster", "api", "grpc", "--heartbeat-timeout", "30"], False),
+        (["bash", "-c", "export DAGSTER_HOME=/x; dagster-webserver"], False),
+    ],
+)
+def test_only_dagster_dev_its_daemon_and_runs_can_load(cmdline: list[str], loads: bool) -> None:
+    from nova_assets.stack.drain import _can_load
+
+    assert _can_load(cmdline) is loads

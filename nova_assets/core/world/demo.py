@@ -23,18 +23,16 @@ history of millions of events for the benchmark (`history`).
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import hashlib
 import math
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 
 from nova_assets.core.world.config import WorldConfig
+from nova_assets.core.world.ids import iso_ms, random_uuids, stable_uuid
 from nova_assets.errors import ConfigError
 from nova_assets.settings import DEMO_WORLD, env_str
 
@@ -69,11 +67,6 @@ def _hash(x: np.ndarray, salt: int) -> np.ndarray:
 
 def _uniform(x: np.ndarray, salt: int) -> np.ndarray:
     return (_hash(x, salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def stable_uuid(seed: int, kind: str, index: int) -> uuid.UUID:
-    """A v4-shaped UUID derived from the seed, the kind of thing and its number."""
-    return uuid.UUID(bytes=hashlib.md5(f"nova-world:{seed}:{kind}:{index}".encode()).digest(), version=4)
 
 
 def _segments(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -345,15 +338,15 @@ class World:
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         s = self.sample(n, now_ms / 1000.0)
         when = iso_ms(now_ms)
-        dumps, new_id = orjson.dumps, uuid.uuid4
+        dumps = orjson.dumps
         columns = zip(
-            s["user"].tolist(), s["slot"].tolist(), s["author"].tolist(), s["action"].tolist(),
+            random_uuids(n), s["user"].tolist(), s["slot"].tolist(), s["author"].tolist(), s["action"].tolist(),
             s["dwell_ms"].tolist(), s["device"].tolist(), strict=True,
         )  # fmt: skip
         return [
             dumps(
                 {
-                    "event_id": str(new_id()),
+                    "event_id": e,
                     "user_id": self.user_id(u),
                     "post_id": self.post_id(p),
                     "author_id": self.user_id(a),
@@ -364,7 +357,7 @@ class World:
                     "app_ver": "5.2.0",
                 }
             )
-            for u, p, a, k, d, v in columns
+            for e, u, p, a, k, d, v in columns
         ]
 
     def history(self, start_s: float, end_s: float, n: int, step_s: float = 1800.0) -> dict[str, np.ndarray]:
@@ -393,8 +386,3 @@ def from_env() -> World | None:
     except ValueError:
         raise ConfigError(DEMO_WORLD, raw, 'is not "seed:users", e.g. "7:5000"') from None
     return World(WorldConfig(seed=seed, users=users))
-
-
-def iso_ms(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. 2026-11-27T10:15:30.123Z."""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"

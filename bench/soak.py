@@ -261,7 +261,7 @@ def _soak(home: Path, as_json: bool) -> dict[str, Any]:
         )
         dagster_home = home / "dagster"
         evaluations, failures = records.check_evaluations(dagster_home, began + GREEN_AFTER_S)
-        failed = [f"{name} at {time.strftime('%H:%M:%S', time.localtime(at))}" for at, name in failures]
+        failed = [f"{name} at {time.strftime('%H:%M:%S', time.localtime(at))}: {what}" for at, name, what in failures]
         acts = activity(dagster_home, began)
         ratios = []
         for at in acts["changeovers"]:

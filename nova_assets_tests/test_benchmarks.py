@@ -11,10 +11,13 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
+
+from nova_assets.resources import ClickHouseResource
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("__init__", "common"))
@@ -56,6 +59,9 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
         "e2v_p95_alone_s", "cdc_lag_p95_alone_s", "hit_p95_alone_ms",
     ):  # fmt: skip
         assert key in summary, key
+    # every failed evaluation says when and what it measured, not only a count
+    assert len(summary["failed_check_details"]) == summary["failed_checks"], summary["failed_check_details"]
+    assert all({"at_s", "check", "description"} <= set(d) for d in summary["failed_check_details"])
     assert summary["events_measured"] > 0 and summary["changes_measured"] > 0 and summary["reads"] > 0
     assert 0 < summary["platform_cpu_cores"] <= 2.0 * (os.cpu_count() or 2)
     (probe,) = summary["capacity_probes"]
@@ -104,3 +110,26 @@ def test_each_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     assert done.returncode == 0, out.read_text()[-2000:] + err.read_text()[-3000:]
     summary = orjson.loads(out.read_text().strip().splitlines()[-1])
     assert isinstance(summary, dict) and summary
+
+
+@pytest.mark.integration
+def test_a_failed_cdc_lag_check_shows_the_burst_before_the_rung(clickhouse: ClickHouseResource) -> None:
+    """The CDC timeline covers the checks' 5 minutes before a rung: a bulk write 3 minutes before
+    it (lag 5 s) shows as its own bucket beside the rung's steady changes."""
+    from bench.parts.lag import cdc_timeline
+
+    now = time.time()
+    start = now - 20
+    insert = (
+        "INSERT INTO likes (user_id, post_id, created_at, version, source_ts, ingested_at) "
+        "SELECT generateUUIDv4(number), generateUUIDv4(number + 1000000), now64(), number, "
+        "fromUnixTimestamp64Milli({ingested:Int64}) - toIntervalMillisecond({lag_ms:UInt32}), "
+        "fromUnixTimestamp64Milli({ingested:Int64}) FROM numbers({n:UInt32})"
+    )
+    burst_at = (int(start) // 10 - 18) * 10  # a 10 s bucket 3 minutes before the rung
+    clickhouse.command(insert, parameters={"ingested": burst_at * 1000 + 500, "lag_ms": 5000, "n": 50})
+    clickhouse.command(insert, parameters={"ingested": int(now * 1000) - 5000, "lag_ms": 400, "n": 7})
+    lines = cdc_timeline(clickhouse, start, now)
+    first_at, first_count, _p95, first_max = lines[0]
+    assert (round(first_at + start - burst_at), first_count, first_max) == (0, 50, 5.0)
+    assert sum(count for _at, count, _p95, _top in lines) == 57 and lines[-1][3] == 0.4

@@ -34,6 +34,7 @@ def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
         **keys("cdc_lag", together["cdc"], "s", ("p95",)),
         **keys("hit", together["reads"]["hit"], "ms", ("p95",)),
         "failed_checks": together["failed"],
+        "failed_check_details": together.get("failed_check_details", []),
         "platform_cpu_cores": platform_cores(together["cpu"]),
         "read_hit_share": hit_share(together["reads"]),
         "read_sources": together["reads"].get("sources", {}),

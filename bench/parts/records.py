@@ -7,8 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 
-def check_evaluations(dagster_home: Path, since: float) -> tuple[int, list[tuple[float, str]]]:
-    """Evaluations recorded after `since`, and (when, "asset/check (severity)") of those that failed."""
+def check_evaluations(dagster_home: Path, since: float) -> tuple[int, list[tuple[float, str, str]]]:
+    """Evaluations recorded after `since`, and (when, "asset/check (severity)", what it measured) of
+    those that failed: a failed rung says which evaluation failed on what, not only a count."""
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         events = instance.get_event_records(
             dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_timestamp=since),
@@ -18,7 +19,8 @@ def check_evaluations(dagster_home: Path, since: float) -> tuple[int, list[tuple
     for record in events:
         e = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
         if not e.passed:
-            failed.append((record.timestamp, f"{e.asset_key.to_user_string()}/{e.check_name} ({e.severity.value})"))
+            name = f"{e.asset_key.to_user_string()}/{e.check_name} ({e.severity.value})"
+            failed.append((record.timestamp, name, e.description or ""))
     return len(events), failed
 
 

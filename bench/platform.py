@@ -258,6 +258,9 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
     for at, name, what in failures:
         print(f"  failed check at {at - start:+.0f} s: {name}: {what}", file=sys.stderr)
     lag.timeline(ch, dagster_home, start, end)
+    print("  hits by 10 s of the read schedule: hits, P95, max", file=sys.stderr)
+    for at, n, p95, top in read_figures["hit_timeline"]:
+        print(f"    +{at:5.0f} s  {n:>6,}  {p95:7.1f} ms  {top:7.1f} ms", file=sys.stderr)
     if any("/cdc_lag" in name for _at, name, _what in failures):
         lag.cdc_timeline(ch, start, end)
     return {

@@ -33,6 +33,11 @@ def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
         **keys("e2v", together["e2v"], "s", ("p95",)),
         **keys("cdc_lag", together["cdc"], "s", ("p95",)),
         **keys("hit", together["reads"]["hit"], "ms", ("p95",)),
+        **{
+            k: v
+            for tier, q in together["reads"].get("hit_by_source", {}).items()
+            for k, v in keys(f"hit_{tier}", q, "ms", ("p50", "p95", "p99")).items()
+        },
         "failed_checks": together["failed"],
         "failed_check_details": together.get("failed_check_details", []),
         "platform_cpu_cores": platform_cores(together["cpu"]),

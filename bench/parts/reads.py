@@ -31,12 +31,12 @@ rng = random.Random()  # fresh cold ids every run: a repeated id would be an L1 
 # a slow miss holds up only its own thread's schedule; at low rates fewer threads, so none idles
 # past `nova serve`'s keep-alive limit (a connection it closed is not an error of the platform)
 THREADS = max(1, min(64, int(rate)))
-out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0, "sources": {}}
+out = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0, "sources": {}, "hits": []}
 lock = threading.Lock()
 start = time.monotonic() + 0.2
 def work(k):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    local = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0, "sources": {}}
+    local = {"hit": [], "miss": [], "errors": 0, "timeouts": 0, "sent": 0, "sources": {}, "hits": []}
     i = 0
     while True:
         due = start + (i * THREADS + k) / rate  # open loop: a fixed schedule, not as fast as answers come
@@ -65,6 +65,8 @@ def work(k):
                 continue
             source = orjson.loads(body)["source"]
             local["hit" if source in ("l1", "redis") else "miss"].append(ms)
+            if source in ("l1", "redis"):  # when and from where: a slow spell shows in a timeline
+                local["hits"].append((round(due - start, 2), source, round(ms, 2)))
             local["sources"][source] = local["sources"].get(source, 0) + 1
         except TimeoutError:
             local["timeouts"] += 1
@@ -75,7 +77,7 @@ def work(k):
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     with lock:
-        for key in ("hit", "miss"):
+        for key in ("hit", "miss", "hits"):
             out[key].extend(local[key])
         for key in ("errors", "timeouts", "sent"):
             out[key] += local[key]
@@ -113,7 +115,20 @@ def figures(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
         "timeouts": raw["timeouts"],
         "sent": raw["sent"],
         "sources": raw["sources"],  # answers by tier (l1, redis, clickhouse, trending, degraded)
+        # hits by the tier that answered (L1 on the loop, Redis one round trip away)
+        "hit_by_source": {
+            tier: summary([ms for _at, source, ms in raw["hits"] if source == tier]) for tier in ("l1", "redis")
+        },
+        "hit_timeline": hit_timeline(raw["hits"]),
     }
+
+
+def hit_timeline(hits: list[tuple[float, str, float]], step_s: float = 10.0) -> list[tuple[float, int, float, float]]:
+    """(seconds from the start, hits, P95 ms, max ms) per `step_s` of the read schedule."""
+    buckets: dict[int, list[float]] = {}
+    for at, _source, ms in hits:
+        buckets.setdefault(int(at // step_s), []).append(ms)
+    return [(k * step_s, len(v), quantiles.summary(v)["p95"], max(v)) for k, v in sorted(buckets.items())]
 
 
 def redis_skipped(port: int) -> dict[str, float]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nova_assets.core.process import free_port, free_port_block
+from nova_assets.core.process import free_port, free_port_block, group_nice
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 try:
@@ -179,7 +179,7 @@ def _processes() -> dict[int, tuple[str, int, int]]:
 
 def test_dagster_and_its_runs_yield_to_the_read_path(dev: Dev) -> None:
     """Everything `dagster dev` starts (webserver, daemon, code servers, runs) runs at
-    NOVA_DAGSTER_NICE (5); `nova serve` at 0."""
+    NOVA_DAGSTER_NICE (5), its scheduling group too; `nova serve` at 0."""
     deadline = time.monotonic() + 120
     while True:
         procs = _processes()
@@ -195,6 +195,10 @@ def test_dagster_and_its_runs_yield_to_the_read_path(dev: Dev) -> None:
         time.sleep(2)
     assert len(tree) >= 4 and runs, "\n".join(procs[p][0][:150] for p in tree)
     assert {procs[pid][2] for pid in tree} == {5}, {procs[pid][0][:80]: procs[pid][2] for pid in tree}
+    # and, where the kernel groups by session, in one scheduling group at 5: a process's nice alone
+    # orders it only within its group (a run in a session of its own would compete as an equal)
+    groups = {nice for nice in map(group_nice, tree) if nice is not None}  # None: gone, or no autogroup
+    assert groups <= {5}, {procs[pid][0][:80]: group_nice(pid) for pid in tree}
     serve = [nice for cmd, _, nice in procs.values() if f"serve --port {dev.serve_port}" in cmd]
     assert serve == [0], serve
 

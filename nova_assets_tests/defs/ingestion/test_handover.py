@@ -78,6 +78,9 @@ def _logs(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 
 INGEST = {"ops": {"ingest_kafka": {"config": {"max_run_seconds": 120.0, "idle_exit_seconds": 2.0}}}}
+# a loader that outlives the replay's start-up (process, imports, job): with a 2 s idle exit it
+# had loaded 20k events and ended before the replay looked, once in four CI runs
+INGEST_LINGERING = {"ops": {"ingest_kafka": {"config": {"max_run_seconds": 120.0, "idle_exit_seconds": 20.0}}}}
 
 
 def test_successor_takes_over_without_a_gap_and_loads_exactly_once(
@@ -130,7 +133,7 @@ def test_a_replay_waits_for_the_loading_run(kafka: KafkaResource, clickhouse: Cl
     """Whatever their tags, two loaders of the same partitions take turns: the later one waits."""
     counts = produce_events(kafka, rate=0, duration_s=60, total=20_000)
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        ingest = _run(home, "kafka_ingestion", clickhouse, kafka, INGEST, {LOADER_TAG: "kafka-handover"})
+        ingest = _run(home, "kafka_ingestion", clickhouse, kafka, INGEST_LINGERING, {LOADER_TAG: "kafka-handover"})
         _until("the ingestion run", lambda: _runs(instance, "kafka_ingestion"))
         replay = _run(home, "kafka_replay", clickhouse, kafka,
                       {"ops": {"replay_kafka": {"config": {"topic": "nova.events"}}}}, {})  # fmt: skip

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from bench.common import SMOKE, clickhouse_server, report
+from bench.parts.threads import per_unit_us, thread_cpu
 from nova_assets.core import quantiles
 from nova_assets.core.cdc.runner import STAGE_LOG
 from nova_assets.core.cdc.verify import differences, mirror_state, source_state
@@ -98,6 +99,14 @@ def _children_cpu() -> float:
 def _self_cpu() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def _handler_cpu(cdc: CdcService) -> float:
+    """The Python handler's CPU seconds so far, from `nova cdc`'s status file."""
+    try:
+        return float(orjson.loads(cdc.status_file.read_bytes()).get("handler_cpu_s", 0.0))
+    except (OSError, orjson.JSONDecodeError):
+        return 0.0
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
@@ -182,6 +191,7 @@ def run(as_json: bool = False) -> dict[str, float]:
                 "clickhouse": ClickHouseService(home, 0).pid(),  # the server clickhouse_server started
             }
             cpu0 = {name: _tree_cpu(pid) for name, pid in roots.items() if pid}
+            threads0, handler0 = thread_cpu(int(roots["debezium (JVM)"] or 0)), _handler_cpu(cdc)
             self0, wall0, children0 = _self_cpu(), time.time(), _children_cpu()
             writers = [
                 subprocess.Popen(
@@ -217,6 +227,7 @@ def run(as_json: bool = False) -> dict[str, float]:
                 time.sleep(2)
             drained_s = time.time() - steady_end
             cpu1 = {name: _tree_cpu(pid) for name, pid in roots.items() if pid}
+            threads1, handler1 = thread_cpu(int(roots["debezium (JVM)"] or 0)), _handler_cpu(cdc)
             self1, wall1 = _self_cpu(), time.time()
             stop.set()
             worker.join(120)
@@ -259,6 +270,13 @@ def run(as_json: bool = False) -> dict[str, float]:
             summary[f"stage_{key}_{name}"] = round(value, 3)
     for name, share in cpu.items():
         summary[f"cpu_{name.split(' ')[0]}_cores"] = round(share, 2)
+    # the Debezium process per captured change, by thread, and the Python handler's own part
+    threads = per_unit_us(threads0, threads1, captured)
+    handler_us = round((handler1 - handler0) * 1e6 / captured, 1) if captured else 0.0
+    summary["debezium_us_per_change"] = round(sum(threads.values()), 1)
+    summary["debezium_handler_us_per_change"] = handler_us
+    for group, us in threads.items():
+        summary[f"debezium_us_per_change_{group.split(' ')[0]}"] = us
     rows = [
         ("changes/s achieved", f"{summary['changes_per_s']:,}",
          f"target {RATE:,}/s from {WRITERS} writers (nice {WRITER_NICE}); "
@@ -275,6 +293,15 @@ def run(as_json: bool = False) -> dict[str, float]:
     rows.append(("goal", "e2e P95 <= 0.300 s, P99 <= 1 s", "guide: Postgres → Kafka 50 ms, Kafka → ClickHouse 150 ms"))
     rows.append(
         ("CPU (cores, of 2)", ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()), "over the steady phase + drain")
+    )
+    rows.append(
+        (
+            "Debezium process, µs per change",
+            f"{summary['debezium_us_per_change']:,.0f}",
+            "by thread: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in threads.items())
+            + f"; of which the Python handler itself {handler_us:,.0f}",
+        )
     )
     rows.append(("drain", f"{drained_s:.1f} s", "after the writers stopped, until the mirrors equal Postgres"))
     rows.append(("changes lost", f"{lost}", f"rows differing between Postgres and the mirrors; dead letters {dead}"))

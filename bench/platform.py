@@ -112,6 +112,14 @@ def _per_unit(alone: dict[str, Any], load: str, rate: int) -> float:
     return cpu_us_per_unit(alone["cpu"][load], alone["cpu"]["idle"], rate * ALONE_S, alone["elapsed_s"][load])
 
 
+def _cdc_threads(alone: dict[str, Any]) -> dict[str, float]:
+    """The CDC process's CPU per change by thread group in the changes' alone window, above idle."""
+    idle, changes = alone["cdc_threads"]["idle"], alone["cdc_threads"]["changes"]
+    units, elapsed = LOAD.changes * ALONE_S, alone["elapsed_s"]["changes"]
+    per = {g: round(max(0.0, c - idle.get(g, 0.0)) * elapsed * 1e6 / units, 1) for g, c in changes.items()}
+    return dict(sorted(per.items(), key=lambda kv: -kv[1])) if units > 0 else {}
+
+
 def _mirrors_settled(ch: ClickHouseResource, quiet_s: float = 5.0) -> bool:
     """True once the CDC mirrors hold rows and gained none for `quiet_s`."""
     sql = "SELECT (SELECT count() FROM posts) + (SELECT count() FROM follows)"
@@ -197,6 +205,8 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
         "changes": cpu_changes.shares(),
         "reads": cpu_reads.shares(),
     }
+    # the CDC process by thread: its fixed cost (idle) and its cost per change at this rate
+    alone["cdc_threads"] = {"idle": cpu_idle.thread_shares(), "changes": cpu_changes.thread_shares()}
     alone["elapsed_s"] = {"events": cpu_events.elapsed, "changes": cpu_changes.elapsed, "reads": cpu_reads.elapsed}
     print(f"  alone: {orjson.dumps(alone).decode()}", file=sys.stderr)
 
@@ -334,6 +344,7 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
         "cpu_us_per_event": _per_unit(alone, "events", LOAD.events),
         "cpu_us_per_change": _per_unit(alone, "changes", LOAD.changes),
         "cpu_us_per_read": _per_unit(alone, "reads", LOAD.reads),
+        "cdc_us_per_change_by_thread": _cdc_threads(alone),
         "e2v_p95_alone_s": round(ea["p95"], 3),
         "e2v_p99_alone_s": round(ea["p99"], 3),
         "cdc_lag_p95_alone_s": round(ca["p95"], 3),
@@ -355,6 +366,9 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
             ("platform CPU idle", f"{summary['platform_idle_cpu_cores']:.2f} cores", "only the 20 events/s trickle"),
             ("CPU per event/change/read", f"{summary['cpu_us_per_event']:.0f}/{summary['cpu_us_per_change']:.0f}/"
              f"{summary['cpu_us_per_read']:.0f} µs", "platform only, each load alone, above idle"),
+            ("CDC process per change", f"{sum(summary['cdc_us_per_change_by_thread'].values()):.0f} µs",
+             "changes alone, above idle, by thread: "
+             + ", ".join(f"{k} {v:.0f}" for k, v in summary["cdc_us_per_change_by_thread"].items())),
             *[(f"CPU {part}", f"{cores:.2f} cores", "load" if part in LOAD_PARTS else "")
               for part, cores in together["cpu"].items()],
         ],

@@ -7,16 +7,19 @@ figures mean nothing at that size, its code paths and report keys are what is ch
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
+from bench.parts.threads import group_of, per_unit_us, thread_cpu
 from nova_assets.resources import ClickHouseResource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +67,8 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert all({"at_s", "check", "description"} <= set(d) for d in summary["failed_check_details"])
     assert summary["events_measured"] > 0 and summary["changes_measured"] > 0 and summary["reads"] > 0
     assert 0 < summary["platform_cpu_cores"] <= 2.0 * (os.cpu_count() or 2)
+    # the CDC process by thread: Debezium's replication reader did work for the changes
+    assert summary["cdc_us_per_change_by_thread"].get("debezium reader", 0) > 0, summary["cdc_us_per_change_by_thread"]
     (probe,) = summary["capacity_probes"]
     assert probe["fraction"] == 0.01 and summary["capacity"] in (0.0, 0.01), summary["capacity_probes"]
     assert probe["held"] == (probe["why"] == "") and summary["event_rate"] == 100
@@ -110,6 +115,10 @@ def test_each_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     assert done.returncode == 0, out.read_text()[-2000:] + err.read_text()[-3000:]
     summary = orjson.loads(out.read_text().strip().splitlines()[-1])
     assert isinstance(summary, dict) and summary
+    if name == "cdc":  # the Debezium process's CPU per change, split by thread, the Python handler apart
+        assert summary["debezium_us_per_change"] > 0, summary
+        assert summary["debezium_us_per_change_debezium"] > 0, summary
+        assert 0 < summary["debezium_handler_us_per_change"] < summary["debezium_us_per_change"], summary
 
 
 @pytest.mark.integration
@@ -133,3 +142,35 @@ def test_a_failed_cdc_lag_check_shows_the_burst_before_the_rung(clickhouse: Clic
     first_at, first_count, _p95, first_max = lines[0]
     assert (round(first_at + start - burst_at), first_count, first_max) == (0, 50, 5.0)
     assert sum(count for _at, count, _p95, _top in lines) == 57 and lines[-1][3] == 0.4
+
+
+def test_a_process_cpu_splits_by_the_kernel_names_of_its_threads() -> None:
+    """A thread named as the JVM names its JIT compiler is counted as one; Python's own threads
+    keep the process's name. Threads stay alive until read: a thread's time leaves /proc with it."""
+    burnt, release = threading.Barrier(3), threading.Event()
+
+    def burn(name: bytes | None) -> None:
+        if name is not None:  # prctl(PR_SET_NAME), as the JVM names its threads
+            ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        burnt.wait()
+        release.wait()
+
+    before = thread_cpu(os.getpid())
+    workers = [threading.Thread(target=burn, args=(name,)) for name in (b"C2 CompilerThread0", None)]
+    for worker in workers:
+        worker.start()
+    burnt.wait()
+    after = thread_cpu(os.getpid())
+    release.set()
+    for worker in workers:
+        worker.join()
+    spent = per_unit_us(before, after, 1)  # µs per one unit: the seconds spent, in µs
+    assert spent.get("jit compilers", 0) >= 0.25e6, spent
+    assert spent.get("python threads", 0) >= 0.25e6, spent
+    assert group_of("debezium-postgr") == "debezium reader"
+    assert group_of("Python Referenc") == "jpype references"
+    assert group_of("Thread-3") == "jvm other"
+    assert per_unit_us(before, after, 0) == {}

@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.parts.threads import per_unit_us, thread_cpu
+
 PARTS = (
     ("clickhouse_server", "clickhouse server"),
     ("tansu", "kafka (tansu)"),
@@ -26,11 +28,15 @@ PARTS = (
 
 
 class CpuSampler:
-    """CPU seconds per part of the platform over a window, from /proc every second."""
+    """CPU seconds per part of the platform over a window, from /proc every second; the CDC
+    process's also by thread (`bench.parts.threads`): where a change's cost goes."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads_of: str = "debezium (nova cdc)") -> None:
         self.last: dict[int, float] = {}
         self.parts: dict[str, float] = {}
+        self.threads_of = threads_of
+        self.threads_before: dict[str, float] = {}
+        self.threads_after: dict[str, float] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = 0.0
@@ -61,8 +67,17 @@ class CpuSampler:
             self.parts[part] = self.parts.get(part, 0.0) + seconds - self.last.get(pid, 0.0)
             self.last[pid] = seconds
 
+    def _threads(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (part, _seconds) in self._read().items():
+            if part == self.threads_of:
+                for group, seconds in thread_cpu(pid).items():
+                    out[group] = out.get(group, 0.0) + seconds
+        return out
+
     def __enter__(self) -> CpuSampler:
         self.last = {pid: seconds for pid, (_part, seconds) in self._read().items()}
+        self.threads_before = self._threads()
         self.started = time.monotonic()
         self.thread.start()
         return self
@@ -71,11 +86,17 @@ class CpuSampler:
         self.stop.set()
         self.thread.join()
         self._sample()
+        self.threads_after = self._threads()
         self.elapsed = time.monotonic() - self.started
 
     def shares(self) -> dict[str, float]:
         """Each part's CPU as a share of one core, over the window (2 cores = 2.0 in all)."""
         return {k: round(v / self.elapsed, 3) for k, v in sorted(self.parts.items(), key=lambda kv: -kv[1])}
+
+    def thread_shares(self) -> dict[str, float]:
+        """The `threads_of` process's CPU by thread group, as a share of one core over the window."""
+        spent = per_unit_us(self.threads_before, self.threads_after, 1)  # µs per the window
+        return {group: round(us / 1e6 / self.elapsed, 3) for group, us in spent.items()}
 
 
 #: the load generators: measured, but not the platform's own cost

@@ -123,7 +123,13 @@ class Status:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = {"pid": os.getpid(), "state": "starting", "changes": 0, "started": time.time()}
+        self.data: dict[str, Any] = {
+            "pid": os.getpid(),
+            "state": "starting",
+            "changes": 0,
+            "handler_cpu_s": 0.0,  # the Python handler's own CPU (its thread's), for `nova bench cdc`
+            "started": time.time(),
+        }
         self.write()
 
     def write(self, **changes: Any) -> None:
@@ -187,7 +193,7 @@ def run(postgres: Postgres, kafka: Kafka, state_dir: Path, stop: threading.Event
         """Sends a batch to Kafka and returns only when every message of it is acknowledged."""
 
         def handleJsonBatch(self, records: list[Any]) -> None:
-            seen_ms = time.time() * 1000
+            seen_ms, cpu0 = time.time() * 1000, time.thread_time()
             values: list[bytes] = []
             for record in records:
                 value = record.value()
@@ -202,7 +208,12 @@ def run(postgres: Postgres, kafka: Kafka, state_dir: Path, stop: threading.Event
                 raise RuntimeError(f"Kafka did not take {remaining} change(s): {failures[:3]}")
             if stage_log is not None:
                 write_stages(stage_log, values, seen_ms, time.time() * 1000)
-            status.write(state="streaming", changes=status.data["changes"] + len(records), last_batch=time.time())
+            status.write(
+                state="streaming",
+                changes=status.data["changes"] + len(records),
+                handler_cpu_s=status.data["handler_cpu_s"] + time.thread_time() - cpu0,
+                last_batch=time.time(),
+            )
 
     engine = DebeziumEngine(
         properties=connector_properties(postgres.dsn, state_dir),

@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nova_assets.serving.feed import (
+    MAX_LIMIT,
     FeedPage,
     FeedService,
     InvalidRequest,
@@ -59,15 +60,37 @@ def _raw_response(status: HTTPStatus, message: str) -> bytes:
     ).encode() + body
 
 
+def fast_page(query: bytes) -> tuple[int, int] | None:
+    """`limit` and `offset` of a plain query string (digits only, each at most once, nothing else),
+    valid for a page; anything else is None and goes the full way, which explains its 400."""
+    limit, offset = 20, 0
+    seen: set[bytes] = set()
+    for pair in query.split(b"&") if query else ():
+        name, eq, value = pair.partition(b"=")
+        if not eq or name in seen or not value.isdigit() or len(value) > 6:
+            return None
+        seen.add(name)
+        if name == b"limit":
+            limit = int(value)
+        elif name == b"offset":
+            offset = int(value)
+        else:
+            return None
+    return (limit, offset) if 1 <= limit <= MAX_LIMIT else None
+
+
 class _GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a connection cap, a head deadline and size limit, and no bodies."""
+    """uvicorn's httptools protocol with a connection cap, a head deadline and size limit, and no
+    bodies; feeds held in memory are answered by the protocol itself (`_answer_from_memory`)."""
 
     limits: Limits = Limits()
+    service: FeedService | None = None
 
     # asyncio.Transport, as uvicorn's own protocol declares it (narrower than BaseProtocol's BaseTransport)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._refused = False
+        self._answered = False
         self._head_bytes = 0
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
@@ -138,14 +161,60 @@ class _GuardedProtocol(HttpToolsProtocol):
             if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
                 self._refuse(HTTPStatus.BAD_REQUEST, "a GET request has no body")
                 return
+        if self._answer_from_memory():
+            return
         super().on_headers_complete()
+
+    def _answer_from_memory(self) -> bool:
+        """A feed this process holds (L1, or trending for a known cold id), answered here.
+
+        Most reads are these: written from the parser's callback, without uvicorn's ASGI cycle (a
+        scope, a task, two `send`s) or the async read chain, each of which cost more CPU than the
+        answer itself. Anything else (another path, a malformed id or page, a feed not in memory,
+        a response still owed on this connection) goes the ASGI way.
+        """
+        service = self.service
+        if service is None or self.pipeline or self.parser.should_upgrade():
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:  # answers go out in order
+            return False
+        target = self.url
+        if not target.startswith(b"/feed/"):
+            return False
+        path, _, query = target[6:].partition(b"?")
+        page = fast_page(query)
+        if page is None or len(path) != 36:  # a canonical UUID; others take the full path's checks
+            return False
+        started = time.perf_counter()
+        user = path.decode("latin-1").lower()
+        try:
+            found = service.local(user)
+            if found is None:
+                return False
+            body = service.page(user, *found, page[0], page[1], started).to_json()
+        except Exception:  # never here: the ASGI way answers it (503 at worst), never a dropped connection
+            return False
+        keep_alive = self.parser.should_keep_alive()
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s"
+            % (len(body), b"" if keep_alive else b"connection: close\r\n", body)
+        )
+        self._answered = True
+        if keep_alive:
+            self.on_response_complete()  # as after an ASGI response: keep-alive and head timers
+        else:
+            self.server_state.total_requests += 1
+            self.transport.close()
+        return True
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._refused:
+        if self._answered:  # answered from memory in on_headers_complete: no ASGI cycle to finish
+            self._answered = False
+        elif not self._refused:
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -176,7 +245,7 @@ class FeedServer:
     def __init__(self, service: FeedService, port: int, host: str = "127.0.0.1", limits: Limits | None = None) -> None:
         self.service, self.port, self.host = service, port, host
         self.limits = limits or Limits()
-        protocol = type("FeedProtocol", (_GuardedProtocol,), {"limits": self.limits})
+        protocol = type("FeedProtocol", (_GuardedProtocol,), {"limits": self.limits, "service": service})
         self.config = uvicorn.Config(
             self.app,
             host=host,

@@ -1,22 +1,21 @@
 """`FeedService.feeds`: the guide's multi-tier cache, with a circuit breaker around ClickHouse.
 
 L1 is a small in-process LRU with a TTL (5 min) and an idle timeout (1 min) for ~10k users, as
-the guide's moka cache. It is hand-written (30 lines) because cachetools' caches have no idle
-expiry. L2 is Redis, one key per user holding the whole ranked feed. A miss in both reads
-`feed_recommendations` (bound array parameter), and users without a feed get the global trending
-list. Concurrent misses are coalesced: one loader thread takes every miss waiting at that moment
-into one query, so 10 clients missing at once cost one ~4 ms query instead of ten queued ones.
-pybreaker opens after 5 ClickHouse failures in a row, half-opens after 30 s, and closes on
-the next success; while it is open the read path serves trending from the caches.
+the guide's moka cache (hand-written: cachetools has no idle expiry); a feed read after 4 min in
+L1 is served and re-read from Redis behind the answer (refresh-ahead, as Caffeine's
+`refreshAfterWrite`), so an active user's reads do not wait on Redis when the TTL ends. L2 is
+Redis, one key per user holding the whole ranked feed. A miss in both reads `feed_recommendations`
+(bound array parameter), and users without a feed get the global trending list. Concurrent
+misses are coalesced: one loader thread takes every miss waiting at that moment into one query.
+pybreaker opens after 5 ClickHouse failures in a row, half-opens after 30 s, and closes on the
+next success; while it is open the read path serves trending from the caches.
 
 Users without a personal feed (cold or unknown ids) share the one trending entry, found without
 a lookup once the version's owners are loaded (`core.cache.owners`); their ids go to a bounded
 negative cache, never to Redis or L1, so random ids cannot grow Redis or evict real feeds. A
 post deleted after a cached feed was computed is left out of every page read from then on: a
-thread polls the deletes CDC loaded about once a second (`core.cache.deletions`).
-
-Counters go to Prometheus and, every second, to per-minute Redis hashes so the SLO checks in
-other processes can read the hit rate and the hit latency (`metrics.ReadCounts`).
+thread polls the deletes CDC loaded about once a second (`core.cache.deletions`). Counters go to
+Prometheus and, every second, to per-minute Redis hashes for the SLO checks (`metrics.ReadCounts`).
 """
 
 from __future__ import annotations
@@ -43,31 +42,13 @@ from nova_assets.core.ports import AsyncRedisClient, RedisClient
 from nova_assets.core.recommendations.scoring import NIL_USER, latest_version
 from nova_assets.resources.clickhouse import ClickHouseResource
 from nova_assets.serving.metrics import FeedMetrics, ReadCounts
+from nova_assets.serving.pages import check_page, parse_user_id
 from nova_assets.serving.tiers import Cached, Coalescer, FeedPage, Loaded, TtlMap
 
-MAX_LIMIT = 200
 MISS_TIMEOUT_S = 60.0  # a caller never waits forever on the loader
 NEGATIVE_CAPACITY = 50_000  # ids known to have no personal feed (bounded: random ids recycle it)
 NEGATIVE_TTL_S = 300.0  # as long as a Redis entry lives: a new user's first feed shows within 5 min
 DELETIONS_EVERY_S = 1.0  # how often the deletes CDC loaded are polled (one small query)
-
-
-class InvalidRequest(ValueError):
-    """A request the caller must fix (HTTP 400)."""
-
-
-def check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidRequest(f"limit={limit} must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        raise InvalidRequest(f"offset={offset} must be >= 0")
-
-
-def parse_user_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError:
-        raise InvalidRequest(f"user_id {raw!r} is not a UUID") from None
 
 
 class FeedService:
@@ -81,6 +62,7 @@ class FeedService:
         l1_capacity: int = 10_000,
         l1_ttl_s: float = 300,
         l1_idle_s: float = 60,
+        l1_refresh_s: float | None = 240,
         redis_ttl_s: int = 300,
         breaker_fail_max: int = 5,
         breaker_reset_s: float = 30,
@@ -95,6 +77,7 @@ class FeedService:
         self.cache = cache
         self.redis_ttl_s = redis_ttl_s
         self.l1: TtlMap[Cached] = TtlMap(l1_capacity, l1_ttl_s, l1_idle_s)
+        self.l1_refresh_s, self.refreshing = l1_refresh_s, set[str]()  # users being re-read from Redis
         self.negative: TtlMap[bool] = TtlMap(negative_capacity, negative_ttl_s)  # ids without a feed
         self.trending: Cached | None = None  # what every user without a personal feed is shown
         self.breaker = pybreaker.CircuitBreaker(
@@ -202,9 +185,14 @@ class FeedService:
 
     def local(self, user: str) -> Loaded | None:
         """The user's feed from this process's memory (L1, or trending for a known cold id); never blocks."""
-        value = self.l1.get(user)
-        if value is not None:
-            return value, "l1"
+        found = self.l1.get_aged(user)
+        if found is not None:
+            if self.l1_refresh_s is not None and found[1] > self.l1_refresh_s and user not in self.refreshing:
+                self.refreshing.add(user)  # re-read behind this answer, once at a time
+                self._redis_loader.submit([uuid.UUID(user)])[0].add_done_callback(
+                    lambda _: self.refreshing.discard(user)
+                )
+            return found[0], "l1"
         if self.trending is not None and user in self.negative:
             return self.trending, "l1"
         return None

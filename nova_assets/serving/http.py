@@ -31,12 +31,8 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from nova_assets.serving.feed import (
-    MAX_LIMIT,
-    FeedPage,
-    FeedService,
-    InvalidRequest,
-)
+from nova_assets.serving.feed import FeedPage, FeedService
+from nova_assets.serving.pages import InvalidRequest, fast_page
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -58,25 +54,6 @@ def _raw_response(status: HTTPStatus, message: str) -> bytes:
         f"HTTP/1.1 {int(status)} {status.phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
-
-
-def fast_page(query: bytes) -> tuple[int, int] | None:
-    """`limit` and `offset` of a plain query string (digits only, each at most once, nothing else),
-    valid for a page; anything else is None and goes the full way, which explains its 400."""
-    limit, offset = 20, 0
-    seen: set[bytes] = set()
-    for pair in query.split(b"&") if query else ():
-        name, eq, value = pair.partition(b"=")
-        if not eq or name in seen or not value.isdigit() or len(value) > 6:
-            return None
-        seen.add(name)
-        if name == b"limit":
-            limit = int(value)
-        elif name == b"offset":
-            offset = int(value)
-        else:
-            return None
-    return (limit, offset) if 1 <= limit <= MAX_LIMIT else None
 
 
 class _GuardedProtocol(HttpToolsProtocol):

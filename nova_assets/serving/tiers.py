@@ -73,6 +73,11 @@ class TtlMap(Generic[V]):
         self.lock = threading.Lock()
 
     def get(self, key: str) -> V | None:
+        found = self.get_aged(key)
+        return None if found is None else found[0]
+
+    def get_aged(self, key: str) -> tuple[V, float] | None:
+        """The value and how long ago it was put (seconds), or None (absent or expired)."""
         now = time.monotonic()
         with self.lock:
             item = self.items.get(key)
@@ -84,7 +89,7 @@ class TtlMap(Generic[V]):
                 return None
             self.items[key] = (value, created, now)
             self.items.move_to_end(key)
-            return value
+            return value, now - created
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None

@@ -374,3 +374,34 @@ def test_a_value_in_redis_that_does_not_decode_is_skipped(service: FeedService, 
     redis_resource.client().set(feed_key(world.users[3]), b"not json", ex=60)
     assert service.get_feed(world.users[3]).source == "clickhouse"
     assert service.metrics.redis_skipped.labels("error")._value.get() == 1
+
+
+def test_a_feed_late_in_l1_is_served_and_refreshed_from_redis_behind_the_answer(
+    world: World, redis_resource: RedisResource
+) -> None:
+    """Refresh-ahead: past `l1_refresh_s` a hit is still answered from L1, at once, and the feed is
+    re-read from Redis behind it (a warm wrote a newer version there); before, L1 answers alone."""
+    with world.ch.session() as client:
+        recompute(client, ScoringParams(feed_size=10))
+    r = redis_resource.client()
+    svc = FeedService(world.ch, r, l1_refresh_s=1.0, stats_flush_s=0.1)
+    try:
+        user = str(world.users[6])
+        first = svc.get_feed(user)
+        svc.flush()
+        newer = orjson.loads(r.get(feed_key(user)))  # as the next warm would write it
+        newer["version"] += 1
+        r.set(feed_key(user), orjson.dumps(newer), ex=300)
+        time.sleep(0.3)
+        assert svc.get_feed(user).version == first.version and not svc.refreshing  # young: L1 alone
+        time.sleep(0.9)
+        late = svc.get_feed(user)
+        assert (late.source, late.version) == ("l1", first.version)  # answered, not held for Redis
+        deadline = time.monotonic() + 5
+        while svc.get_feed(user).version != first.version + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page = svc.get_feed(user)
+        assert (page.source, page.version) == ("l1", first.version + 1) and not svc.refreshing
+        assert page.posts_json == first.posts_json
+    finally:
+        svc.close()

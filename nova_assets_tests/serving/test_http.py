@@ -14,7 +14,8 @@ from nova_assets.core.process import free_port
 from nova_assets.core.recommendations.scoring import ScoringParams, recompute
 from nova_assets.resources import RedisResource
 from nova_assets.serving import FeedService
-from nova_assets.serving.http import FeedServer, fast_page
+from nova_assets.serving.http import FeedServer
+from nova_assets.serving.pages import fast_page
 from nova_assets_tests.world import World
 
 Served = tuple[FeedService, int, list[str]]

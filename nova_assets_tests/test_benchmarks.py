@@ -73,6 +73,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert probe["fraction"] == 0.01 and summary["capacity"] in (0.0, 0.01), summary["capacity_probes"]
     assert probe["held"] == (probe["why"] == "") and summary["event_rate"] == 100
     assert sum(probe["read_sources"].values()) > 0 and 0 <= probe["read_hit_share"] <= 1, probe
+    assert probe["changes_carried_per_s"] > 0, probe  # what the app generator delivered, via Debezium
     assert all(n >= 0 for n in probe["redis_skipped"].values()) and probe["warmed_users"] > 0, probe
     assert set(probe["redis_removed"]) == {"expired", "evicted", "unlink_calls"}, probe
 

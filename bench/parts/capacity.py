@@ -38,6 +38,7 @@ def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
             for tier, q in together["reads"].get("hit_by_source", {}).items()
             for k, v in keys(f"hit_{tier}", q, "ms", ("p50", "p95", "p99")).items()
         },
+        "changes_carried_per_s": together.get("changes_per_s", 0.0),  # published by Debezium
         "failed_checks": together["failed"],
         "failed_check_details": together.get("failed_check_details", []),
         "platform_cpu_cores": platform_cores(together["cpu"]),

@@ -120,14 +120,6 @@ def _cdc_threads(alone: dict[str, Any]) -> dict[str, float]:
     return dict(sorted(per.items(), key=lambda kv: -kv[1])) if units > 0 else {}
 
 
-def _published(platform: Platform) -> int:
-    """The changes `nova cdc` has published to Kafka since it started (its status file)."""
-    try:
-        return int(orjson.loads((Path(platform.env["NOVA_HOME"]) / "cdc" / "status.json").read_bytes())["changes"])
-    except (OSError, KeyError, ValueError):
-        return 0
-
-
 def _mirrors_settled(ch: ClickHouseResource, quiet_s: float = 5.0) -> bool:
     """True once the CDC mirrors hold rows and gained none for `quiet_s`."""
     sql = "SELECT (SELECT count() FROM posts) + (SELECT count() FROM follows)"
@@ -200,8 +192,8 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
     alone["e2v"] = lag.e2v(ch, start + WARMUP_S, start + ALONE_S)
     start = time.time()
     with CpuSampler() as cpu_changes:
-        changes = ("generate", "app", "--rate", str(LOAD.changes), "--duration", str(ALONE_S), "--users", "2000")
-        platform.nova(*changes, "--changes-only").wait(ALONE_S + 120)
+        for writer in platform.app_changes(LOAD.changes, ALONE_S):
+            writer.wait(ALONE_S + 120)
         _settle(ch)
     alone["cdc"] = lag.cdc_lag(ch, start + WARMUP_S, start + ALONE_S)
     with CpuSampler() as cpu_reads:
@@ -263,15 +255,14 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
     redis_before = redis_state.counters(platform.env)
     start = time.time()
     events = platform.nova("generate", "events", "--rate", str(load.events), "--duration", str(seconds))
-    changes = platform.nova(
-        "generate", "app", "--rate", str(load.changes), "--duration", str(seconds), "--users", "2000", "--changes-only"
-    )  # fmt: skip
+    changes = platform.app_changes(load.changes, seconds)
     skipped_before = reads.redis_skipped(platform.serve_port)
-    published_before = _published(platform)
+    published_before = platform.published_changes()
     with CpuSampler() as cpu:
         read_figures = reads.figures(reads.start(platform.serve_port, load.reads, seconds, users_file, platform.env))
         events.wait(120)
-        changes.wait(120)
+        for writer in changes:
+            writer.wait(120)
     skipped = reads.redis_skipped(platform.serve_port)
     redis_after = redis_state.counters(platform.env)
     read_figures["redis_skipped"] = {k: v - skipped_before.get(k, 0.0) for k, v in skipped.items()}
@@ -279,7 +270,7 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
     time.sleep(10)
     # what the load generators delivered, not what they were asked for: at nice 10 on a full machine
     # they could fall behind, and a rung would then be lighter than its name
-    carried = (_published(platform) - published_before) / seconds
+    carried = (platform.published_changes() - published_before) / seconds
     dagster_home = Path(platform.env["DAGSTER_HOME"])
     evaluations, failures = records.check_evaluations(dagster_home, start)
     for at, name, what in failures:

@@ -169,9 +169,15 @@ def generate_events(rate: float, duration: float, malformed: float, partitions: 
 @click.option(
     "--changes-only", is_flag=True, help="Skip the world's users, follows and posts (written by an earlier run)."
 )
+@click.option(
+    "--writer",
+    default=0,
+    show_default=True,
+    help="This writer's index among parallel ones (each its own changes; 0 also publishes the posts).",
+)
 @WORLD_SEED
 @WORLD_USERS
-def generate_app(rate: float, duration: float, changes_only: bool, seed: int, users: int) -> None:
+def generate_app(rate: float, duration: float, changes_only: bool, writer: int, seed: int, users: int) -> None:
     """Write the demo world's users, follows and posts, then likes, comments, follows, edits and deletes."""
     from nova_assets.generate.app import generate as generate_changes
     from nova_assets.resources import PostgresResource
@@ -180,7 +186,13 @@ def generate_app(rate: float, duration: float, changes_only: bool, seed: int, us
     _run(
         lambda: click.echo(
             generate_changes(
-                postgres, rate=rate, duration_s=duration, users=users, seed=seed, seed_world=not changes_only
+                postgres,
+                rate=rate,
+                duration_s=duration,
+                users=users,
+                seed=seed,
+                writer_index=writer,
+                seed_world=not changes_only and writer == 0,
             )
         )
     )

@@ -3,12 +3,15 @@ temporary NOVA_HOME."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import orjson
 
 from nova_assets.core.process import at_nice, free_port, stop_group
 from nova_assets.core.schema.ddl import apply_all
@@ -20,6 +23,8 @@ from nova_assets.stack import Stack
 ROOT = Path(__file__).resolve().parents[2]
 #: the load generators' nice value (see `Platform.nova`)
 LOADGEN_NICE = int(os.environ.get("NOVA_BENCH_LOADGEN_NICE", "10"))
+#: app changes per second per writer process (`Platform.app_changes`)
+WRITER_RATE = 200
 
 
 class Platform:
@@ -64,6 +69,20 @@ class Platform:
         leaves (the read client stays at 0: it times the reads, a late start counts)."""
         nice = LOADGEN_NICE if args[:1] == ("generate",) else 0
         return self.spawn(sys.executable, "-m", "nova_assets.cli", *args, nice=nice)
+
+    def app_changes(self, rate: float, seconds: float) -> list[subprocess.Popen[bytes]]:
+        """App changes at `rate`/s from enough writers, each its own connection: one writer waits
+        for every commit (5 changes) and carried at most ~680 changes/s here; an app has many."""
+        n = max(1, math.ceil(rate / WRITER_RATE))
+        args = ("generate", "app", "--duration", str(seconds), "--users", "2000", "--changes-only")
+        return [self.nova(*args, "--rate", str(rate / n), "--writer", str(k)) for k in range(n)]
+
+    def published_changes(self) -> int:
+        """The changes `nova cdc` has published to Kafka since it started (its status file)."""
+        try:
+            return int(orjson.loads((self.home / "cdc" / "status.json").read_bytes())["changes"])
+        except (OSError, KeyError, ValueError):
+            return 0
 
     def start_daemon(self) -> None:
         """dagster-daemon with the project's workspace, at NOVA_DAGSTER_NICE as `nova dev` starts it;

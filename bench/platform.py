@@ -192,8 +192,7 @@ def _run(platform: Platform, home: Path, together_s: float, as_json: bool, find_
     alone["e2v"] = lag.e2v(ch, start + WARMUP_S, start + ALONE_S)
     start = time.time()
     with CpuSampler() as cpu_changes:
-        for writer in platform.app_changes(LOAD.changes, ALONE_S):
-            writer.wait(ALONE_S + 120)
+        platform.app_changes(LOAD.changes, ALONE_S).wait(ALONE_S + 120)
         _settle(ch)
     alone["cdc"] = lag.cdc_lag(ch, start + WARMUP_S, start + ALONE_S)
     with CpuSampler() as cpu_reads:
@@ -261,8 +260,7 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
     with CpuSampler() as cpu:
         read_figures = reads.figures(reads.start(platform.serve_port, load.reads, seconds, users_file, platform.env))
         events.wait(120)
-        for writer in changes:
-            writer.wait(120)
+        written = changes.wait(120)
     skipped = reads.redis_skipped(platform.serve_port)
     redis_after = redis_state.counters(platform.env)
     read_figures["redis_skipped"] = {k: v - skipped_before.get(k, 0.0) for k, v in skipped.items()}
@@ -286,6 +284,8 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         "cdc": lag.cdc_lag(ch, start + WARMUP_S, end),
         "reads": read_figures,
         "changes_per_s": round(carried, 1),
+        "changes_written_per_s": round(written / seconds, 1),  # by the app writers (the load delivered)
+        "changes_asked_per_s": load.changes,
         "cpu": cpu.shares(),
         "evaluations": evaluations,
         "failed_names": sorted({name for _at, name, _what in failures}),

@@ -73,7 +73,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert probe["fraction"] == 0.01 and summary["capacity"] in (0.0, 0.01), summary["capacity_probes"]
     assert probe["held"] == (probe["why"] == "") and summary["event_rate"] == 100
     assert sum(probe["read_sources"].values()) > 0 and 0 <= probe["read_hit_share"] <= 1, probe
-    assert probe["changes_carried_per_s"] > 0, probe  # what the app generator delivered, via Debezium
+    assert probe["changes_carried_per_s"] > 0 and probe["changes_written_per_s"] > 0, probe  # the load delivered
     assert all(n >= 0 for n in probe["redis_skipped"].values()) and probe["warmed_users"] > 0, probe
     assert set(probe["redis_removed"]) == {"expired", "evicted", "unlink_calls"}, probe
 
@@ -96,6 +96,10 @@ def test_a_capacity_probe_holds_only_when_every_slo_target_does() -> None:
     assert misses(window(0.5, 1.0, 1.0, failed=1)) == "1 failed checks (feed_cache/cache_hit_rate (WARN))"
     assert misses(window(float("nan"), 1.0, 1.0)).startswith("e2v P95 nan")  # nothing measured is no pass
     assert misses(window(0.5, 1.0, 1.0, errors=3)) == "3 read errors"
+    # a rung whose app writers fell behind was lighter than its name: not a hold, whatever it measured
+    short = {**window(0.5, 1.0, 1.0), "changes_asked_per_s": 1000, "changes_written_per_s": 556.1}
+    assert misses(short) == "app changes written 556/s < 95% of 1000/s asked (the load generator fell behind)"
+    assert misses({**short, "changes_written_per_s": 960.0}) == ""
     assert GUIDE.scaled(0.2) == type(GUIDE)(2_000, 200, 100) and GUIDE.scaled(0.001).reads == 1
 
 

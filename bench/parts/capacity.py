@@ -6,6 +6,8 @@ from typing import Any
 
 from bench.parts.cpu import platform_cores
 
+SHORT = 0.95  # the least share of the asked app changes a rung must have written to count
+
 
 def misses(together: dict[str, Any]) -> str:
     """Which SLO targets a together window missed ('' when all held): the issue's capacity criteria."""
@@ -18,8 +20,17 @@ def misses(together: dict[str, Any]) -> str:
         f"{together['reads']['errors']} read errors" if together["reads"]["errors"] else "",
         f"{together['reads']['timeouts']} read time-outs" if together["reads"]["timeouts"] else "",
         f"failed runs {', '.join(together['failed_runs'])}" if together["failed_runs"] else "",
+        _short(together),
     ]
     return "; ".join(m for m in misses if m)
+
+
+def _short(together: dict[str, Any]) -> str:
+    """A rung whose app writers fell behind was lighter than its name: not a hold."""
+    asked, written = together.get("changes_asked_per_s", 0), together.get("changes_written_per_s", 0.0)
+    if asked and written < SHORT * asked:
+        return f"app changes written {written:.0f}/s < {SHORT:.0%} of {asked}/s asked (the load generator fell behind)"
+    return ""
 
 
 def keys(name: str, q: dict[str, float], unit: str, which: tuple[str, ...] = ("p50", "p95", "p99")) -> dict:
@@ -39,6 +50,7 @@ def probe_keys(together: dict[str, Any]) -> dict[str, Any]:
             for k, v in keys(f"hit_{tier}", q, "ms", ("p50", "p95", "p99")).items()
         },
         "changes_carried_per_s": together.get("changes_per_s", 0.0),  # published by Debezium
+        "changes_written_per_s": together.get("changes_written_per_s", 0.0),  # by the app writers
         "failed_checks": together["failed"],
         "failed_check_details": together.get("failed_check_details", []),
         "platform_cpu_cores": platform_cores(together["cpu"]),

@@ -3,12 +3,14 @@ temporary NOVA_HOME."""
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -25,6 +27,23 @@ ROOT = Path(__file__).resolve().parents[2]
 LOADGEN_NICE = int(os.environ.get("NOVA_BENCH_LOADGEN_NICE", "10"))
 #: app changes per second per writer process (`Platform.app_changes`)
 WRITER_RATE = 200
+
+
+class AppLoad:
+    """Parallel `nova generate app` writers; each prints what it wrote when it ends."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]], outs: list[Path]) -> None:
+        self.procs, self.outs = procs, outs
+
+    def wait(self, timeout_s: float) -> int:
+        """The changes the writers wrote, once they have all ended (a writer that fell behind its
+        rate ends at its duration anyway: fewer than asked)."""
+        written = 0
+        for proc, out in zip(self.procs, self.outs, strict=True):
+            proc.wait(timeout_s)
+            lines = out.read_text().strip().splitlines()
+            written += int(ast.literal_eval(lines[-1]).get("changes", 0)) if lines else 0
+        return written
 
 
 class Platform:
@@ -55,27 +74,34 @@ class Platform:
             apply_all(client, Renderer(ch.database))
         return ch
 
-    def spawn(self, *args: str, env: dict[str, str] | None = None, nice: int = 0) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, nice: int = 0, out: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        stdout = out.open("wb") if out is not None else self.log
         proc = subprocess.Popen(
-            list(args), env={**self.env, **(env or {})}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            list(args), env={**self.env, **(env or {})}, cwd=ROOT, stdout=stdout, stderr=self.log,
             start_new_session=True, preexec_fn=at_nice(nice),
         )  # fmt: skip
+        if out is not None:
+            stdout.close()  # the child holds its own copy
         self.procs.append(proc)
         return proc
 
-    def nova(self, *args: str) -> subprocess.Popen[bytes]:
+    def nova(self, *args: str, out: Path | None = None) -> subprocess.Popen[bytes]:
         """A `nova` command; the load generators (`nova generate ...`) at LOADGEN_NICE: the guide's
         load comes from other machines, so here the platform comes first and they take what it
         leaves (the read client stays at 0: it times the reads, a late start counts)."""
         nice = LOADGEN_NICE if args[:1] == ("generate",) else 0
-        return self.spawn(sys.executable, "-m", "nova_assets.cli", *args, nice=nice)
+        return self.spawn(sys.executable, "-m", "nova_assets.cli", *args, nice=nice, out=out)
 
-    def app_changes(self, rate: float, seconds: float) -> list[subprocess.Popen[bytes]]:
+    def app_changes(self, rate: float, seconds: float) -> AppLoad:
         """App changes at `rate`/s from enough writers, each its own connection: one writer waits
-        for every commit (5 changes) and carried at most ~680 changes/s here; an app has many."""
+        for every commit (5 changes), and an app has many connections."""
         n = max(1, math.ceil(rate / WRITER_RATE))
         args = ("generate", "app", "--duration", str(seconds), "--users", "2000", "--changes-only")
-        return [self.nova(*args, "--rate", str(rate / n), "--writer", str(k)) for k in range(n)]
+        outs = [self.home / f"app-writer-{k}-{time.time_ns()}.out" for k in range(n)]
+        procs = [self.nova(*args, "--rate", str(rate / n), "--writer", str(k), out=outs[k]) for k in range(n)]
+        return AppLoad(procs, outs)
 
     def published_changes(self) -> int:
         """The changes `nova cdc` has published to Kafka since it started (its status file)."""

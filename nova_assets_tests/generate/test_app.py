@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nova_assets.core.world.demo import World, WorldConfig
 from nova_assets.generate.app import DRAW_AHEAD, DRAW_FRESH_S, AppWriter
+from nova_assets.stack import Stack
 
 
 class CountingWorld(World):
@@ -43,3 +50,26 @@ def test_a_used_up_or_stale_draw_is_drawn_again() -> None:
     assert world.draws == 3
     big = writer._engagement(DRAW_AHEAD + 10, now + DRAW_FRESH_S)  # more than a draw: drawn whole
     assert len(big["user"]) == DRAW_AHEAD + 10
+
+
+@pytest.mark.integration
+def test_parallel_writers_each_write_their_own_changes(stack: Stack) -> None:
+    """`nova generate app --writer K`: writers share the seeded world and write different changes at
+    once, each on its own connection (one writer waits on every commit, so a high rate needs several)."""
+    env = {**os.environ, **stack.env()}
+    nova = str(Path(sys.executable).parent / "nova")
+    world = ("--users", "50", "--seed", "7")
+    subprocess.run([nova, "generate", "app", "--rate", "0", "--duration", "0", *world], env=env, check=True)
+    writers = [
+        subprocess.Popen(
+            [nova, "generate", "app", "--rate", "100", "--duration", "2", "--changes-only", "--writer", str(k), *world],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in (0, 1)
+    ]
+    counts = [ast.literal_eval(w.communicate(timeout=120)[0].strip().splitlines()[-1]) for w in writers]
+    assert all(w.returncode == 0 for w in writers)
+    assert all(c["changes"] >= 100 for c in counts), counts  # ~200 each: both wrote, side by side
+    assert "seed_users" not in counts[1] and counts[1].get("post", 0) == 0, counts[1]  # writer 0 publishes posts

@@ -14,6 +14,7 @@ import pytest
 
 from nova_assets.core.world.demo import World, WorldConfig
 from nova_assets.generate.app import DRAW_AHEAD, DRAW_FRESH_S, AppWriter
+from nova_assets.resources import PostgresResource
 from nova_assets.stack import Stack
 
 
@@ -60,6 +61,13 @@ def test_parallel_writers_each_write_their_own_changes(stack: Stack) -> None:
     nova = str(Path(sys.executable).parent / "nova")
     world = ("--users", "50", "--seed", "7")
     subprocess.run([nova, "generate", "app", "--rate", "0", "--duration", "0", *world], env=env, check=True)
+    postgres = PostgresResource(dsn=env["NOVA_POSTGRES_DSN"])
+
+    def rows() -> tuple[int, int]:
+        with postgres.connect() as conn:
+            return conn.execute("SELECT (SELECT count(*) FROM likes), (SELECT count(*) FROM follows)").fetchone()
+
+    before = rows()
     writers = [
         subprocess.Popen(
             [nova, "generate", "app", "--rate", "100", "--duration", "2", "--changes-only", "--writer", str(k), *world],
@@ -73,3 +81,7 @@ def test_parallel_writers_each_write_their_own_changes(stack: Stack) -> None:
     assert all(w.returncode == 0 for w in writers)
     assert all(c["changes"] >= 100 for c in counts), counts  # ~200 each: both wrote, side by side
     assert "seed_users" not in counts[1] and counts[1].get("post", 0) == 0, counts[1]  # writer 0 publishes posts
+    # the counts are rows changed, not statements sent: a like of a post already liked is none
+    if not any("delete" in c for c in counts):  # a post's delete takes its likes with it
+        added = [after - b for after, b in zip(rows(), before, strict=True)]
+        assert added == [sum(c.get("like", 0) for c in counts), sum(c.get("follow", 0) for c in counts)], counts

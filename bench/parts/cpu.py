@@ -62,22 +62,26 @@ class CpuSampler:
         while not self.stop.wait(1.0):
             self._sample()
 
-    def _sample(self) -> None:
-        for pid, (part, seconds) in self._read().items():
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        read = self._read()
+        for pid, (part, seconds) in read.items():
             self.parts[part] = self.parts.get(part, 0.0) + seconds - self.last.get(pid, 0.0)
             self.last[pid] = seconds
+        return read
 
-    def _threads(self) -> dict[str, float]:
+    def _threads(self, read: dict[int, tuple[str, float]]) -> dict[str, float]:
+        """The `threads_of` processes' CPU by thread group, from one /proc reading's processes."""
         out: dict[str, float] = {}
-        for pid, (part, _seconds) in self._read().items():
+        for pid, (part, _seconds) in read.items():
             if part == self.threads_of:
                 for group, seconds in thread_cpu(pid).items():
                     out[group] = out.get(group, 0.0) + seconds
         return out
 
     def __enter__(self) -> CpuSampler:
-        self.last = {pid: seconds for pid, (_part, seconds) in self._read().items()}
-        self.threads_before = self._threads()
+        read = self._read()
+        self.last = {pid: seconds for pid, (_part, seconds) in read.items()}
+        self.threads_before = self._threads(read)
         self.started = time.monotonic()
         self.thread.start()
         return self
@@ -85,8 +89,7 @@ class CpuSampler:
     def __exit__(self, *_exc: object) -> None:
         self.stop.set()
         self.thread.join()
-        self._sample()
-        self.threads_after = self._threads()
+        self.threads_after = self._threads(self._sample())
         self.elapsed = time.monotonic() - self.started
 
     def shares(self) -> dict[str, float]:

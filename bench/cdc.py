@@ -101,14 +101,6 @@ def _self_cpu() -> float:
     return t.user + t.system
 
 
-def _handler_cpu(cdc: CdcService) -> float:
-    """The Python handler's CPU seconds so far, from `nova cdc`'s status file."""
-    try:
-        return float(orjson.loads(cdc.status_file.read_bytes()).get("handler_cpu_s", 0.0))
-    except (OSError, orjson.JSONDecodeError):
-        return 0.0
-
-
 def _quantiles(values: np.ndarray) -> dict[str, float]:
     return quantiles.summary(values, scale=1 / 1000.0, suffix="_s")
 
@@ -191,7 +183,10 @@ def run(as_json: bool = False) -> dict[str, float]:
                 "clickhouse": ClickHouseService(home, 0).pid(),  # the server clickhouse_server started
             }
             cpu0 = {name: _tree_cpu(pid) for name, pid in roots.items() if pid}
-            threads0, handler0 = thread_cpu(int(roots["debezium (JVM)"] or 0)), _handler_cpu(cdc)
+            threads0, handler0 = (
+                thread_cpu(int(roots["debezium (JVM)"] or 0)),
+                float(cdc.status().get("handler_cpu_s", 0.0)),
+            )
             self0, wall0, children0 = _self_cpu(), time.time(), _children_cpu()
             writers = [
                 subprocess.Popen(
@@ -227,7 +222,10 @@ def run(as_json: bool = False) -> dict[str, float]:
                 time.sleep(2)
             drained_s = time.time() - steady_end
             cpu1 = {name: _tree_cpu(pid) for name, pid in roots.items() if pid}
-            threads1, handler1 = thread_cpu(int(roots["debezium (JVM)"] or 0)), _handler_cpu(cdc)
+            threads1, handler1 = (
+                thread_cpu(int(roots["debezium (JVM)"] or 0)),
+                float(cdc.status().get("handler_cpu_s", 0.0)),
+            )
             self1, wall1 = _self_cpu(), time.time()
             stop.set()
             worker.join(120)

@@ -13,14 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
-
 from nova_assets.core.process import at_nice, free_port, stop_group
 from nova_assets.core.schema.ddl import apply_all
 from nova_assets.core.schema.sql_files import Renderer
 from nova_assets.dev import dagster_nice
 from nova_assets.resources import ClickHouseResource
 from nova_assets.stack import Stack
+from nova_assets.stack.sql_services import CdcService
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the load generators' nice value (see `Platform.nova`)
@@ -105,10 +104,7 @@ class Platform:
 
     def published_changes(self) -> int:
         """The changes `nova cdc` has published to Kafka since it started (its status file)."""
-        try:
-            return int(orjson.loads((self.home / "cdc" / "status.json").read_bytes())["changes"])
-        except (OSError, KeyError, ValueError):
-            return 0
+        return int(CdcService(self.home, 0).status().get("changes", 0))
 
     def start_daemon(self) -> None:
         """dagster-daemon with the project's workspace, at NOVA_DAGSTER_NICE as `nova dev` starts it;

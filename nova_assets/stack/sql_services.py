@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -203,10 +204,17 @@ class CdcService(Service):
         self.status_file.unlink(missing_ok=True)  # healthy only once this run streams
         super().start()
 
-    def probe(self) -> None:
+    def status(self) -> dict[str, Any]:
+        """What `nova cdc` last wrote of itself (state, changes published, its handler's CPU), or
+        {} before its first write."""
         try:
-            state = orjson.loads(self.status_file.read_bytes())
+            return dict(orjson.loads(self.status_file.read_bytes()))
         except (FileNotFoundError, orjson.JSONDecodeError):
-            raise StackError("no status yet") from None
+            return {}
+
+    def probe(self) -> None:
+        state = self.status()
+        if not state:
+            raise StackError("no status yet")
         if state.get("state") != "streaming":
             raise StackError(f"state {state.get('state')!r}")

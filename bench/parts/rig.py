@@ -24,8 +24,11 @@ from nova_assets.stack.sql_services import CdcService
 ROOT = Path(__file__).resolve().parents[2]
 #: the load generators' nice value (see `Platform.nova`)
 LOADGEN_NICE = int(os.environ.get("NOVA_BENCH_LOADGEN_NICE", "10"))
-#: app changes per second per writer process (`Platform.app_changes`)
-WRITER_RATE = 200
+#: app changes per second per writer process (`Platform.app_changes`): a writer's transaction is one
+#: statement and one round trip, so one writer does 1,000/s at ~80 µs of CPU per change (five at
+#: 200/s cost 140: each transaction is a wake-up); two share the rungs' load so that a slow round
+#: trip on a full machine does not leave a rung short
+WRITER_RATE = 500
 
 
 class AppLoad:
@@ -95,7 +98,7 @@ class Platform:
 
     def app_changes(self, rate: float, seconds: float) -> AppLoad:
         """App changes at `rate`/s from enough writers, each its own connection: one writer waits
-        for every commit (5 changes), and an app has many connections."""
+        for every commit (a transaction of ~5 changes), and an app has many connections."""
         n = max(1, math.ceil(rate / WRITER_RATE))
         args = ("generate", "app", "--duration", str(seconds), "--users", "2000", "--changes-only")
         outs = [self.home / f"app-writer-{k}-{time.time_ns()}.out" for k in range(n)]

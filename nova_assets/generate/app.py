@@ -3,9 +3,10 @@
 The users, their follows and the posts are the world's (`world.py`), so the app's data agrees
 with the events `nova generate events` sends: on start every world user and follow is written
 and the posts of the world's window are back-filled; then posts appear on the world clock, and
-likes and comments come from the world's engagement sampler (fans like what they follow), new
-follows go to authors of the user's topics, plus profile edits and post deletes, several changes
-per transaction like an app under load.
+likes and comments come from the world's engagement sampler (fans like what they follow; a like
+of a post already liked is an unlike, as in the app), new follows go to authors of the user's
+topics, plus profile edits and post deletes, several changes per transaction like an app under
+load, each transaction one set-based statement (`sql/queries/app_transaction.sql`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from nova_assets.core.recommendations.scoring import query_text
 from nova_assets.core.world.demo import World, WorldConfig
 from nova_assets.resources.postgres import PostgresResource
 
@@ -26,14 +28,11 @@ MIX = (("like", 0.5), ("comment", 0.2), ("follow", 0.12), ("edit", 0.15), ("dele
 # hour of the 180 published (a delete drops every cached feed that shows the post: an app that
 # deleted more posts than it published would keep the feed cache empty)
 DELETE_SHARE = 0.0002
-LIKE = "INSERT INTO likes (user_id, post_id) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s) " \
-    "ON CONFLICT DO NOTHING"  # fmt: skip
-COMMENT = "INSERT INTO comments (id, post_id, user_id, body) SELECT %s, %s, %s, %s " \
-    "WHERE EXISTS (SELECT 1 FROM posts WHERE id = %s)"  # fmt: skip
 # the world's engagement is drawn this many at a time: a draw costs ~0.5 ms however small, and a
 # transaction holds 5 changes; a draw serves until used up or a second of world time has passed
 DRAW_AHEAD = 256
 DRAW_FRESH_S = 1.0
+TICK_S = 0.05
 
 
 # what parallel writers run into, and a real app retries
@@ -42,13 +41,21 @@ WRITE_CONFLICTS = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
 )
-STATEMENTS = {
-    "like": LIKE,
-    "comment": COMMENT,
-    "follow": "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-    "edit": "UPDATE users SET bio = %s, updated_at = now() WHERE id = %s",
-    "delete": "DELETE FROM posts WHERE id = %s",
-}
+# one app transaction, every kind at once (sql/queries/app_transaction.sql)
+TRANSACTION = query_text("app_transaction")
+KINDS = ("like", "unlike", "comment", "follow", "edit", "delete")  # the columns it returns
+PARAMS = (
+    "like_users", "like_posts", "comment_ids", "comment_posts", "comment_users", "comment_bodies",
+    "followers", "followees", "edit_users", "edit_bios", "deleted_posts",
+)  # fmt: skip
+
+
+def run_transaction(conn: psycopg.Connection, params: dict[str, list[Any]]) -> dict[str, int]:
+    """One app transaction (`TRANSACTION`, every key of PARAMS a list, empty for none of a kind);
+    returns the rows each kind changed, kinds that changed none left out."""
+    row = conn.execute(TRANSACTION, params).fetchone()
+    # rows changed, not statements: a like of a post gone (or a follow already there) changes nothing
+    return {kind: int(k) for kind, k in zip(KINDS, row or (), strict=True) if k}
 
 
 class AppWriter:
@@ -84,7 +91,7 @@ class AppWriter:
     def seed(self, conn: psycopg.Connection, now_s: float) -> dict[str, int]:
         """Every world user and follow, and the posts of the world's window (idempotent)."""
         w = self.world
-        with conn.cursor() as cur:
+        with conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO users (id, username) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 [(self.uid(i), f"user_{w.config.seed}_{i}") for i in range(w.config.users)],
@@ -94,7 +101,6 @@ class AppWriter:
                 "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                 [(self.uid(a), self.uid(b), since) for a, b in w.follow_pairs.tolist()],
             )
-        conn.commit()
         self.published_until = now_s - w.config.window_hours * 3600
         posts = self.publish(conn, now_s)
         return {"seed_users": w.config.users, "seed_follows": len(w.follow_pairs), "seed_posts": posts}
@@ -110,51 +116,47 @@ class AppWriter:
             (self.pid(s), self.uid(a), f"post {s}", dt.datetime.fromtimestamp(s / self.world.config.post_rate, dt.UTC))
             for s, a in zip(slots.tolist(), authors.tolist(), strict=True)
         ]
-        with conn.cursor() as cur:
+        with conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO posts (id, author_id, body, created_at) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 rows,
             )
-        conn.commit()
         self.live.extend(slots.tolist())
         window_start = (now_s - self.world.config.window_hours * 3600) * self.world.config.post_rate
         if self.live and self.live[0] < window_start:
             self.live = [s for s in self.live if s >= window_start]
         return len(rows)
 
-    def changes(self, cur: psycopg.Cursor, n: int, now_s: float) -> dict[str, int]:
-        """n statements of the mix, likes and comments from the world's engagement at `now_s`; one
-        pipelined executemany per kind (a transaction of many costs one round trip). Returns the
-        rows each kind changed (a post's delete counts once; its likes and comments go by cascade)."""
+    def changes(self, conn: psycopg.Connection, n: int, now_s: float) -> dict[str, int]:
+        """One app transaction of n changes of the mix, likes and comments from the world's
+        engagement at `now_s`, as one set-based statement (one round trip: `run_transaction`)."""
         kinds = self.rng.choice(len(MIX), size=n, p=self.mix_p)
         sample = self._engagement(n, now_s)
-        rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind, _ in MIX}
+        params: dict[str, list[Any]] = {key: [] for key in PARAMS}
+        world = self.world
         for i, k in enumerate(kinds.tolist()):
             kind = MIX[k][0]
             user, slot = int(sample["user"][i]), int(sample["slot"][i])
             if kind == "like":
-                post = self.pid(slot)
-                rows[kind].append((self.uid(user), post, post))
+                params["like_users"].append(world.user_id(user))
+                params["like_posts"].append(world.post_id(slot))
             elif kind == "comment":
-                post = self.pid(slot)
-                rows[kind].append((uuid.uuid4(), post, self.uid(user), "nice", post))
+                params["comment_ids"].append(str(uuid.uuid4()))
+                params["comment_posts"].append(world.post_id(slot))
+                params["comment_users"].append(world.user_id(user))
+                params["comment_bodies"].append("nice")
             elif kind == "follow":
                 # the author of a post the user engages with: follows grow along the user's tastes
                 author = int(sample["author"][i])
                 if author != user:
-                    rows[kind].append((self.uid(user), self.uid(author)))
+                    params["followers"].append(world.user_id(user))
+                    params["followees"].append(world.user_id(author))
             elif kind == "edit":
-                rows[kind].append((f"bio {self.rng.random():.6f}", self.uid(user)))
+                params["edit_users"].append(world.user_id(user))
+                params["edit_bios"].append(f"bio {self.rng.random():.6f}")
             elif self.live:  # delete a post (its likes and comments go with it, by cascade)
-                rows[kind].append((self.pid(self.live.pop(int(self.rng.integers(len(self.live))))),))
-        written: dict[str, int] = {}
-        for kind, sql in STATEMENTS.items():
-            if rows[kind]:
-                cur.executemany(sql, rows[kind])
-                # rows changed, not statements: a like of a post already liked (or gone) changes
-                # nothing, and in a world written for minutes that was up to half of the likes
-                written[kind] = max(0, cur.rowcount)
-        return written
+                params["deleted_posts"].append(world.post_id(self.live.pop(int(self.rng.integers(len(self.live))))))
+        return run_transaction(conn, params)
 
 
 def generate(
@@ -180,7 +182,7 @@ def generate(
     config = WorldConfig(seed=seed, **({"users": users} if users else {}))
     writer = AppWriter(World(config, stream=writer_index), delete_share=delete_share)
     counts: dict[str, Any] = {}
-    with postgres.connect() as conn:
+    with postgres.connect(autocommit=True) as conn:  # a change transaction is one statement
         now = time.time()
         if seed_world:
             counts.update(writer.seed(conn, now))
@@ -196,17 +198,14 @@ def generate(
             # sleep until the next transaction is due (polling every 2 ms cost more than the writes)
             wait = (done + per_txn) / rate - elapsed if rate > 0 else 0.0
             if wait > 0:
-                time.sleep(min(wait, duration_s - elapsed))
+                time.sleep(min(max(wait, TICK_S), duration_s - elapsed))
                 continue
             try:
-                with conn.cursor() as cur:
-                    written = writer.changes(cur, per_txn, time.time())
-                conn.commit()
+                written = writer.changes(conn, per_txn, time.time())
             except WRITE_CONFLICTS:
                 # parallel writers: another deleted the post between our check and our insert, or
                 # a delete's cascade deadlocked with our likes; the app would retry, the generator
-                # drops the transaction and counts it
-                conn.rollback()
+                # drops the transaction (rolled back: one statement) and counts it
                 counts["rolled_back_txns"] = counts.get("rolled_back_txns", 0) + 1
                 written = {}
             for kind, k in written.items():

@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nova_assets.core.world.demo import World, WorldConfig
-from nova_assets.generate.app import DRAW_AHEAD, DRAW_FRESH_S, AppWriter
+from nova_assets.generate.app import DRAW_AHEAD, DRAW_FRESH_S, PARAMS, AppWriter, run_transaction
 from nova_assets.resources import PostgresResource
 from nova_assets.stack import Stack
 
@@ -84,4 +85,38 @@ def test_parallel_writers_each_write_their_own_changes(stack: Stack) -> None:
     # the counts are rows changed, not statements sent: a like of a post already liked is none
     if not any("delete" in c for c in counts):  # a post's delete takes its likes with it
         added = [after - b for after, b in zip(rows(), before, strict=True)]
-        assert added == [sum(c.get("like", 0) for c in counts), sum(c.get("follow", 0) for c in counts)], counts
+        likes = sum(c.get("like", 0) - c.get("unlike", 0) for c in counts)  # a repeat like is an unlike
+        assert added == [likes, sum(c.get("follow", 0) for c in counts)], counts
+
+
+@pytest.mark.integration
+def test_a_transaction_is_one_statement_and_a_repeat_like_is_an_unlike(stack: Stack) -> None:
+    """Every kind in one set-based statement, counted by the rows it changed: a like twice is a like
+    then an unlike, a like of a post gone and a follow already there change nothing."""
+    env = {**os.environ, **stack.env()}
+    nova = str(Path(sys.executable).parent / "nova")
+    subprocess.run([nova, "generate", "app", "--rate", "0", "--duration", "0", "--users", "50", "--seed", "11"],
+                   env=env, check=True)  # fmt: skip
+    world = World(WorldConfig(seed=11, users=50))
+    now = time.time()
+    slot = int(world.post_slots(now - 3600, now)[-1])
+    user, post = world.user_id(1), world.post_id(slot)
+    follower, followee = (world.user_id(int(i)) for i in world.follow_pairs[0])
+    gone = world.post_id(10**12)  # a post that never was
+
+    def params(**kinds: list[str]) -> dict[str, list[str]]:
+        return {key: kinds.get(key, []) for key in PARAMS}
+
+    with PostgresResource(dsn=env["NOVA_POSTGRES_DSN"]).connect(autocommit=True) as conn:
+        conn.execute("DELETE FROM likes WHERE user_id = %s AND post_id = %s", (user, post))
+        both = params(
+            like_users=[user, user], like_posts=[post, gone],
+            comment_ids=[str(uuid.uuid4())], comment_posts=[post], comment_users=[user], comment_bodies=["hi"],
+            followers=[follower], followees=[followee],
+            edit_users=[world.user_id(2), world.user_id(3)], edit_bios=["a", "b"],
+        )  # fmt: skip
+        assert run_transaction(conn, both) == {"like": 1, "comment": 1, "edit": 2}
+        assert run_transaction(conn, params(like_users=[user], like_posts=[post])) == {"unlike": 1}
+        liked = conn.execute("SELECT count(*) FROM likes WHERE user_id = %s AND post_id = %s", (user, post)).fetchone()
+        assert liked == (0,)
+        assert run_transaction(conn, params(like_users=[user], like_posts=[post])) == {"like": 1}

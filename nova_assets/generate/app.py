@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 
 from nova_assets.core.recommendations.scoring import query_text
+from nova_assets.core.world.ahead import DrawAhead
 from nova_assets.core.world.demo import World, WorldConfig
 from nova_assets.resources.postgres import PostgresResource
 
@@ -28,10 +29,8 @@ MIX = (("like", 0.5), ("comment", 0.2), ("follow", 0.12), ("edit", 0.15), ("dele
 # hour of the 180 published (a delete drops every cached feed that shows the post: an app that
 # deleted more posts than it published would keep the feed cache empty)
 DELETE_SHARE = 0.0002
-# the world's engagement is drawn this many at a time: a draw costs ~0.5 ms however small, and a
-# transaction holds 5 changes; a draw serves until used up or a second of world time has passed
+# the world's engagement is drawn this many at a time (`DrawAhead`): a transaction holds 5 changes
 DRAW_AHEAD = 256
-DRAW_FRESH_S = 1.0
 TICK_S = 0.05
 
 
@@ -68,19 +67,7 @@ class AppWriter:
         self.rng = np.random.default_rng([world.config.seed, 2, world.stream])
         self.published_until = 0.0  # world-clock seconds up to which posts are written
         self.live: list[int] = []  # post numbers published by this writer and not deleted
-        self._drawn: dict[str, np.ndarray] = {}
-        self._drawn_at = -float("inf")
-        self._next = 0
-
-    def _engagement(self, n: int, now_s: float) -> dict[str, np.ndarray]:
-        """The next n of the world's engagement at about `now_s`, from a draw made ahead."""
-        size = len(self._drawn.get("user", ()))
-        if self._next + n > size or now_s - self._drawn_at >= DRAW_FRESH_S:
-            self._drawn = self.world.sample(max(DRAW_AHEAD, n), now_s)
-            self._drawn_at, self._next = now_s, 0
-        part = {key: column[self._next : self._next + n] for key, column in self._drawn.items()}
-        self._next += n
-        return part
+        self.engagement = DrawAhead(world, DRAW_AHEAD)
 
     def uid(self, i: int) -> uuid.UUID:
         return uuid.UUID(self.world.user_id(i))
@@ -131,7 +118,7 @@ class AppWriter:
         """One app transaction of n changes of the mix, likes and comments from the world's
         engagement at `now_s`, as one set-based statement (one round trip: `run_transaction`)."""
         kinds = self.rng.choice(len(MIX), size=n, p=self.mix_p)
-        sample = self._engagement(n, now_s)
+        sample = self.engagement.take(n, now_s)
         params: dict[str, list[Any]] = {key: [] for key in PARAMS}
         world = self.world
         for i, k in enumerate(kinds.tolist()):

@@ -60,3 +60,19 @@ def test_deliveries_resume_after_the_broker_forgets_the_producer(tmp_path: Path)
         assert sorted(after) == list(range(restarted_at, sent))  # every message since the restart, once
     finally:
         service.stop()
+
+
+def test_a_batch_larger_than_the_local_queue_is_delivered_whole_and_in_order(tmp_path: Path) -> None:
+    """`produce_many` hands librdkafka what fits, serves deliveries and goes on with the rest."""
+    service = KafkaService(tmp_path / "home", free_port())
+    service.start_and_wait()
+    kafka = KafkaResource(bootstrap_servers=service.address, timeout_s=5, client_config={"log_level": 0})
+    try:
+        ensure_topic(kafka, "nova.events", 1)
+        producer = SteadyProducer(lambda: kafka.producer(**{"queue.buffering.max.messages": 50}))
+        producer.produce_many("nova.events", [str(i).encode() for i in range(500)])
+        assert producer.flush(20) == 0 and producer.failures == []
+        assert producer.delivered == 500
+        assert _log(kafka, 1) == list(range(500))
+    finally:
+        service.stop()

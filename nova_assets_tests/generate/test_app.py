@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nova_assets.core.world.ahead import FRESH_S
 from nova_assets.core.world.demo import World, WorldConfig
-from nova_assets.generate.app import DRAW_AHEAD, DRAW_FRESH_S, PARAMS, AppWriter, run_transaction
+from nova_assets.generate.app import DRAW_AHEAD, PARAMS, AppWriter, run_transaction
 from nova_assets.resources import PostgresResource
 from nova_assets.stack import Stack
 
@@ -33,9 +34,9 @@ def test_one_draw_serves_many_transactions_in_order() -> None:
     world = CountingWorld(WorldConfig(seed=3, users=300))
     writer = AppWriter(world)
     now = time.time()
-    parts = [writer._engagement(5, now) for _ in range(DRAW_AHEAD // 5)]
+    parts = [writer.engagement.take(5, now) for _ in range(DRAW_AHEAD // 5)]
     assert world.draws == 1
-    drawn = writer._drawn
+    drawn = writer.engagement.drawn
     users = np.concatenate([p["user"] for p in parts])
     assert users.tolist() == drawn["user"][: len(users)].tolist()  # in order, none served twice
     assert all(len(p["slot"]) == 5 for p in parts)
@@ -46,11 +47,11 @@ def test_a_used_up_or_stale_draw_is_drawn_again() -> None:
     writer = AppWriter(world)
     now = time.time()
     for _ in range(DRAW_AHEAD // 5 + 1):  # one transaction more than a draw holds
-        writer._engagement(5, now)
+        writer.engagement.take(5, now)
     assert world.draws == 2
-    writer._engagement(5, now + DRAW_FRESH_S)  # a second of world time later: tastes drift
+    writer.engagement.take(5, now + FRESH_S)  # a second of world time later: tastes drift
     assert world.draws == 3
-    big = writer._engagement(DRAW_AHEAD + 10, now + DRAW_FRESH_S)  # more than a draw: drawn whole
+    big = writer.engagement.take(DRAW_AHEAD + 10, now + FRESH_S)  # more than a draw: drawn whole
     assert len(big["user"]) == DRAW_AHEAD + 10
 
 

@@ -131,7 +131,8 @@ class World:
         activity = rng.lognormal(0.0, 1.0, size=self.config.users)
         self.activity_cdf = np.cumsum(activity) / activity.sum()
         self._follows(rng)
-        self._ids: dict[tuple[str, int], str] = {}
+        self._user_ids: list[str | None] = [None] * self.config.users  # made on first use (an md5 each)
+        self._post_ids: dict[int, str] = {}
         self._rng = np.random.default_rng([self.config.seed, stream_salt, self.stream])
         self._posts: Posts | None = None
         self._posts_at = -1.0
@@ -171,18 +172,18 @@ class World:
         return np.isin(codes, self.follow_pairs[:, 0] * self.authors + self.follow_pairs[:, 1])
 
     def user_id(self, i: int) -> str:
-        key = ("user", int(i))
-        if key not in self._ids:
-            self._ids[key] = str(stable_uuid(self.config.seed, "user", int(i)))
-        return self._ids[key]
+        known = self._user_ids[i]
+        if known is None:
+            known = self._user_ids[i] = str(stable_uuid(self.config.seed, "user", int(i)))
+        return known
 
     def post_id(self, slot: int) -> str:
-        key = ("post", int(slot))
-        if key not in self._ids:
-            if len(self._ids) > 2_000_000:
-                self._ids.clear()
-            self._ids[key] = str(stable_uuid(self.config.seed, "post", int(slot)))
-        return self._ids[key]
+        known = self._post_ids.get(slot)
+        if known is None:
+            if len(self._post_ids) > 2_000_000:
+                self._post_ids.clear()
+            known = self._post_ids[slot] = str(stable_uuid(self.config.seed, "post", int(slot)))
+        return known
 
     def user_ids(self) -> list[str]:
         return [self.user_id(i) for i in range(self.config.users)]
@@ -334,9 +335,14 @@ class World:
         return out
 
     def events(self, n: int, now_ms: int | None = None) -> list[bytes]:
-        """n JSON events for nova.events, all happening now (a paced generator calls every few ms)."""
+        """n JSON events for nova.events, all happening now."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        s = self.sample(n, now_ms / 1000.0)
+        return self.format_events(self.sample(n, now_ms / 1000.0), now_ms)
+
+    def format_events(self, s: dict[str, np.ndarray], now_ms: int) -> list[bytes]:
+        """The JSON events of drawn interactions (`sample`), happening at `now_ms` (a paced generator
+        draws ahead and formats at each send, so an event's time is when it is sent)."""
+        n = len(s["user"])
         when = iso_ms(now_ms)
         dumps = orjson.dumps
         columns = zip(

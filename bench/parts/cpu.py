@@ -23,7 +23,7 @@ PARTS = (
     ("execute_run", "dagster runs"),
     ("multiprocessing", "dagster runs"),
     ("dagster", "dagster runs"),
-    ("http.client", "read load (client)"),
+    ("# nova bench read load", "read load (client)"),
 )
 
 

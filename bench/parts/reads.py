@@ -4,7 +4,7 @@ Open loop (a fixed schedule, not as fast as answers come), warmed users and a sh
 (COLD, NOVA_BENCH_PLATFORM_COLD_SHARE, default 3%: with 10% the cache hit rate could never reach the
 SLO's 95% target, and every check round would fail by the load's construction), each
 request timed by the client with its late start counted. It runs as `python -c` so the CPU sampler
-tells it apart from the platform (its command line names `http.client`).
+tells it apart from the platform (its command line starts `# nova bench read load`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from nova_assets.core import quantiles
 
 COLD = float(os.environ.get("NOVA_BENCH_PLATFORM_COLD_SHARE", "0.03"))
 
-READER = r"""
+READER = r"""# nova bench read load
 import random, socket, sys, threading, time, orjson
 port, rate, seconds, users_file = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 cold = float(sys.argv[5])  # the share of reads for ids without a feed

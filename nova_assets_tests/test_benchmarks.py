@@ -179,3 +179,26 @@ def test_a_process_cpu_splits_by_the_kernel_names_of_its_threads() -> None:
     assert group_of("Python Referenc") == "jpype references"
     assert group_of("Thread-3") == "jvm other"
     assert per_unit_us(before, after, 0) == {}
+
+
+def test_a_thread_that_runs_two_milliseconds_is_counted_as_such() -> None:
+    """A thread's few ms in a window are read at the scheduler's resolution, not the 10 ms tick
+    (at which a small load's Debezium reader read 0 µs per change)."""
+    done, release = threading.Event(), threading.Event()
+
+    def burn() -> None:
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"debezium-postgr"), 0, 0, 0)
+        end = time.thread_time() + 0.002
+        while time.thread_time() < end:
+            pass
+        done.set()
+        release.wait()
+
+    worker = threading.Thread(target=burn)
+    before = thread_cpu(os.getpid())
+    worker.start()
+    done.wait()
+    after = thread_cpu(os.getpid())
+    release.set()
+    worker.join()
+    assert 1_500 <= per_unit_us(before, after, 1).get("debezium reader", 0) <= 50_000, (before, after)

@@ -99,7 +99,8 @@ class CpuSampler:
     def thread_shares(self) -> dict[str, float]:
         """The `threads_of` process's CPU by thread group, as a share of one core over the window."""
         spent = per_unit_us(self.threads_before, self.threads_after, 1)  # µs per the window
-        return {group: round(us / 1e6 / self.elapsed, 3) for group, us in spent.items()}
+        # six places: a thread's share of a small load is a few ms per second (three read it as 0)
+        return {group: round(us / 1e6 / self.elapsed, 6) for group, us in spent.items()}
 
 
 #: the load generators: measured, but not the platform's own cost

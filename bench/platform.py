@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from bench.common import SMOKE, report
-from bench.parts import capacity, lag, reads, records, redis_state
+from bench.parts import batch, capacity, lag, reads, records, redis_state
 from bench.parts.cpu import LOAD_PARTS, CpuSampler, cpu_us_per_unit, platform_cores
 from bench.parts.rig import Platform
 from nova_assets.dev import first_feeds
@@ -294,6 +294,8 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         ],
         "failed": len(failures),
         "failed_runs": records.failed_runs(dagster_home, start),
+        # the window's platform CPU: steady, each batch run above it, and at the shipped schedules
+        "batch": batch.split(cpu.timeline, batch.batch_runs(dagster_home, start, end)),
         "warmed_users": warmed,
         # what took feeds out of Redis in the window: TTL expiry, eviction (maxmemory), invalidations
         "redis_removed": {k: redis_after[k] - redis_before.get(k, 0) for k in redis_after},
@@ -345,6 +347,7 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
         # the platform's own CPU (load generators apart): together, and per unit in each load's
         # alone window (where only that load runs, over the idle platform)
         "platform_cpu_cores": platform_cores(together["cpu"]),
+        **together["batch"],
         "platform_idle_cpu_cores": platform_cores(alone["cpu"]["idle"]),
         "cpu_us_per_event": _per_unit(alone, "events", LOAD.events),
         "cpu_us_per_change": _per_unit(alone, "changes", LOAD.changes),
@@ -368,6 +371,13 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
             ("errors / time-outs", f"{errors} / {timeouts}", f"goal 0 / 0; failed runs {failed_runs or 'none'}"),
             ("failed checks", f"{failed} of {evaluations}", ", ".join(failed_names) or "goal 0"),
             ("platform CPU", f"{summary['platform_cpu_cores']:.2f} cores", "load generators apart"),
+            ("platform CPU steady", f"{summary['platform_cpu_cores_steady']:.2f} cores",
+             "between batch runs: ingestion, CDC, reads, the minutely checks"),
+            ("batch runs", ", ".join(f"{r['schedule'].removesuffix('_schedule')} {r['core_seconds']:.1f} core-s "
+                                     f"in {r['seconds']:.0f} s" for r in summary["batch_runs"]) or "none",
+             "CPU above the steady rate while each ran (this window's crons: every 2 min)"),
+            ("platform CPU, shipped crons", f"{summary['platform_cpu_cores_at_shipped_schedules']:.2f} cores",
+             "steady + each batch run at its shipped schedule (recompute 10 min, warm 5)"),
             ("platform CPU idle", f"{summary['platform_idle_cpu_cores']:.2f} cores", "only the 20 events/s trickle"),
             ("CPU per event/change/read", f"{summary['cpu_us_per_event']:.0f}/{summary['cpu_us_per_change']:.0f}/"
              f"{summary['cpu_us_per_read']:.0f} µs", "platform only, each load alone, above idle"),

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.parts.batch import BatchRun, period_s, split
 from bench.parts.threads import group_of, per_unit_us, thread_cpu
 from nova_assets.resources import ClickHouseResource
 
@@ -60,6 +61,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
         "e2v_p95_s", "cdc_lag_p95_s", "hit_p95_ms", "miss_p95_ms", "failed_checks", "cpu_cores_by_part",
         "platform_cpu_cores", "platform_idle_cpu_cores", "cpu_us_per_event", "cpu_us_per_change", "cpu_us_per_read",
         "e2v_p95_alone_s", "cdc_lag_p95_alone_s", "hit_p95_alone_ms",
+        "platform_cpu_cores_steady", "batch_runs", "platform_cpu_cores_at_shipped_schedules",
     ):  # fmt: skip
         assert key in summary, key
     # every failed evaluation says when and what it measured, not only a count
@@ -67,6 +69,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert all({"at_s", "check", "description"} <= set(d) for d in summary["failed_check_details"])
     assert summary["events_measured"] > 0 and summary["changes_measured"] > 0 and summary["reads"] > 0
     assert 0 < summary["platform_cpu_cores"] <= 2.0 * (os.cpu_count() or 2)
+    assert 0 < summary["platform_cpu_cores_steady"] <= summary["platform_cpu_cores_at_shipped_schedules"]
     # the CDC process by thread: Debezium's replication reader did work for the changes
     assert summary["cdc_us_per_change_by_thread"].get("debezium reader", 0) > 0, summary["cdc_us_per_change_by_thread"]
     (probe,) = summary["capacity_probes"]
@@ -202,3 +205,22 @@ def test_a_thread_that_runs_two_milliseconds_is_counted_as_such() -> None:
     release.set()
     worker.join()
     assert 1_500 <= per_unit_us(before, after, 1).get("debezium reader", 0) <= 50_000, (before, after)
+
+
+def test_batch_runs_are_priced_above_the_steady_rate_at_their_shipped_schedules() -> None:
+    """0.5 cores steady; a recompute adds 1 core for 20 s (20 core-s, every 600 s shipped) and a
+    warm 2 cores for 5 s (10 core-s, every 300 s): 0.5 + 20/600 + 10/300 cores at the shipped crons."""
+    timeline = [(t, t + 1.0, 0.5 + (1.0 if 20 <= t < 40 else 0.0) + (2.0 if 60 <= t < 65 else 0.0)) for t in range(100)]
+    runs = [
+        BatchRun("feed_recommendations_schedule", 20.0, 40.0),
+        BatchRun("feed_cache_schedule", 60.0, 65.0),
+    ]
+    out = split([(float(a), b, c) for a, b, c in timeline], runs)
+    assert out["platform_cpu_cores_steady"] == 0.5
+    assert [(r["schedule"], r["seconds"], r["core_seconds"]) for r in out["batch_runs"]] == [
+        ("feed_recommendations_schedule", 20.0, 20.0),
+        ("feed_cache_schedule", 5.0, 10.0),
+    ]
+    assert out["platform_cpu_cores_at_shipped_schedules"] == round(0.5 + 20 / 600 + 10 / 300, 3)
+    assert period_s("*/10 * * * *") == 600 and period_s("7 * * * *") == 3600
+    assert split(timeline, [])["platform_cpu_cores_at_shipped_schedules"] == 0.8  # no runs: all of it steady

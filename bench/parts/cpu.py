@@ -40,6 +40,9 @@ class CpuSampler:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = 0.0
+        #: (from, to, platform CPU seconds) per sample, epoch seconds: what ran when (`bench.parts.batch`)
+        self.timeline: list[tuple[float, float, float]] = []
+        self.sampled_at = 0.0
 
     @staticmethod
     def _read() -> dict[int, tuple[str, float]]:
@@ -63,10 +66,15 @@ class CpuSampler:
             self._sample()
 
     def _sample(self) -> dict[int, tuple[str, float]]:
-        read = self._read()
+        read, now = self._read(), time.time()
+        platform = 0.0
         for pid, (part, seconds) in read.items():
-            self.parts[part] = self.parts.get(part, 0.0) + seconds - self.last.get(pid, 0.0)
+            spent = seconds - self.last.get(pid, 0.0)
+            self.parts[part] = self.parts.get(part, 0.0) + spent
+            platform += spent if part not in LOAD_PARTS else 0.0
             self.last[pid] = seconds
+        self.timeline.append((self.sampled_at, now, platform))
+        self.sampled_at = now
         return read
 
     def _threads(self, read: dict[int, tuple[str, float]]) -> dict[str, float]:
@@ -81,6 +89,7 @@ class CpuSampler:
     def __enter__(self) -> CpuSampler:
         read = self._read()
         self.last = {pid: seconds for pid, (_part, seconds) in read.items()}
+        self.sampled_at = time.time()
         self.threads_before = self._threads(read)
         self.started = time.monotonic()
         self.thread.start()

@@ -98,7 +98,13 @@ def await_turn(
 
 
 class SuccessorWatch:
-    """Sets `stop` once a successor asks this run to hand over (polls the run's tags)."""
+    """Sets `stop` once a successor asks this run to hand over (polls the run's tags).
+
+    Once a second: the run keeps loading until it notices, so a later notice only makes the
+    successor wait longer, never opens a gap in the loading. Reading the run costs ~5 ms of CPU
+    (SQLite storage): polled every 0.1 s it was the loader's largest thread (0.047 cores of its
+    0.105 at 2,000 events/s).
+    """
 
     def __init__(
         self,
@@ -106,7 +112,7 @@ class SuccessorWatch:
         run_id: str,
         stop: threading.Event,
         log: Callable[[str], None],
-        poll_s: float = 0.1,
+        poll_s: float = 1.0,
     ) -> None:
         self.instance, self.run_id, self.stop_loader, self.log, self.poll_s = instance, run_id, stop, log, poll_s
         self._done = threading.Event()

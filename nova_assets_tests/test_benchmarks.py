@@ -224,3 +224,7 @@ def test_batch_runs_are_priced_above_the_steady_rate_at_their_shipped_schedules(
     assert out["platform_cpu_cores_at_shipped_schedules"] == round(0.5 + 20 / 600 + 10 / 300, 3)
     assert period_s("*/10 * * * *") == 600 and period_s("7 * * * *") == 3600
     assert split(timeline, [])["platform_cpu_cores_at_shipped_schedules"] == 0.8  # no runs: all of it steady
+    # a recompute through the whole window (a short probe): the window's mean stands for the steady rate
+    through = split(timeline, [BatchRun("feed_recommendations_schedule", -5.0, 200.0)])
+    assert through["platform_cpu_cores_steady"] == 0.8 and through["batch_runs"][0]["core_seconds"] == 0.0
+    assert split([], [])["platform_cpu_cores_steady"] == 0.0

@@ -11,7 +11,6 @@ this load spends on average.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -70,7 +69,10 @@ def split(timeline: list[tuple[float, float, float]], runs: list[BatchRun]) -> d
             inside[k].append((t1 - t0, cpu / len(hits)))
         if not hits:
             steady_s, steady_cpu = steady_s + (t1 - t0), steady_cpu + cpu
-    steady = steady_cpu / steady_s if steady_s > 0 else math.nan
+    if steady_s <= 0:  # batch runs through the whole window (a short probe): no steady sample to
+        # compare with, so the window's mean stands for the steady rate and the runs cost nothing above it
+        steady_s, steady_cpu = sum(t1 - t0 for t0, t1, _c in timeline), sum(c for _t0, _t1, c in timeline)
+    steady = steady_cpu / steady_s if steady_s > 0 else 0.0
     priced = []
     for run, samples in zip(runs, inside, strict=True):
         seconds = sum(s for s, _c in samples)

@@ -295,7 +295,7 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         "failed": len(failures),
         "failed_runs": records.failed_runs(dagster_home, start),
         # the window's platform CPU: steady, each batch run above it, and at the shipped schedules
-        "batch": batch.split(cpu.timeline, batch.batch_runs(dagster_home, start, end)),
+        "batch": batch.split(cpu.timeline, records.batch_runs(dagster_home, start, end)),
         "warmed_users": warmed,
         # what took feeds out of Redis in the window: TTL expiry, eviction (maxmemory), invalidations
         "redis_removed": {k: redis_after[k] - redis_before.get(k, 0) for k in redis_after},

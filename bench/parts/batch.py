@@ -13,9 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
-import dagster as dg
 from dagster._utils.schedules import cron_string_iterator  # the daemon's own cron reading
 
 from nova_assets.defs.cache.assets import DEFAULT_CRON as CACHE_CRON
@@ -38,21 +36,6 @@ class BatchRun:
     schedule: str
     start: float  # created (queued), epoch s: its process start-up is its own cost
     end: float
-
-
-def batch_runs(dagster_home: Path, since: float, until: float) -> list[BatchRun]:
-    """The batch schedules' runs that overlap [since, until] (a run still going ends at `until`)."""
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        records = instance.get_run_records(
-            dg.RunsFilter(created_after=dt.datetime.fromtimestamp(since - 3_600, dt.UTC))
-        )
-    out = []
-    for r in records:
-        name = r.dagster_run.tags.get("dagster/schedule_name", "")
-        end = r.end_time or until
-        if name in SHIPPED and r.create_timestamp.timestamp() < until and end > since:
-            out.append(BatchRun(name, r.create_timestamp.timestamp(), end))
-    return sorted(out, key=lambda b: b.start)
 
 
 def split(timeline: list[tuple[float, float, float]], runs: list[BatchRun]) -> dict:

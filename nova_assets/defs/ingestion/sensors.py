@@ -1,6 +1,7 @@
 """`kafka_ingestion_sensor`: compares end offsets with the group's commits and starts a run on lag.
 
-It never polls messages (metadata requests only, a few milliseconds), requests at most one run at
+It never polls messages (metadata requests only, a few milliseconds; none while every shard's run
+is loading and not yet handing over, except the once-a-minute lag observation), requests at most one run at
 a time per shard (plus, shortly before that run's window ends, its successor, which takes over
 without a gap: `handover.py`), and fails a run whose heartbeat went stale (its process was killed), so
 ingestion resumes by itself: the default run launcher cannot tell Dagster's run monitoring that a
@@ -80,6 +81,21 @@ def in_flight_runs(context: dg.SensorEvaluationContext, stale_after_s: float) ->
 )
 def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
     cursor = orjson.loads(context.cursor) if context.cursor else {"seq": 0}
+    stale_after = settings.env_float(HEARTBEAT_STALE, 45.0, minimum=5.0)
+    running = in_flight_runs(context, stale_after)
+    shards = settings.env_int(SHARDS, 1, minimum=1, maximum=1024)
+    lead = settings.env_float(HANDOVER_LEAD, 30.0, minimum=1.0)
+    now = time.time()
+    by_shard = runs_by_shard(running, shards)
+    loading = _loading(by_shard, shards, now, lead)
+    if loading and now - float(cursor.get("observed", 0)) < OBSERVE_EVERY_S:
+        # every shard has a run that is loading and not yet handing over: whatever the lag, this
+        # tick would request nothing, so it asks the broker nothing (a consumer, its metadata,
+        # ListOffsets and two OffsetFetches every 5 s were a fixed cost of an idle platform)
+        return dg.SensorResult(
+            skip_reason=f"{'; '.join(loading)}; lag read once a minute while runs load",
+            cursor=orjson.dumps(cursor).decode(),
+        )
     consumer = kafka.consumer(**{"socket.timeout.ms": 3000})
     try:
         lags = partition_lags(consumer, timeout_s=3.0, verify_s=0.5)  # ListOffsets alone can hide lag
@@ -87,11 +103,8 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
         consumer.close()
     total = sum(p.lag for p in lags)
     seen = {f"{p.topic}:{p.partition}": [p.start, p.high] for p in lags}
-    stale_after = settings.env_float(HEARTBEAT_STALE, 45.0, minimum=5.0)
-    running = in_flight_runs(context, stale_after)
     new_cursor = {**cursor, "offsets": seen, "lag": total}
     observations: list[dg.AssetObservation] = []
-    now = time.time()
     if lags and now - float(cursor.get("observed", 0)) >= OBSERVE_EVERY_S:
         observations = lag_observations(lags)
         new_cursor["observed"] = now
@@ -105,11 +118,8 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
             cursor=orjson.dumps(new_cursor).decode(),
             asset_events=observations,
         )
-    shards = settings.env_int(SHARDS, 1, minimum=1, maximum=1024)
-    by_shard = runs_by_shard(running, shards)
     requests, waiting = [], []
     seq = int(cursor.get("seq", 0))
-    lead = settings.env_float(HANDOVER_LEAD, 30.0, minimum=1.0)
     for shard in range(shards):
         mine = [p for p in lags if p.partition % shards == shard]
         lag = sum(p.lag for p in mine)
@@ -151,6 +161,18 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
             asset_events=observations,
         )
     return dg.SensorResult(run_requests=requests, cursor=orjson.dumps(new_cursor).decode(), asset_events=observations)
+
+
+def _loading(by_shard: dict[int, list[dg.DagsterRun]], shards: int, now: float, lead: float) -> list[str]:
+    """Each shard's loading run, when every shard has one that is not due to hand over (else [])."""
+    loading = []
+    for shard in range(shards):
+        runs = by_shard.get(shard, [])
+        if not runs or (len(runs) == 1 and handover_due(runs[0], _ends_at(runs[0]), now, lead)):
+            return []
+        run = runs[-1]
+        loading.append(f"shard {shard}: run {run.run_id[:8]} ({run.status.value})")
+    return loading
 
 
 def _ends_at(run: dg.DagsterRun) -> float:

@@ -9,6 +9,7 @@ import sys
 import time
 
 import dagster as dg
+import orjson
 import pytest
 from confluent_kafka import TopicPartition
 
@@ -243,3 +244,28 @@ def test_replay_loads_exactly_its_range_however_much_follows(
     rows = clickhouse.query("SELECT min(kafka_offset), max(kafka_offset), count() FROM events").result_rows[0]
     assert tuple(rows) == (100, 299, 200)
     assert _committed(kafka) < 0  # a replay never moves the group's offsets
+
+
+def test_a_tick_while_a_run_loads_asks_the_broker_nothing(
+    kafka: KafkaResource, clickhouse: ClickHouseResource, instance: dg.DagsterInstance
+) -> None:
+    """A loading run makes the lag moot: the tick answers from Dagster's storage, even with no broker
+    at all, until the once-a-minute observation or the run's hand-over needs the broker again."""
+    produce_events(kafka, rate=0, duration_s=60, total=100)
+    first = _tick(instance, kafka)
+    assert len(first.run_requests) == 1
+    run = instance.create_run_for_job(kafka_ingestion_job, tags=first.run_requests[0].tags)
+    nowhere = KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens there
+    began = time.monotonic()
+    quiet = _tick(instance, nowhere, first.cursor)
+    assert time.monotonic() - began < 1.0
+    assert not quiet.run_requests and f"run {run.run_id[:8]}" in str(quiet.skip_reason)
+    assert quiet.cursor == first.cursor
+
+    # the minute's observation is due: the broker is asked again (and here, it is not there)
+    stale = orjson.loads(first.cursor or "{}")
+    stale["observed"] = time.time() - 120
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the unreachable broker gives
+        _tick(instance, nowhere, orjson.dumps(stale).decode())
+    observed = _tick(instance, kafka, orjson.dumps(stale).decode())
+    assert not observed.run_requests and observed.asset_events

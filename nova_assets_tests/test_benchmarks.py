@@ -127,6 +127,23 @@ def test_each_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
         assert summary["debezium_us_per_change"] > 0 and summary["cpu_us_per_change"] > 0, summary
         assert summary["debezium_us_per_change_debezium"] > 0, summary
         assert 0 < summary["debezium_handler_us_per_change"] < summary["debezium_us_per_change"], summary
+        assert summary["cpu_postgres_writer_backends_cores"] >= 0 and "cpu_postgres_cores" in summary, summary
+
+
+def test_postgres_cpu_splits_into_the_pipeline_and_the_writers_backends() -> None:
+    """What stayed alive (walsender, WAL writer) is the pipeline's, counted from its start figure or
+    from zero when it began inside the window; the rest of the tree's time is the writers' backends'."""
+    from bench.cdc import postgres_split
+
+    before = {
+        1: ("postgres -D x", 1.0),
+        2: ("postgres: walsender nova", 5.0),
+        9: ("postgres: nova nova 127.0.0.1", 2.0),
+    }
+    after = {1: ("postgres -D x", 1.5), 2: ("postgres: walsender nova", 7.0), 3: ("postgres: walwriter", 0.5)}
+    split = postgres_split(before, after, tree_s=10.0)
+    assert split == {"pipeline": 3.0, "writers": 7.0}
+    assert postgres_split(before, after, tree_s=2.0)["writers"] == 0.0  # never below nothing
 
 
 @pytest.mark.integration

@@ -39,6 +39,7 @@ SLO_CRON = "NOVA_SLO_CRON"
 SLO_OVERRIDES = "NOVA_SLO_OVERRIDES"  # JSON: {"cdc_lag_s": {"target": 1}}
 ALERT_WEBHOOK = "NOVA_ALERT_WEBHOOK"  # failed ERROR checks and runs are POSTed here as JSON
 CDC_STAGE_LOG = "NOVA_CDC_STAGE_LOG"  # a file: one line per change with its stage times (nova bench cdc)
+CDC_PUBLISHER = "NOVA_CDC_PUBLISHER"  # java (default: the JVM sends to Kafka) or python (a handler per batch)
 STACK_SERVICES = "NOVA_STACK_SERVICES"  # which local services `nova stack up` manages
 REDIS_MAXMEMORY = "NOVA_REDIS_MAXMEMORY"  # the local valkey's maxmemory (default 1gb)
 

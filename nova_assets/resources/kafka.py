@@ -102,6 +102,10 @@ class KafkaResource(dg.ConfigurableResource):
         _validate(extra, "client_config")
         return {"bootstrap.servers": self.bootstrap_servers, **extra}
 
+    def client_settings(self) -> dict[str, Any]:
+        """The librdkafka settings every client starts from: the brokers and NOVA_KAFKA_CONFIG's."""
+        return self._base()
+
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         _validate(overrides, "consumer override")
         return {**CONSUMER_DEFAULTS, "group.id": self.group_id, **self._base(), **overrides}

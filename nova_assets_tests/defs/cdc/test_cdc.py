@@ -122,8 +122,12 @@ def test_cdc_mirrors_equal_postgres_across_a_restart(
 
 
 @pytest.mark.timeout(600)
-def test_cdc_changes_survive_a_broker_restart(tmp_path: Path, stack: Stack, clickhouse: ClickHouseResource) -> None:
-    """Changes Debezium sent before the broker restarted are still there to load: none is lost."""
+@pytest.mark.parametrize("publisher", ["java", "python"])
+def test_cdc_changes_survive_a_broker_restart(
+    tmp_path: Path, stack: Stack, clickhouse: ClickHouseResource, publisher: str
+) -> None:
+    """Changes Debezium sent before the broker restarted are still there to load: none is lost, whether
+    the JVM publishes them (the default) or the Python handler does (NOVA_CDC_PUBLISHER=python)."""
     from nova_assets.core.process import free_port, free_port_block
     from nova_assets.stack.services import KafkaService, S3Service
 
@@ -137,9 +141,15 @@ def test_cdc_changes_survive_a_broker_restart(tmp_path: Path, stack: Stack, clic
     cdc = CdcService(
         tmp_path,
         0,
-        {"NOVA_HOME": str(tmp_path), "NOVA_POSTGRES_DSN": postgres.dsn, "NOVA_KAFKA_BOOTSTRAP": broker.address},
+        {
+            "NOVA_HOME": str(tmp_path),
+            "NOVA_POSTGRES_DSN": postgres.dsn,
+            "NOVA_KAFKA_BOOTSTRAP": broker.address,
+            "NOVA_CDC_PUBLISHER": publisher,
+        },
     )
     cdc.start_and_wait(120)
+    assert cdc.status()["publisher"] == publisher
     try:
         generate(postgres, rate=200, duration_s=4, users=40)
         time.sleep(3)  # Debezium has sent them; nothing is loaded yet

@@ -128,6 +128,10 @@ def test_cdc_changes_survive_a_broker_restart(
 ) -> None:
     """Changes Debezium sent before the broker restarted are still there to load: none is lost, whether
     the JVM publishes them (the default) or the Python handler does (NOVA_CDC_PUBLISHER=python)."""
+    from nova_assets.core.cdc.publisher import javac
+
+    if publisher == "java" and javac() is None:
+        pytest.skip("no javac on this machine: nova cdc publishes through the Python handler")
     from nova_assets.core.process import free_port, free_port_block
     from nova_assets.stack.services import KafkaService, S3Service
 

@@ -279,6 +279,8 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         print(f"    +{at:5.0f} s  {n:>6,}  {p95:7.1f} ms  {top:7.1f} ms", file=sys.stderr)
     if any("/cdc_lag" in name for _at, name, _what in failures):
         lag.cdc_timeline(ch, start, end)
+    runs = records.batch_runs(dagster_home, start, end)
+    steady_parts = batch.steady_by_part(cpu.part_timeline, runs)
     return {
         "e2v": lag.e2v(ch, start + WARMUP_S, end),
         "cdc": lag.cdc_lag(ch, start + WARMUP_S, end),
@@ -295,7 +297,7 @@ def _together(platform: Platform, ch: ClickHouseResource, users_file: Path, load
         "failed": len(failures),
         "failed_runs": records.failed_runs(dagster_home, start),
         # the window's platform CPU: steady, each batch run above it, and at the shipped schedules
-        "batch": batch.split(cpu.timeline, records.batch_runs(dagster_home, start, end)),
+        "batch": {**batch.split(cpu.timeline, runs), "platform_cpu_cores_steady_by_part": steady_parts},
         "warmed_users": warmed,
         # what took feeds out of Redis in the window: TTL expiry, eviction (maxmemory), invalidations
         "redis_removed": {k: redis_after[k] - redis_before.get(k, 0) for k in redis_after},
@@ -372,7 +374,9 @@ def _report(alone: dict[str, Any], together: dict[str, Any], load: Load, seconds
             ("failed checks", f"{failed} of {evaluations}", ", ".join(failed_names) or "goal 0"),
             ("platform CPU", f"{summary['platform_cpu_cores']:.2f} cores", "load generators apart"),
             ("platform CPU steady", f"{summary['platform_cpu_cores_steady']:.2f} cores",
-             "between batch runs: ingestion, CDC, reads, the minutely checks"),
+             "between batch runs: ingestion, CDC, reads, the minutely checks; by part: " + ", ".join(
+                 f"{k} {v:.2f}" for k, v in summary["platform_cpu_cores_steady_by_part"].items()
+                 if k not in LOAD_PARTS)),
             ("batch runs", ", ".join(f"{r['schedule'].removesuffix('_schedule')} {r['core_seconds']:.1f} core-s "
                                      f"in {r['seconds']:.0f} s" for r in summary["batch_runs"]) or "none",
              "CPU above the steady rate while each ran (this window's crons: every 2 min)"),

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.parts.batch import BatchRun, period_s, split
+from bench.parts.batch import BatchRun, period_s, split, steady_by_part
 from bench.parts.threads import group_of, per_unit_us, thread_cpu
 from nova_assets.resources import ClickHouseResource
 
@@ -62,6 +62,7 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
         "platform_cpu_cores", "platform_idle_cpu_cores", "cpu_us_per_event", "cpu_us_per_change", "cpu_us_per_read",
         "e2v_p95_alone_s", "cdc_lag_p95_alone_s", "hit_p95_alone_ms",
         "platform_cpu_cores_steady", "batch_runs", "platform_cpu_cores_at_shipped_schedules",
+        "platform_cpu_cores_steady_by_part",
     ):  # fmt: skip
         assert key in summary, key
     # every failed evaluation says when and what it measured, not only a count
@@ -245,3 +246,8 @@ def test_batch_runs_are_priced_above_the_steady_rate_at_their_shipped_schedules(
     through = split(timeline, [BatchRun("feed_recommendations_schedule", -5.0, 200.0)])
     assert through["platform_cpu_cores_steady"] == 0.8 and through["batch_runs"][0]["core_seconds"] == 0.0
     assert split([], [])["platform_cpu_cores_steady"] == 0.0
+    # the same steady samples, part by part
+    parts = [(float(t), t + 1.0, {"clickhouse server": 0.3 + (1.0 if 20 <= t < 40 else 0.0), "kafka (tansu)": 0.2})
+             for t in range(100)]  # fmt: skip
+    assert steady_by_part(parts, runs) == {"clickhouse server": 0.3, "kafka (tansu)": 0.2}
+    assert steady_by_part(parts, [BatchRun("x", -5.0, 200.0)]) == {}

@@ -70,3 +70,20 @@ def split(timeline: list[tuple[float, float, float]], runs: list[BatchRun]) -> d
         "batch_runs": priced,
         "platform_cpu_cores_at_shipped_schedules": round(shipped, 3),
     }
+
+
+def steady_by_part(
+    part_timeline: list[tuple[float, float, dict[str, float]]], runs: list[BatchRun]
+) -> dict[str, float]:
+    """Each part's cores between batch runs (the samples `split` counts as steady), largest first:
+    where the steady rate goes."""
+    seconds, spent = 0.0, {}  # type: float, dict[str, float]
+    for t0, t1, parts in part_timeline:
+        if any(t0 < r.end and t1 > r.start for r in runs):
+            continue
+        seconds += t1 - t0
+        for part, cpu in parts.items():
+            spent[part] = spent.get(part, 0.0) + cpu
+    if seconds <= 0:
+        return {}
+    return {k: round(v / seconds, 3) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}

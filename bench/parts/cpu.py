@@ -42,6 +42,8 @@ class CpuSampler:
         self.started = 0.0
         #: (from, to, platform CPU seconds) per sample, epoch seconds: what ran when (`bench.parts.batch`)
         self.timeline: list[tuple[float, float, float]] = []
+        #: (from, to, CPU seconds by part) per sample: the same samples, part by part
+        self.part_timeline: list[tuple[float, float, dict[str, float]]] = []
         self.sampled_at = 0.0
 
     @staticmethod
@@ -68,12 +70,15 @@ class CpuSampler:
     def _sample(self) -> dict[int, tuple[str, float]]:
         read, now = self._read(), time.time()
         platform = 0.0
+        by_part: dict[str, float] = {}
         for pid, (part, seconds) in read.items():
             spent = seconds - self.last.get(pid, 0.0)
             self.parts[part] = self.parts.get(part, 0.0) + spent
+            by_part[part] = by_part.get(part, 0.0) + spent
             platform += spent if part not in LOAD_PARTS else 0.0
             self.last[pid] = seconds
         self.timeline.append((self.sampled_at, now, platform))
+        self.part_timeline.append((self.sampled_at, now, by_part))
         self.sampled_at = now
         return read
 

@@ -23,6 +23,7 @@ from nova_assets import settings
 from nova_assets.core.ingestion.offsets import PartitionLag, describe_ranges, partition_lags
 from nova_assets.defs.ingestion.handover import ENDS_AT_TAG, SHARD_TAG, SUCCESSOR_OF_TAG, handover_due
 from nova_assets.defs.ingestion.jobs import HEARTBEAT_TAG, LOADER_TAG, PIPELINE_TAG, RANGES_TAG, kafka_ingestion_job
+from nova_assets.defs.instances import tick_instance
 from nova_assets.defs.sources.assets import topic_key
 from nova_assets.resources.kafka import KafkaResource
 
@@ -54,16 +55,15 @@ def _heartbeat_age(run: dg.DagsterRun, now: float) -> float | None:
 
 def in_flight_runs(context: dg.SensorEvaluationContext, stale_after_s: float) -> list[dg.DagsterRun]:
     """Ingestion runs still alive; a started run silent for `stale_after_s` is marked failed."""
-    records = context.instance.get_run_records(
-        dg.RunsFilter(job_name=kafka_ingestion_job.name, statuses=IN_FLIGHT), limit=20
-    )
+    instance = tick_instance(context)
+    records = instance.get_run_records(dg.RunsFilter(job_name=kafka_ingestion_job.name, statuses=IN_FLIGHT), limit=20)
     alive = []
     now = time.time()
     for record in records:
         run = record.dagster_run
         age = _heartbeat_age(run, now)
         if run.status == dg.DagsterRunStatus.STARTED and age is not None and age > stale_after_s:
-            context.instance.report_run_failed(
+            instance.report_run_failed(
                 run, message=f"ingestion heartbeat is {age:.0f} s old (> {stale_after_s:g} s): the run process died"
             )
             context.log.warning(f"marked run {run.run_id} failed: heartbeat {age:.0f} s old")

@@ -13,6 +13,7 @@ import orjson
 from tenacity import retry, stop_after_attempt, wait_exponential
 
 from nova_assets import settings
+from nova_assets.defs.instances import tick_instance
 
 WEBHOOK = settings.ALERT_WEBHOOK
 
@@ -54,8 +55,9 @@ def slo_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     cursor = orjson.loads(context.cursor) if context.cursor else {"checks": {}, "runs_after": time.time() - 300}
     seen: dict[str, int] = cursor.get("checks", {})
     sent = 0
+    instance = tick_instance(context)
     for key in _check_keys(context):
-        record = context.instance.get_latest_asset_check_evaluation_record(key)
+        record = instance.get_latest_asset_check_evaluation_record(key)
         name = key.to_user_string()
         if record is None or record.id <= seen.get(name, 0):
             continue
@@ -81,7 +83,7 @@ def slo_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         sent += 1
     runs_after = float(cursor.get("runs_after", 0))
     newest = runs_after
-    for run_record in context.instance.get_run_records(
+    for run_record in instance.get_run_records(
         dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=_dt(runs_after)), limit=50
     ):
         run = run_record.dagster_run

@@ -265,6 +265,7 @@ def run(as_json: bool = False) -> dict[str, float]:
             while time.monotonic() < deadline and mirror_state(ch) != expected:
                 time.sleep(2)
             drained_s = time.time() - steady_end
+            time.sleep(1.5)  # the Java publisher's figures reach nova cdc's status file once a second
             cpu1 = {name: _tree_cpu(pid) for name, pid in roots.items() if pid}
             pg1 = _live_cpu(int(roots["postgres"] or 0))
             threads1, handler1 = (

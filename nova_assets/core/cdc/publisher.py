@@ -142,16 +142,22 @@ class JavaEngine:
                 java.setProperty(key, value)
             return java
 
+        self.closing = False
         self.publisher = jpype.JClass(CLASS)(props(producer), ACK_TIMEOUT_MS, stage_log)
         self.engine = (
             JDebeziumEngine.create(EngineFormat.JSON).using(props(properties)).notifying(self.publisher).build()
         )
 
     def run(self) -> None:
+        """Blocks while the engine runs; an engine that stops without `close()` is an error (the
+        stack's supervisor restarts `nova cdc`, which resumes from the slot)."""
         self.engine.run()
-        failure = self.publisher.failure()
-        if failure is not None:
-            raise RuntimeError(str(failure))
+        if not self.closing:
+            failure = self.publisher.failure()
+            raise RuntimeError(
+                f"the Debezium engine stopped: {failure}" if failure is not None
+                else "the Debezium engine stopped by itself (NOVA_HOME/cdc/debezium.log says why)"
+            )  # fmt: skip
 
     def counters(self) -> dict[str, Any]:
         """Changes sent, batches, the publisher's CPU seconds, the last batch (epoch s; 0 before one)."""
@@ -163,6 +169,7 @@ class JavaEngine:
         }
 
     def close(self) -> None:
+        self.closing = True
         try:
             self.engine.close()
         finally:

@@ -63,10 +63,15 @@ public final class KafkaPublisher implements DebeziumEngine.ChangeConsumer<Chang
     long cpu0 = threads.getCurrentThreadCpuTime();
     long seen = System.currentTimeMillis();
     List<Future<RecordMetadata>> sent = new ArrayList<>(records.size());
-    for (ChangeEvent<String, String> record : records) {
-      sent.add(producer.send(new ProducerRecord<>(record.destination(), record.key(), record.value())));
+    try {
+      for (ChangeEvent<String, String> record : records) {
+        sent.add(producer.send(new ProducerRecord<>(record.destination(), record.key(), record.value())));
+      }
+      producer.flush();
+    } catch (RuntimeException e) { // e.g. no metadata for max.block.ms: the broker is gone
+      failure = "Kafka did not take a batch of " + records.size() + ": " + e;
+      throw e;
     }
-    producer.flush();
     long deadline = System.currentTimeMillis() + ackTimeoutMs;
     try {
       for (Future<RecordMetadata> ack : sent) {

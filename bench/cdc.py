@@ -65,10 +65,12 @@ STAGES = (
 )
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) of a process and all its descendants, live or reaped, from /proc."""
+def _tree(root: int) -> dict[int, tuple[float, float]]:
+    """Each live process under `root` (itself included): its own CPU seconds (user + system) and
+    those of its children already reaped (a connection's backend that ended is no longer in the
+    tree, but its time is in the postmaster's cutime/cstime), from /proc."""
     children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
+    ticks: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -79,57 +81,35 @@ def _tree_cpu(root: int) -> float:
             continue
         pid, ppid = int(entry), int(fields[1])
         children.setdefault(ppid, []).append(pid)
-        # own user + system time, and that of its children already reaped (a connection's backend
-        # that ended is no longer in the tree, but its time is in the postmaster's cutime/cstime)
-        ticks[pid] = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += ticks.get(pid, 0)
-        todo.extend(children.get(pid, []))
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _live_cpu(root: int) -> dict[int, tuple[str, float]]:
-    """Each live process under `root` (itself included): (its title, its own CPU seconds, children apart).
-
-    Postgres names its processes in their titles (`postgres: walsender …`, `postgres: checkpointer`):
-    what stays alive across the window is the pipeline's (the walsender that feeds Debezium, the
-    WAL writer, the connector's own connection); the writers' backends have exited by its end, their
-    time in the postmaster's reaped-children counters.
-    """
-    out: dict[int, tuple[str, float]] = {}
+        ticks[pid] = (int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
     tick = os.sysconf("SC_CLK_TCK")
-    todo = [root]
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except OSError:
-                continue
+    out, todo = {}, [root]
     while todo:
         pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        out[pid] = (title, (int(fields[11]) + int(fields[12])) / tick)
+        if pid in ticks:
+            own, reaped = ticks[pid]
+            out[pid] = (own / tick, reaped / tick)
         todo.extend(children.get(pid, []))
     return out
 
 
-def postgres_split(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], tree_s: float
-) -> dict[str, float]:
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of a process and all its descendants, live or reaped."""
+    return sum(own + reaped for own, reaped in _tree(root).values())
+
+
+def _live_cpu(root: int) -> dict[int, float]:
+    """Each live process under `root`: its own CPU seconds. What stays alive across the window is
+    the pipeline's (the walsender that feeds Debezium, the WAL writer, the connector's connection);
+    the writers' backends have exited by its end, their time in the postmaster's reaped counters."""
+    return {pid: own for pid, (own, _reaped) in _tree(root).items()}
+
+
+def postgres_split(before: dict[int, float], after: dict[int, float], tree_s: float) -> dict[str, float]:
     """Postgres CPU seconds of a window by who caused it: `pipeline` (processes alive at its end:
     walsender, WAL writer, checkpointer, the connector's connection…) and `writers` (the rest of
     the tree's time: the backends of the writers' connections, which ended inside the window)."""
-    pipeline = sum(cpu - before.get(pid, ("", 0.0))[1] for pid, (_title, cpu) in after.items())
+    pipeline = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
     return {"pipeline": pipeline, "writers": max(0.0, tree_s - pipeline)}
 
 

@@ -136,12 +136,8 @@ def test_postgres_cpu_splits_into_the_pipeline_and_the_writers_backends() -> Non
     from zero when it began inside the window; the rest of the tree's time is the writers' backends'."""
     from bench.cdc import postgres_split
 
-    before = {
-        1: ("postgres -D x", 1.0),
-        2: ("postgres: walsender nova", 5.0),
-        9: ("postgres: nova nova 127.0.0.1", 2.0),
-    }
-    after = {1: ("postgres -D x", 1.5), 2: ("postgres: walsender nova", 7.0), 3: ("postgres: walwriter", 0.5)}
+    before = {1: 1.0, 2: 5.0, 9: 2.0}  # postmaster, walsender, a writer's backend
+    after = {1: 1.5, 2: 7.0, 3: 0.5}  # the backend is gone; a WAL writer started inside the window
     split = postgres_split(before, after, tree_s=10.0)
     assert split == {"pipeline": 3.0, "writers": 7.0}
     assert postgres_split(before, after, tree_s=2.0)["writers"] == 0.0  # never below nothing

@@ -38,6 +38,11 @@ class BatchRun:
     end: float
 
 
+def _overlapping(t0: float, t1: float, runs: list[BatchRun]) -> list[int]:
+    """The runs (by index) a sample from t0 to t1 overlaps: it belongs to them, not to the steady rate."""
+    return [k for k, r in enumerate(runs) if t0 < r.end and t1 > r.start]
+
+
 def split(timeline: list[tuple[float, float, float]], runs: list[BatchRun]) -> dict:
     """Steady cores, each batch run's core-seconds above them, and the cores at the shipped schedules.
 
@@ -47,7 +52,7 @@ def split(timeline: list[tuple[float, float, float]], runs: list[BatchRun]) -> d
     inside = [[] for _ in runs]  # type: list[list[tuple[float, float]]]
     steady_s = steady_cpu = 0.0
     for t0, t1, cpu in timeline:
-        hits = [k for k, r in enumerate(runs) if t0 < r.end and t1 > r.start]
+        hits = _overlapping(t0, t1, runs)
         for k in hits:
             inside[k].append((t1 - t0, cpu / len(hits)))
         if not hits:
@@ -79,7 +84,7 @@ def steady_by_part(
     where the steady rate goes."""
     seconds, spent = 0.0, {}  # type: float, dict[str, float]
     for t0, t1, parts in part_timeline:
-        if any(t0 < r.end and t1 > r.start for r in runs):
+        if _overlapping(t0, t1, runs):
             continue
         seconds += t1 - t0
         for part, cpu in parts.items():

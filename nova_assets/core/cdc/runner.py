@@ -185,14 +185,15 @@ def _engine(postgres: Postgres, kafka: Kafka, state_dir: Path, status: Status) -
     # -Xrs: SIGTERM reaches Python, which stops the engine cleanly
     jvm_opts = ["-Xmx512m", "-Xrs", f"-Dlog4j2.configurationFile={log4j_config(state_dir)}"]
     stage_path = settings.env_str(STAGE_LOG) or None
-    classes = publisher.compiled() if publisher.chosen() == "java" else None
+    java_chosen = publisher.chosen() == "java"
+    classes = publisher.compiled() if java_chosen else None
     if classes is not None:
         java = publisher.JavaEngine(
             properties, publisher.producer_config(kafka.client_settings()), classes, jvm_path(), jvm_opts, stage_path
         )
         status.write(publisher="java")
         return java, java
-    if publisher.chosen() == "java":
+    if java_chosen:
         log.warning("no javac (a JDK's compiler) found: the Python handler publishes changes (slower per change)")
     status.write(publisher="python")
     return _python_engine(properties, kafka, status, stage_path, jvm_opts), None

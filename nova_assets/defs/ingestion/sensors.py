@@ -126,10 +126,8 @@ def kafka_ingestion_sensor(context: dg.SensorEvaluationContext, kafka: KafkaReso
         if lag == 0:
             continue
         runs = by_shard.get(shard, [])
-        successor_of = None
-        if len(runs) == 1 and handover_due(runs[0], _ends_at(runs[0]), now, lead):
-            successor_of = runs[0]  # its window ends soon: the next run starts up while it loads
-        elif runs:
+        successor_of = _handing_over(runs, now, lead)  # its window ends soon: the next run starts up while it loads
+        if successor_of is None and runs:
             run = runs[-1]
             waiting.append(f"shard {shard}: lag {lag}, run {run.run_id[:8]} ({run.status.value})")
             continue
@@ -168,11 +166,18 @@ def _loading(by_shard: dict[int, list[dg.DagsterRun]], shards: int, now: float, 
     loading = []
     for shard in range(shards):
         runs = by_shard.get(shard, [])
-        if not runs or (len(runs) == 1 and handover_due(runs[0], _ends_at(runs[0]), now, lead)):
+        if not runs or _handing_over(runs, now, lead) is not None:
             return []
         run = runs[-1]
         loading.append(f"shard {shard}: run {run.run_id[:8]} ({run.status.value})")
     return loading
+
+
+def _handing_over(runs: list[dg.DagsterRun], now: float, lead: float) -> dg.DagsterRun | None:
+    """A shard's only run, when it is due to hand over to a successor; else None."""
+    if len(runs) == 1 and handover_due(runs[0], _ends_at(runs[0]), now, lead):
+        return runs[0]
+    return None
 
 
 def _ends_at(run: dg.DagsterRun) -> float:

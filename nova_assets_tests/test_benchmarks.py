@@ -71,6 +71,8 @@ def test_platform_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert summary["events_measured"] > 0 and summary["changes_measured"] > 0 and summary["reads"] > 0
     assert 0 < summary["platform_cpu_cores"] <= 2.0 * (os.cpu_count() or 2)
     assert 0 < summary["platform_cpu_cores_steady"] <= summary["platform_cpu_cores_at_shipped_schedules"]
+    # the app writers' Postgres backends are the load's, told apart from the pipeline's Postgres
+    assert "postgres (app writers' backends)" in summary["cpu_cores_by_part"], summary["cpu_cores_by_part"]
     # the CDC process by thread: Debezium's replication reader did work for the changes
     assert summary["cdc_us_per_change_by_thread"].get("debezium reader", 0) > 0, summary["cdc_us_per_change_by_thread"]
     (probe,) = summary["capacity_probes"]
@@ -141,6 +143,26 @@ def test_postgres_cpu_splits_into_the_pipeline_and_the_writers_backends() -> Non
     split = postgres_split(before, after, tree_s=10.0)
     assert split == {"pipeline": 3.0, "writers": 7.0}
     assert postgres_split(before, after, tree_s=2.0)["writers"] == 0.0  # never below nothing
+
+
+def test_a_postgres_backend_is_the_loads_when_its_client_is_an_app_writer() -> None:
+    """The backend's title names its client's port; the port is found among the writer's sockets."""
+    import socket
+
+    from bench.parts.cpu import WRITER_BACKENDS, backend_part, client_ports
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        try:
+            port = client.getsockname()[1]
+            assert port in client_ports([os.getpid()])
+            title = f"postgres: postgres nova 127.0.0.1({port}) idle"
+            assert backend_part("postgres", title, {port}) == WRITER_BACKENDS
+            assert backend_part("postgres", "postgres: walsender postgres 127.0.0.1(1) streaming", {port}) == "postgres"
+            assert backend_part("postgres", "postgres: walwriter", {port}) == "postgres"
+            assert backend_part("nova serve", title, {port}) == "nova serve"
+        finally:
+            client.close()
 
 
 @pytest.mark.integration

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ PARTS = (
     ("generate app", "app generator"),
     ("dagster-daemon", "dagster daemon"),
     ("api grpc", "dagster code servers"),
+    ("code-server", "dagster code servers"),
     ("execute_run", "dagster runs"),
     ("multiprocessing", "dagster runs"),
     ("dagster", "dagster runs"),
@@ -47,7 +50,7 @@ class CpuSampler:
     @staticmethod
     def _read() -> dict[int, tuple[str, float]]:
         ticks = os.sysconf("SC_CLK_TCK")
-        out = {}
+        found: dict[int, tuple[str, str, float]] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -58,8 +61,10 @@ class CpuSampler:
                 continue
             part = next((name for needle, name in PARTS if needle in cmd), "")
             if part:
-                out[int(entry.name)] = (part, (int(fields[11]) + int(fields[12])) / ticks)
-        return out
+                found[int(entry.name)] = (part, cmd, (int(fields[11]) + int(fields[12])) / ticks)
+        writers = [pid for pid, (part, _cmd, _s) in found.items() if part == "app generator"]
+        ports = client_ports(writers) if writers else set()
+        return {pid: (backend_part(part, cmd, ports), seconds) for pid, (part, cmd, seconds) in found.items()}
 
     def _run(self) -> None:
         while not self.stop.wait(1.0):
@@ -119,8 +124,43 @@ class CpuSampler:
         return {group: round(us / 1e6 / self.elapsed, 6) for group, us in spent.items()}
 
 
+#: the Postgres backends serving the app generator's connections: the app's own database load,
+#: which the changes stand in for (as `nova bench cdc` reports them apart)
+WRITER_BACKENDS = "postgres (app writers' backends)"
 #: the load generators: measured, but not the platform's own cost
-LOAD_PARTS = frozenset({"event generator", "app generator", "read load (client)"})
+LOAD_PARTS = frozenset({"event generator", "app generator", "read load (client)", WRITER_BACKENDS})
+BACKEND_PORT = re.compile(r"^postgres: .*\((\d+)\)")
+
+
+def client_ports(pids: list[int]) -> set[int]:
+    """The local TCP ports of the sockets these processes hold (their connections' client ends)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+        except OSError:
+            continue
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if len(cols) > 9 and cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def backend_part(part: str, cmd: str, writer_ports: set[int]) -> str:
+    """A Postgres backend whose client is an app writer (its title names the client's port) is the
+    load's; every other Postgres process (WAL writer, walsender, the connector's) the platform's."""
+    if part != "postgres" or not writer_ports:
+        return part
+    found = BACKEND_PORT.match(cmd)
+    return WRITER_BACKENDS if found and int(found.group(1)) in writer_ports else part
 
 
 def platform_cores(shares: dict[str, float]) -> float:

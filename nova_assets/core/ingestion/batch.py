@@ -84,6 +84,12 @@ class Lanes:
         due = [b.opened + self.every[lane] - now for lane, b in self.open.items() if len(b)]
         return max(0.0, min([longest, *due]))
 
+    def events_due_in(self, now: float) -> float | None:
+        """Seconds until the open events batch is due (None: none open): how long a paced loader
+        leaves what arrives meanwhile with the consumer, whose fetches then back off (`config.paced_fetch`)."""
+        batch = self.open["events"]
+        return max(0.0, batch.opened + self.every["events"] - now) if len(batch) else None
+
     def take_due(self, now: float, max_rows: int) -> list[Batch]:
         """The batches old or large enough to flush, each replaced by an empty one."""
         out = []

@@ -31,7 +31,7 @@ from nova_assets.core.ingestion.messages import (
     decode_change,
     decode_events,
 )
-from nova_assets.core.ingestion.offsets import PartitionWatch, behind_checkpoints
+from nova_assets.core.ingestion.offsets import PACED_BELOW, PartitionWatch, behind_by, behind_checkpoints
 from nova_assets.core.ingestion.resume import Resume
 from nova_assets.core.ingestion.stats import IngestStats
 from nova_assets.core.ports import ClickHouse, Kafka
@@ -55,13 +55,9 @@ class Loader:
         heartbeat: Callable[[IngestStats], None] | None = None,
         log_warning: Callable[[str], None] | None = None,
     ) -> None:
-        self.clickhouse = clickhouse
-        self.kafka = kafka
-        self.settings = settings or IngestSettings()
-        self.log = log
-        self.log_warning = log_warning or log
-        self.run_id = run_id
-        self.heartbeat = heartbeat
+        self.clickhouse, self.kafka, self.settings = clickhouse, kafka, settings or IngestSettings()
+        self.log, self.log_warning = log, log_warning or log
+        self.run_id, self.heartbeat = run_id, heartbeat
         self.shapes: dict[str, MirrorShape] = {}
         self.skip: dict[TP, set[int]] = {}
         self.committed: dict[TP, int] = {}  # next offset per partition, as last committed (async)
@@ -95,7 +91,8 @@ class Loader:
         stats = IngestStats()
         self.shapes = self._mirror_shapes()
         answered = partial(stats.commit_answered, warn=self.log_warning)  # asynchronous commits' answers
-        consumer: Consumer = self.kafka.consumer(**{"enable.partition.eof": False, "on_commit": answered})
+        self._consumer_config = {"enable.partition.eof": False, "on_commit": answered}
+        consumer: Consumer = self.kafka.consumer(**self._consumer_config)
         try:
             if settle:
                 self.resume.settle(consumer, stats)
@@ -124,6 +121,10 @@ class Loader:
             self.skip, self.ends = start.skip, start.ends
             if ranges is None:
                 self.committed.update(behind_checkpoints(consumer, start.starts, self.log))
+                if self.settings.paced and behind_by(consumer, start.starts) < PACED_BELOW:  # at the head
+                    paced = self.kafka.consumer(**self._consumer_config, **self.settings.paced_fetch())
+                    consumer.close()
+                    consumer, stats.paced = paced, True
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in start.starts.items()])
             self._loop(consumer, stats, start.pending, stop, start.open_ended)
         finally:
@@ -149,6 +150,7 @@ class Loader:
         last_message = time.monotonic()
         last_beat = 0.0
         lanes = Lanes(s.flush_interval_ms / 1000.0, s.cdc_flush_interval_ms / 1000.0)
+        n, behind = min(10_000, s.max_batch_rows), False  # a full consume(): behind, no holding back
         writer = Writer(lambda b: self._flush(consumer, b, stats))
         watch = PartitionWatch(consumer) if pending is None else None  # replays read fixed ranges
         try:
@@ -165,7 +167,11 @@ class Loader:
                 if not len(lanes) and now - last_message >= s.idle_exit_seconds:
                     self.log(f"caught up and idle for {s.idle_exit_seconds:g} s")
                     break
-                messages = consumer.consume(num_messages=min(10_000, s.max_batch_rows), timeout=lanes.wait(now, 0.05))
+                hold = lanes.events_due_in(now) if stats.paced and not behind else None
+                if hold:  # an events batch is open: what arrives waits with the consumer until it is due
+                    (time.sleep if stop is None else stop.wait)(hold)
+                messages = consumer.consume(num_messages=n, timeout=0 if hold is not None else lanes.wait(now, 0.05))
+                behind = len(messages) >= n
                 if messages:
                     last_message = time.monotonic()
                     for batch, part in lanes.split(messages, last_message):

@@ -289,6 +289,22 @@ def _placed(partition: int, offset: int, low: int, high: int) -> tuple[str, str]
     return "unknown", f"{partition}: no answer for offset {offset} (log {low}-{high})"
 
 
+#: a run that starts fewer messages than this behind the head is paced (`IngestSettings.paced_fetch`);
+#: one further behind catches up with unpaced fetches (a paced one reads at most the broker's 5 MB per
+#: fetch backoff: 87k events/s where unpaced reads ~200k)
+PACED_BELOW = 20_000
+
+
+def behind_by(consumer: Consumer, starts: dict[TP, int], timeout_s: float = 5.0) -> int:
+    """How many messages lie between these start offsets and the partitions' high watermarks (the
+    local Tansu reports its last batch's start + 1: up to a batch short, enough to tell a backlog)."""
+    behind = 0
+    for (topic, partition), start in starts.items():
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        behind += max(0, high - start)
+    return behind
+
+
 def behind_checkpoints(consumer: Consumer, starts: dict[TP, int], log: Callable[[str], None]) -> dict[TP, int]:
     """The partitions whose group-committed offset is behind where the checkpoints start the run (a
     late or lost async commit), with that start: committed at the run's end even if nothing new

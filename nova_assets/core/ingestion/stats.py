@@ -28,6 +28,7 @@ class IngestStats:
     batches: int = 0
     bytes: int = 0
     skipped_already_loaded: int = 0
+    paced: bool = False  # fetches paced at the stream's head (IngestSettings.paced_fetch)
     tombstones: int = 0
     unknown_fields: int = 0
     slowest_insert_s: float = 0.0
@@ -85,6 +86,7 @@ class IngestStats:
             "bytes": self.bytes,
             "messages": self.messages,
             "skipped_already_loaded": self.skipped_already_loaded,
+            "paced": self.paced,
             "tombstones_ignored": self.tombstones,
             "unknown_fields_ignored": self.unknown_fields,
             "slowest_insert_s": round(self.slowest_insert_s, 3),

@@ -34,6 +34,8 @@ class IngestConfig(dg.Config):
     idle_exit_seconds: float = 30.0
     flush_interval_ms: int = 200  # events
     cdc_flush_interval_ms: int = 1000  # CDC changes: each flush inserts into up to five mirror tables
+    # at most ~two fetches per events flush instead of one per produced batch (IngestSettings.paced_fetch)
+    paced: bool = True
     max_batch_rows: int = 100_000
     max_message_bytes: int = 262_144
     insert_attempts: int = 6
@@ -213,7 +215,7 @@ def replay_kafka(
     """Re-read a range and load whatever of it is missing from ClickHouse; consumer offsets are untouched."""
     ranges = replay_ranges(kafka, config)
     context.log.info(f"replaying {ranges}")
-    settings = IngestSettings(commit=False, max_run_seconds=3600, idle_exit_seconds=30)
+    settings = IngestSettings(commit=False, max_run_seconds=3600, idle_exit_seconds=30, paced=False)  # bulk
     loader = Loader(
         clickhouse, kafka, settings, log=context.log.info, run_id=context.run_id, log_warning=context.log.warning
     )

@@ -30,6 +30,7 @@ INGEST_SENSOR_INTERVAL = "NOVA_INGEST_SENSOR_INTERVAL"  # seconds between sensor
 INGEST_HEARTBEAT_STALE = "NOVA_INGEST_HEARTBEAT_STALE"  # a run silent this long is failed (default 45)
 INGEST_RUN_SECONDS = "NOVA_INGEST_RUN_SECONDS"  # how long one ingestion run keeps consuming (default 600)
 INGEST_IDLE_EXIT_SECONDS = "NOVA_INGEST_IDLE_EXIT_SECONDS"  # a run ends after this long without messages (30)
+INGEST_PACED = "NOVA_INGEST_PACED"  # pace a loader's fetches at the stream's head (default yes)
 INGEST_HANDOVER_LEAD = "NOVA_INGEST_HANDOVER_LEAD_SECONDS"  # launch the next run this long before one ends (30)
 RECOMMENDATIONS_CRON = "NOVA_RECOMMENDATIONS_CRON"
 CACHE_CRON = "NOVA_CACHE_CRON"

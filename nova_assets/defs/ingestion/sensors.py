@@ -204,10 +204,11 @@ def runs_by_shard(running: list[dg.DagsterRun], shards: int) -> dict[int, list[d
 
 def run_config(shard: int = 0, shards: int = 1) -> dict:
     """The run window from NOVA_INGEST_RUN_SECONDS / NOVA_INGEST_IDLE_EXIT_SECONDS (launchpad defaults
-    otherwise), and the run's shard."""
+    otherwise), NOVA_INGEST_PACED, and the run's shard."""
     config = {
         "max_run_seconds": settings.env_float(RUN_SECONDS, 600.0, minimum=5.0),
         "idle_exit_seconds": settings.env_float(IDLE_EXIT_SECONDS, 30.0, minimum=1.0),
+        "paced": settings.env_bool(settings.INGEST_PACED, True),
         **({"shard": shard, "shards": shards} if shards > 1 else {}),
     }
     return {"ops": {"ingest_kafka": {"config": config}}}

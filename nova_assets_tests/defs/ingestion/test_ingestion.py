@@ -269,3 +269,15 @@ def test_a_tick_while_a_run_loads_asks_the_broker_nothing(
         _tick(instance, nowhere, orjson.dumps(stale).decode())
     observed = _tick(instance, kafka, orjson.dumps(stale).decode())
     assert not observed.run_requests and observed.asset_events
+
+
+def test_the_sensors_runs_are_paced_unless_nova_ingest_paced_says_no(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nova_assets.defs.ingestion.sensors import run_config
+    from nova_assets.errors import ConfigError
+
+    assert run_config()["ops"]["ingest_kafka"]["config"]["paced"] is True
+    monkeypatch.setenv("NOVA_INGEST_PACED", "0")
+    assert run_config()["ops"]["ingest_kafka"]["config"]["paced"] is False
+    monkeypatch.setenv("NOVA_INGEST_PACED", "sometimes")
+    with pytest.raises(ConfigError, match="NOVA_INGEST_PACED"):
+        run_config()

@@ -115,7 +115,9 @@ class Platform:
         (`dagster dev`) and production (`docker/`: `dagster code-server start`) run it. A daemon
         given the project's workspace.yaml instead starts a code server of its own and replaces it
         every minute (its workspace refresh), each re-importing the definitions: ~0.06 cores the
-        platform never pays."""
+        platform never pays. Started once: the daemon and `schedules` both need it."""
+        if self.workspace.exists():
+            return
         port = free_port()
         dagster = str(Path(sys.executable).parent / "dagster")
         self.spawn(
@@ -141,16 +143,14 @@ class Platform:
     def start_daemon(self) -> None:
         """dagster-daemon on the code server's workspace, at NOVA_DAGSTER_NICE as `nova dev` starts
         it; the crons put a recompute and a warm in the window."""
-        if not self.workspace.exists():
-            self.start_code_server()
+        self.start_code_server()
         daemon = str(Path(sys.executable).parent / "dagster-daemon")
         self.daemon = self.spawn(daemon, "run", "-w", str(self.workspace), nice=dagster_nice())
 
     def schedules(self, action: str) -> None:
         """`dagster schedule start|stop` for the project's schedules (as the UI's toggle does); the
         ones in KEPT_OUT are stopped with them and never started."""
-        if not self.workspace.exists():
-            self.start_code_server()
+        self.start_code_server()
         dagster = str(Path(sys.executable).parent / "dagster")
         for name in SCHEDULES + (KEPT_OUT if action == "stop" else ()):
             subprocess.run(

@@ -184,7 +184,8 @@ class FeedService:
             await bound[1].aclose()
 
     def local(self, user: str) -> Loaded | None:
-        """The user's feed from this process's memory (L1, or trending for a known cold id); never blocks."""
+        """The user's feed from this process's memory (L1, or trending for a cold id: one in the
+        negative cache, or not among the published version's owners); never blocks."""
         found = self.l1.get_aged(user)
         if found is not None:
             if self.l1_refresh_s is not None and found[1] > self.l1_refresh_s and user not in self.refreshing:
@@ -193,8 +194,19 @@ class FeedService:
                     lambda _: self.refreshing.discard(user)
                 )
             return found[0], "l1"
-        if self.trending is not None and user in self.negative:
-            return self.trending, "l1"
+        trending = self.trending
+        if trending is None:
+            return None
+        if user in self.negative:
+            return trending, "l1"
+        owners = self.owners
+        if owners is not None and owners.version == trending.version and not owners.has_id(user):
+            # no personal feed in the published version: trending, known without Redis or a
+            # thread hop (a cold id cost the miss path two hops and a Redis round trip); a miss the
+            # first time, as before, and from the negative cache after that
+            self.cold_skipped += 1
+            self.negative.put(user, True)
+            return trending, "trending"
         return None
 
     def page(

@@ -18,6 +18,13 @@ import orjson
 
 V = TypeVar("V")
 MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
+_POSTS_AT = b',"posts":['
+
+
+def _id_at(post: bytes) -> int:
+    """Where `"post_id":"<36 chars>"` starts in a post cut out of a feed (-1: not in the expected shape)."""
+    at = post.find(b'"post_id":"') if post.startswith(b'"rank":') else -1
+    return at if at > 0 and post[at + 47 : at + 48] == b'"' else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +41,26 @@ class Cached:
 
     @classmethod
     def from_raw(cls, raw: bytes) -> Cached:
+        """A cached value (`core.cache.warming.feed_value`) as held in L1.
+
+        The posts are ClickHouse's own JSON objects (`feed_posts.sql`: flat, `{"rank":..,"post_id":..`,
+        no text of users), cut out of the value as they are instead of parsed and encoded again:
+        that cost a Redis hit ~260 µs of CPU for 100 posts (a dict and a `dumps` per post, kept
+        alive in L1), cutting ~60 µs. A value of any other shape is parsed in full.
+        """
+        at = raw.find(_POSTS_AT)
+        if at > 0 and raw.endswith(b"}]}"):
+            pieces = raw[at + len(_POSTS_AT) + 1 : -3].split(b"},{")
+            ids = [p[k + 11 : k + 47].decode() for p in pieces if (k := _id_at(p)) > 0]
+            if len(ids) == len(pieces):
+                head = orjson.loads(raw[:at] + b"}")
+                return cls(int(head.get("version", 0)), tuple([b"{" + p + b"}" for p in pieces]), tuple(ids))
         value = orjson.loads(raw)
-        posts = value.get("posts", ())
+        parsed = value.get("posts", ())
         return cls(
             int(value.get("version", 0)),
-            tuple(orjson.dumps(p) for p in posts),
-            tuple(str(p.get("post_id", "")) for p in posts),
+            tuple(orjson.dumps(p) for p in parsed),
+            tuple(str(p.get("post_id", "")) for p in parsed),
         )
 
 

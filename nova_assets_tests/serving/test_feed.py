@@ -254,6 +254,11 @@ def test_trending_is_read_once_per_published_version_and_cold_ids_ask_nothing(
         assert service.get_feed(uuid.uuid4()).source == "trending"
     first_version = service.trending.version if service.trending else None
     assert asked == [[NIL_USER]] and service.cold_skipped == 4  # the first read loads trending only
+    # from then on a cold id is answered from memory: no Redis read, no thread hop
+    stranger = str(uuid.uuid4())
+    assert service.local(stranger) == (service.trending, "trending") and stranger in service.negative
+    assert service.local(stranger) == (service.trending, "l1")  # a hit the second time, as before
+    assert service.local(str(world.users[1])) is None  # an owner goes on to Redis and ClickHouse
     assert service.get_feed(world.users[1]).source == "clickhouse"  # an owner is still looked up
     assert asked[-1] == [world.users[1]]
     with world.ch.session() as client:

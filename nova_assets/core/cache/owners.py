@@ -32,3 +32,10 @@ class FeedOwners:
     def has(self, user: uuid.UUID) -> bool:
         """Whether the user has a personal feed in this version."""
         return user.int in self.ids
+
+    def has_id(self, user: str) -> bool:
+        """`has` for a canonical id string (the read path's hot check: no UUID object)."""
+        try:
+            return int(user.replace("-", ""), 16) in self.ids
+        except ValueError:
+            return False

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
@@ -20,6 +19,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+
+if TYPE_CHECKING:  # psycopg loads where Postgres is used (~0.15 s of every Dagster process's start)
+    import psycopg
 
 #: a Redis client: one node, or a cluster (RedisResource.client() gives either)
 RedisClient = redis.Redis | redis.cluster.RedisCluster

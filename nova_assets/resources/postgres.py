@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import psycopg
 from pydantic import Field
 
 from nova_assets import settings
 from nova_assets.core.identifiers import redact
 from nova_assets.errors import ConfigError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -24,6 +27,8 @@ class PostgresResource(dg.ConfigurableResource):
     def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
         if not self.dsn.startswith(("postgresql://", "postgres://")):
             raise ConfigError(settings.POSTGRES_DSN, redact(self.dsn), "is not a postgresql:// URL")
+        import psycopg  # lazy: only processes that touch Postgres pay its import (~0.15 s)
+
         try:
             conn = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s, autocommit=autocommit)
         except psycopg.OperationalError as exc:

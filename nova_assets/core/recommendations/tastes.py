@@ -17,17 +17,16 @@ import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
-import pyarrow as pa
 from clickhouse_connect.driver.client import Client
-from scipy.sparse import csr_matrix
-from threadpoolctl import threadpool_limits
 
 from nova_assets.core.recommendations.scoring import query_text
+
+if TYPE_CHECKING:  # training's libraries load when a model is trained, not with every Dagster process (~0.4 s)
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,10 @@ class TasteModel:
 
 def train(client: Client, params: TasteParams, as_of: float) -> TasteModel:
     """Factor the user x author interactions of the `days` before `as_of`."""
+    import pandas as pd  # lazy, see the TYPE_CHECKING import
+    from scipy.sparse import csr_matrix
+    from threadpoolctl import threadpool_limits
+
     started = time.perf_counter()
     frame = client.query_df(
         query_text("taste_interactions"),
@@ -117,6 +120,8 @@ def best_authors(model: TasteModel, per_user: int, chunk: int = 4096) -> tuple[n
 
 def write(client: Client, model: TasteModel, params: TasteParams, version: int) -> None:
     """Write a model's vectors and candidates under `version` (not yet current: see `publish`)."""
+    import pyarrow as pa  # lazy, as pandas
+
     vectors = pa.table({
         "version": pa.array(np.full(len(model.users) + len(model.authors), version, np.uint64)),
         "kind": pa.array(["user"] * len(model.users) + ["author"] * len(model.authors)),

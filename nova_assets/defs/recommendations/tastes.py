@@ -3,7 +3,6 @@ with them on a past split; `feed_recommendations` scores with the newest one."""
 
 import time
 from dataclasses import asdict, fields
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import orjson
@@ -18,9 +17,6 @@ from nova_assets.core.schema.sql_files import load_objects
 from nova_assets.defs.schema.assets import renderer_for
 from nova_assets.defs.tables import frame, table
 from nova_assets.resources.clickhouse import ClickHouseResource
-
-if TYPE_CHECKING:  # pandas loads lazily: ~0.4 s of CPU at every run's start, for a few tables of metadata
-    pass
 
 DEFAULT_CRON = "7 * * * *"
 #: the batch runs (a recompute, a taste-model fit: minutes each) wait for each other: dagster.yaml

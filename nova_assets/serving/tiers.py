@@ -21,10 +21,14 @@ MAX_MISS_BATCH = 500  # users per coalesced ClickHouse query
 _POSTS_AT = b',"posts":['
 
 
-def _id_at(post: bytes) -> int:
-    """Where `"post_id":"<36 chars>"` starts in a post cut out of a feed (-1: not in the expected shape)."""
-    at = post.find(b'"post_id":"') if post.startswith(b'"rank":') else -1
-    return at if at > 0 and post[at + 47 : at + 48] == b'"' else -1
+_ID_AT = b'"post_id":"'
+
+
+def _post_id(post: bytes) -> str | None:
+    """The `"post_id":"<36 chars>"` of a post cut out of a feed (None: not in the expected shape)."""
+    at = post.find(_ID_AT) if post.startswith(b'"rank":') else -1
+    start = at + len(_ID_AT)
+    return post[start : start + 36].decode() if at > 0 and post[start + 36 : start + 37] == b'"' else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +55,7 @@ class Cached:
         at = raw.find(_POSTS_AT)
         if at > 0 and raw.endswith(b"}]}"):
             pieces = raw[at + len(_POSTS_AT) + 1 : -3].split(b"},{")
-            ids = [p[k + 11 : k + 47].decode() for p in pieces if (k := _id_at(p)) > 0]
+            ids = [i for p in pieces if (i := _post_id(p)) is not None]
             if len(ids) == len(pieces):
                 head = orjson.loads(raw[:at] + b"}")
                 return cls(int(head.get("version", 0)), tuple([b"{" + p + b"}" for p in pieces]), tuple(ids))
